@@ -1,0 +1,138 @@
+"""One customer message in, the next state and the replies out.
+
+``advance`` is a pure function: the worker may apply a redelivered message again and must get the
+very same step, replies and order.
+"""
+
+from dataclasses import dataclass
+
+from dialog.rules import DialogRules
+from dialog.state import DialogState, Lang, OrderDraft, Step
+from dialog.texts import Msg, render
+from dialog.validation import (
+    Invalid,
+    Reason,
+    detect_lang,
+    is_cancel,
+    parse_address,
+    parse_confirmation,
+    parse_phone,
+    parse_quantity,
+    phone_format,
+)
+
+DEFAULT_RULES = DialogRules()
+
+_REASON_TEXT = {
+    Reason.ADDRESS_TOO_SHORT: Msg.ADDRESS_TOO_SHORT,
+    Reason.ADDRESS_TOO_LONG: Msg.ADDRESS_TOO_LONG,
+    Reason.PHONE_INVALID: Msg.PHONE_INVALID,
+    Reason.QUANTITY_NOT_A_NUMBER: Msg.QUANTITY_NOT_A_NUMBER,
+    Reason.QUANTITY_OUT_OF_RANGE: Msg.QUANTITY_OUT_OF_RANGE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """``order`` is set only on the step that confirms an order: the worker's cue to insert it."""
+
+    state: DialogState
+    replies: tuple[str, ...]
+    order: OrderDraft | None = None
+
+
+def advance(state: DialogState, text: str, rules: DialogRules = DEFAULT_RULES) -> StepResult:
+    """Apply one customer message. Never raises for any text."""
+    turns = state.turns + 1
+    if state.step in (Step.INITIAL, Step.COMPLETED):
+        return _greet(detect_lang(text), turns)
+    if is_cancel(text):
+        return _say(DialogState(lang=state.lang, turns=turns), Msg.CANCELLED)
+    match state.step:
+        case Step.WAITING_ADDRESS:
+            return _on_address(state, text, rules, turns)
+        case Step.WAITING_PHONE:
+            return _on_phone(state, text, rules, turns)
+        case Step.WAITING_QUANTITY:
+            return _on_quantity(state, text, rules, turns)
+        case Step.WAITING_CONFIRMATION:
+            return _on_confirmation(state, text, turns)
+    return _greet(state.lang, turns)
+
+
+def _greet(lang: Lang, turns: int) -> StepResult:
+    return _say(DialogState(step=Step.WAITING_ADDRESS, lang=lang, turns=turns), Msg.GREETING)
+
+
+def _start_over(lang: Lang, turns: int) -> StepResult:
+    return _say(DialogState(step=Step.WAITING_ADDRESS, lang=lang, turns=turns), Msg.STARTING_OVER)
+
+
+def _on_address(state: DialogState, text: str, rules: DialogRules, turns: int) -> StepResult:
+    address = parse_address(text, rules)
+    if isinstance(address, Invalid):
+        limits = {"min": rules.address_min, "max": rules.address_max}
+        return _say(_stay(state, turns), _REASON_TEXT[address.reason], **limits)
+    next_state = DialogState(step=Step.WAITING_PHONE, lang=state.lang, address=address, turns=turns)
+    return _say(next_state, Msg.ASK_PHONE, phone_format=phone_format(rules.phone))
+
+
+def _on_phone(state: DialogState, text: str, rules: DialogRules, turns: int) -> StepResult:
+    phone = parse_phone(text, rules.phone)
+    if isinstance(phone, Invalid):
+        format_ = phone_format(rules.phone)
+        return _say(_stay(state, turns), _REASON_TEXT[phone.reason], phone_format=format_)
+    next_state = DialogState(
+        step=Step.WAITING_QUANTITY,
+        lang=state.lang,
+        address=state.address,
+        phone=phone,
+        turns=turns,
+    )
+    return _say(next_state, Msg.ASK_QUANTITY, min=rules.quantity_min, max=rules.quantity_max)
+
+
+def _on_quantity(state: DialogState, text: str, rules: DialogRules, turns: int) -> StepResult:
+    quantity = parse_quantity(text, rules)
+    if isinstance(quantity, Invalid):
+        limits = {"min": rules.quantity_min, "max": rules.quantity_max}
+        return _say(_stay(state, turns), _REASON_TEXT[quantity.reason], **limits)
+    if state.address is None or state.phone is None:
+        return _start_over(state.lang, turns)
+    next_state = DialogState(
+        step=Step.WAITING_CONFIRMATION,
+        lang=state.lang,
+        address=state.address,
+        phone=state.phone,
+        quantity=quantity,
+        turns=turns,
+    )
+    return _say(
+        next_state, Msg.CONFIRM, address=state.address, phone=state.phone, quantity=quantity
+    )
+
+
+def _on_confirmation(state: DialogState, text: str, turns: int) -> StepResult:
+    answer = parse_confirmation(text)
+    if answer is None:
+        return _say(_stay(state, turns), Msg.CONFIRM_UNCLEAR)
+    if not answer or state.address is None or state.phone is None or state.quantity is None:
+        return _start_over(state.lang, turns)
+    order = OrderDraft(address=state.address, phone=state.phone, quantity=state.quantity)
+    completed = DialogState(
+        step=Step.COMPLETED,
+        lang=state.lang,
+        address=order.address,
+        phone=order.phone,
+        quantity=order.quantity,
+        turns=turns,
+    )
+    return StepResult(completed, (render(Msg.ORDER_ACCEPTED, state.lang),), order)
+
+
+def _stay(state: DialogState, turns: int) -> DialogState:
+    return state.model_copy(update={"turns": turns})
+
+
+def _say(state: DialogState, msg: Msg, **params: object) -> StepResult:
+    return StepResult(state, (render(msg, state.lang, **params),))

@@ -1,0 +1,119 @@
+"""Parsing of customer answers.
+
+Each parser returns the normalized value or an ``Invalid`` naming why, so the machine can explain
+the problem instead of silently re-asking. None of them raises, whatever the text.
+"""
+
+import re
+import string
+from dataclasses import dataclass
+from enum import StrEnum
+
+from dialog.rules import DialogRules, PhoneRule
+from dialog.state import Lang
+
+
+class Reason(StrEnum):
+    ADDRESS_TOO_SHORT = "address_too_short"
+    ADDRESS_TOO_LONG = "address_too_long"
+    PHONE_INVALID = "phone_invalid"
+    QUANTITY_NOT_A_NUMBER = "quantity_not_a_number"
+    QUANTITY_OUT_OF_RANGE = "quantity_out_of_range"
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    reason: Reason
+
+
+YES_WORDS = frozenset(
+    {"yes", "y", "ok", "okay", "sure", "confirm", "да", "ага", "конечно", "подтверждаю", "ок"}
+)
+NO_WORDS = frozenset({"no", "n", "нет"})
+CANCEL_WORDS = frozenset({"cancel", "/cancel", "stop", "отмена", "стоп"})
+
+# Control characters and lone surrogates: PostgreSQL rejects NUL in text and a surrogate cannot
+# be encoded to the UTF-8 JSON the state is stored as, so neither may reach a stored address.
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_PHONE_SEPARATORS = re.compile(r"[\s\-.()\u2010-\u2015\u2212]")
+_INTEGER = re.compile(r"([+-]?)([0-9]+)")
+_CYRILLIC = re.compile("[\u0400-\u052f]")
+_TRAILING = string.punctuation + string.whitespace + "…«»“”"
+
+
+def detect_lang(text: str) -> Lang:
+    """Russian if the customer wrote any Cyrillic letter: the audience is Russian by default."""
+    if any(match.group().isalpha() for match in _CYRILLIC.finditer(text)):
+        return Lang.RU
+    return Lang.EN
+
+
+def parse_address(text: str, rules: DialogRules) -> str | Invalid:
+    address = " ".join(_UNSTORABLE.sub(" ", text).split())
+    if len(address) < rules.address_min:
+        return Invalid(Reason.ADDRESS_TOO_SHORT)
+    if len(address) > rules.address_max:
+        return Invalid(Reason.ADDRESS_TOO_LONG)
+    return address
+
+
+def parse_phone(text: str, rule: PhoneRule) -> str | Invalid:
+    """Accept what people paste from contacts (spaces, dashes, brackets); store one form."""
+    digits = _PHONE_SEPARATORS.sub("", text).removeprefix("+")
+    if (
+        digits.isascii()
+        and digits.isdigit()
+        and digits.startswith(rule.country_code)
+        and len(digits) == len(rule.country_code) + rule.national_digits
+    ):
+        return "+" + digits
+    return Invalid(Reason.PHONE_INVALID)
+
+
+def parse_quantity(text: str, rules: DialogRules) -> int | Invalid:
+    """Whole numbers in ASCII digits; leading zeros and a sign are read as a number.
+
+    "-1" and "007" are numbers, so "-1" is reported as out of range rather than as not a number.
+    """
+    match = _INTEGER.fullmatch(text.strip())
+    if match is None:
+        return Invalid(Reason.QUANTITY_NOT_A_NUMBER)
+    sign, digits = match.groups()
+    digits = digits.lstrip("0") or "0"
+    # int() refuses very long digit strings; anything longer than the maximum is out of range.
+    if len(digits) > len(str(rules.quantity_max)):
+        return Invalid(Reason.QUANTITY_OUT_OF_RANGE)
+    quantity = -int(digits) if sign == "-" else int(digits)
+    if not rules.quantity_min <= quantity <= rules.quantity_max:
+        return Invalid(Reason.QUANTITY_OUT_OF_RANGE)
+    return quantity
+
+
+def parse_confirmation(text: str) -> bool | None:
+    """True for a yes word, False for a no word, None when the answer is neither."""
+    word = _word(text)
+    if word in YES_WORDS:
+        return True
+    if word in NO_WORDS:
+        return False
+    return None
+
+
+def is_cancel(text: str) -> bool:
+    return _word(text) in CANCEL_WORDS
+
+
+def phone_format(rule: PhoneRule) -> str:
+    """The format shown to customers, e.g. ``+996 XXX XXX XXX``, derived from the rule."""
+    groups = [3] * (rule.national_digits // 3)
+    remainder = rule.national_digits % 3
+    if remainder == 1 and groups:
+        groups[-1] += 1
+    elif remainder:
+        groups.append(remainder)
+    return " ".join(["+" + rule.country_code, *("X" * size for size in groups)])
+
+
+def _word(text: str) -> str:
+    """One-word answers arrive as "Yes!", "ДА.", " ok " and must all read the same."""
+    return text.strip().casefold().rstrip(_TRAILING)

@@ -1,0 +1,137 @@
+"""The AMQP connection of a process and its confirmed publishes.
+
+A process must come up while the broker is down (the server then answers 503 and
+providers retry; a worker waits), so the first connection is retried in the
+background instead of failing start-up. After the first success aio-pika's robust
+connection restores channels, queues and consumers by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection, HeadersType
+
+from orderbot.settings import Settings
+from orderbot.topology import Topology, declare_topology
+
+log = structlog.get_logger(__name__)
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not confirm a publish; the caller must not acknowledge its input."""
+
+
+class BrokerLink:
+    """Owns one robust connection, a confirm-mode channel and the declared topology."""
+
+    def __init__(self, settings: Settings, role: str) -> None:
+        self._url = settings.amqp_url
+        self._role = role
+        self._timeout = settings.publish_timeout.total_seconds()
+        self.topology = Topology.from_settings(settings)
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._fatal: Exception | None = None
+
+    async def __aenter__(self) -> BrokerLink:
+        self._task = asyncio.create_task(self._connect_forever(), name="broker-connect")
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                connection = await aio_pika.connect_robust(
+                    self._url,
+                    client_properties={"connection_name": f"orderbot-{self._role}"},
+                    timeout=self._timeout,
+                )
+                break
+            except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
+                log.warning("broker_connect_failed", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await declare_topology(channel, self.topology)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            # An existing queue was declared with other arguments: retrying cannot help.
+            log.error("broker_topology_mismatch", error=str(exc))
+            self._fatal = exc
+            self._connected.set()
+            return
+        self._connection = connection
+        self._channel = channel  # type: ignore[assignment]
+        self._connected.set()
+        log.info("broker_connected")
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+        if self._fatal is not None:
+            raise self._fatal
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise BrokerUnavailable("not connected to the broker yet")
+        return self._connection
+
+    @property
+    def is_ready(self) -> bool:
+        return (
+            self._connection is not None
+            and not self._connection.is_closed
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    async def publish(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        message_id: str,
+        headers: Mapping[str, object] | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        """Publish persistently to `queue` and return only once the broker confirmed it.
+
+        Raises BrokerUnavailable when the broker is unreachable, nacks (a full queue
+        with reject-publish), returns the message as unroutable, or does not answer
+        within PUBLISH_TIMEOUT.
+        """
+        if not self.is_ready or self._channel is None:
+            raise BrokerUnavailable("not connected to the broker")
+        message = aio_pika.Message(
+            body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type="application/json",
+            message_id=message_id,
+            correlation_id=correlation_id,
+            headers=dict(headers) if headers else None,  # type: ignore[arg-type]
+            timestamp=datetime.now(UTC),
+        )
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._channel.default_exchange.publish(message, queue, mandatory=True)
+        except (aiormq.exceptions.AMQPError, TimeoutError, ConnectionError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"publish to {queue} not confirmed: {exc!r}") from exc
+
+
+def headers_of(message: aio_pika.abc.AbstractIncomingMessage) -> HeadersType:
+    return message.headers or {}

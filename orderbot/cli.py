@@ -1,0 +1,169 @@
+"""The `orderbot` command: one entry point for every process and operator tool."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from orderbot.settings import ConfigError, Settings, load_settings
+
+ROLES = {"server": "server", "worker": "worker", "outbox-worker": "outbox_worker"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orderbot", description="Chat2Desk/Twilio order bot on RabbitMQ."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("server", help="the webhook HTTP server")
+    sub.add_parser("worker", help="the dialog worker (consumes `messages`)")
+    sub.add_parser("outbox-worker", help="the reply retry worker (consumes `outbox`)")
+    sub.add_parser("migrate", help="create the database if missing and apply schema.sql")
+    sub.add_parser("run", help="server, worker and outbox-worker together, for development")
+    dlq = sub.add_parser("dlq", help="inspect and replay the dead-letter queue")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    listing = dlq_sub.add_parser("list", help="show parked messages")
+    listing.add_argument("--json", action="store_true", help="one JSON object per message")
+    listing.add_argument("--limit", type=int, default=1000)
+    replay = dlq_sub.add_parser("replay", help="send parked messages back for processing")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every parked message")
+    which.add_argument("--id", dest="message_id", help="the message with this id")
+    purge = dlq_sub.add_parser("purge", help="delete every parked message")
+    purge.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command in ROLES:
+        return _run_role(args.command)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"orderbot: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        return _migrate(settings)
+    if args.command == "run":
+        return _run_all()
+    return asyncio.run(_dlq(settings, args))
+
+
+def _run_role(command: str) -> int:
+    if command == "server":
+        from server.main import main as role_main
+    elif command == "worker":
+        from worker.main import main as role_main
+    else:
+        from outbox_worker.main import main as role_main
+    return role_main()
+
+
+def _migrate(settings: Settings) -> int:
+    from orderbot.logging import configure_logging
+    from orderbot.migrate import migrate
+
+    configure_logging(settings, "migrate")
+    try:
+        asyncio.run(migrate(settings.database_url))
+    except (OSError, ValueError) as exc:
+        print(f"orderbot migrate: cannot reach the database: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_all() -> int:
+    """Start the three processes; Ctrl-C (or SIGTERM) stops them all gracefully."""
+    children = {
+        role: subprocess.Popen([sys.executable, "-m", module]) for role, module in ROLES.items()
+    }
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    status = 0
+    with contextlib.suppress(ChildProcessError):
+        os.wait()  # the first child to exit, for whatever reason, stops the group
+    forward(signal.SIGTERM, None)
+    for role, child in children.items():
+        code = child.wait()
+        if code != 0:
+            print(f"orderbot run: {role} exited with {code}", file=sys.stderr)
+            status = status or code
+    return status
+
+
+async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from orderbot.broker import BrokerLink
+    from outbox_worker import dlq
+
+    if args.dlq_command == "purge" and not args.yes:
+        print("orderbot dlq purge: add --yes to delete every parked message", file=sys.stderr)
+        return 2
+    async with BrokerLink(settings, "cli") as broker:
+        try:
+            async with asyncio.timeout(settings.publish_timeout.total_seconds() * 2):
+                await broker.wait_connected()
+        except TimeoutError:
+            print("orderbot dlq: cannot reach the broker at AMQP_URL", file=sys.stderr)
+            return 1
+        if args.dlq_command == "list":
+            parked = await dlq.list_parked(broker, limit=args.limit)
+            _print_parked(parked, as_json=args.json)
+        elif args.dlq_command == "replay":
+            count = await dlq.replay(broker, message_id=None if args.all else args.message_id)
+            print(f"replayed {count} message(s)")
+            if args.message_id and count == 0:
+                return 1
+        else:
+            print(f"purged {await dlq.purge(broker)} message(s)")
+    return 0
+
+
+def _print_parked(parked: Sequence[object], *, as_json: bool) -> None:
+    from outbox_worker.dlq import ParkedMessage
+
+    rows = [p for p in parked if isinstance(p, ParkedMessage)]
+    if as_json:
+        for row in rows:
+            print(json.dumps(row.as_dict(), ensure_ascii=False))
+        return
+    if not rows:
+        print("the DLQ is empty")
+        return
+    header = ("AGE", "TENANT", "CLIENT", "ATTEMPTS", "REASON", "LAST ERROR", "ID")
+    table = [
+        (
+            _age(row.age_seconds),
+            row.tenant or "-",
+            row.client or "-",
+            str(row.attempts),
+            row.reason[:60],
+            (row.last_error or "-")[:60],
+            row.message_id,
+        )
+        for row in rows
+    ]
+    widths = [max(len(r[i]) for r in (header, *table)) for i in range(len(header))]
+    for line in (header, *table):
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+    print(f"{len(rows)} parked message(s)")
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"

@@ -1,0 +1,66 @@
+"""Parking a message in the DLQ with its story in the headers.
+
+The DLQ is where an operator looks, so every parked message says why it is there,
+how often it was tried, what failed last and where it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from orderbot.broker import BrokerLink
+
+REASON = "x-reason"
+ATTEMPTS = "x-attempts"
+RETRIES = "x-retries"
+LAST_ERROR = "x-last-error"
+FIRST_FAILURE = "x-first-failure"
+SOURCE_QUEUE = "x-source-queue"
+PARKED_AT = "x-parked-at"
+TENANT = "x-tenant"
+CLIENT = "x-client"
+
+
+def story(
+    *,
+    attempts: int,
+    retries: int,
+    first_failure: str,
+    last_error: str,
+) -> dict[str, object]:
+    """The retry headers a reply carries through the outbox and into the DLQ."""
+    return {
+        ATTEMPTS: attempts,
+        RETRIES: retries,
+        FIRST_FAILURE: first_failure,
+        LAST_ERROR: last_error[:1000],
+    }
+
+
+async def park(
+    broker: BrokerLink,
+    body: bytes,
+    *,
+    message_id: str,
+    reason: str,
+    source_queue: str,
+    headers: Mapping[str, object] | None = None,
+    correlation_id: str | None = None,
+) -> None:
+    """Publish to the DLQ, confirmed; the caller acks the original only after this."""
+    story: dict[str, object] = dict(headers or {})
+    story.update(
+        {
+            REASON: reason[:1000],
+            SOURCE_QUEUE: source_queue,
+            PARKED_AT: datetime.now(UTC).isoformat(),
+        }
+    )
+    await broker.publish(
+        broker.topology.dlq,
+        body,
+        message_id=message_id,
+        headers=story,
+        correlation_id=correlation_id,
+    )

@@ -1,0 +1,61 @@
+"""Orders in PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from dialog import OrderDraft
+
+_INSERT = """
+INSERT INTO orders (tenant, provider, source_message_id, client_id,
+                    client_phone, delivery_address, quantity)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT ON CONSTRAINT orders_source_message_unique DO NOTHING
+RETURNING id, status
+"""
+_EXISTING = """
+SELECT id FROM orders WHERE tenant = $1 AND provider = $2 AND source_message_id = $3
+"""
+_EVENT = """
+INSERT INTO order_events (order_id, from_status, to_status, actor) VALUES ($1, NULL, $2, $3)
+"""
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    id: int
+    created: bool
+
+
+class OrderStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def place(
+        self,
+        *,
+        tenant: str,
+        provider: str,
+        source_message_id: str,
+        client_id: str,
+        draft: OrderDraft,
+    ) -> PlacedOrder:
+        """Create the order of a confirmed dialog once; a repeat returns the first one."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                _INSERT,
+                tenant,
+                provider,
+                source_message_id,
+                client_id,
+                draft.phone,
+                draft.address,
+                draft.quantity,
+            )
+            if row is None:
+                existing = await conn.fetchval(_EXISTING, tenant, provider, source_message_id)
+                return PlacedOrder(id=int(existing), created=False)
+            await conn.execute(_EVENT, row["id"], row["status"], "dialog")
+            return PlacedOrder(id=int(row["id"]), created=True)

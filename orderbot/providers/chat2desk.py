@@ -1,0 +1,57 @@
+"""Chat2Desk's send API: POST /v1/messages with the token in `Authorization`."""
+
+from __future__ import annotations
+
+import aiohttp
+import orjson
+
+from orderbot.envelopes import Conversation
+from orderbot.providers.base import (
+    PermanentSendError,
+    TransientSendError,
+    classify_status,
+    parse_retry_after,
+)
+
+
+class Chat2DeskSender:
+    def __init__(self, session: aiohttp.ClientSession, api_url: str, token: str) -> None:
+        self._session = session
+        self._url = f"{api_url.rstrip('/')}/v1/messages"
+        self._token = token
+
+    async def send(self, conversation: Conversation, text: str) -> None:
+        body: dict[str, object] = {
+            "client_id": _as_number(conversation.client_id),
+            "text": text,
+            "type": "to_client",
+        }
+        if conversation.transport:
+            body["transport"] = conversation.transport
+        if conversation.channel_id:
+            body["channel_id"] = _as_number(conversation.channel_id)
+        try:
+            async with self._session.post(
+                self._url,
+                data=orjson.dumps(body),
+                headers={"Authorization": self._token, "Content-Type": "application/json"},
+            ) as response:
+                failure = classify_status(response.status)
+                if failure is None:
+                    return
+                detail = (await response.text())[:300]
+                reason = f"chat2desk answered {response.status}: {detail}"
+                if failure is PermanentSendError:
+                    raise PermanentSendError(reason, status=response.status)
+                raise TransientSendError(
+                    reason,
+                    status=response.status,
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                )
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransientSendError(f"chat2desk unreachable: {exc!r}") from exc
+
+
+def _as_number(value: str) -> int | str:
+    """Chat2Desk ids are integers; we carry them as strings so other providers fit."""
+    return int(value) if value.isdigit() else value

@@ -1,0 +1,68 @@
+"""A token bucket in Redis shared by every process that sends to one provider account.
+
+Chat2Desk throttles per account, not per process: two workers and an outbox worker
+each keeping their own count would together exceed the limit. One Lua script
+refills and takes a token atomically, using Redis's clock so processes on hosts
+with skewed clocks agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from orderbot.envelopes import Conversation
+from orderbot.providers.base import ReplySender, TransientSendError
+
+_TAKE = """
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local now_parts = redis.call('TIME')
+local now = now_parts[1] * 1000 + now_parts[2] / 1000
+local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(bucket[1]) or capacity
+local ts = tonumber(bucket[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = math.ceil((1 - tokens) / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate) + 1000)
+return wait
+"""
+
+
+class TokenBucket:
+    def __init__(self, redis: Redis, key: str, *, per_minute: int) -> None:
+        self._redis = redis
+        self._key = key
+        self._rate_per_ms = per_minute / 60_000
+        self._capacity = max(1.0, per_minute / 60)
+        self._take = redis.register_script(_TAKE)
+
+    async def take(self) -> float:
+        """Take one token if there is one; else return the seconds until one is due."""
+        wait_ms = await self._take(keys=[self._key], args=[self._rate_per_ms, self._capacity])
+        return int(wait_ms) / 1000
+
+
+class RateLimitedSender:
+    """Waits for a token (up to `max_wait`), else fails transiently so the reply is retried."""
+
+    def __init__(self, inner: ReplySender, bucket: TokenBucket, *, max_wait: float) -> None:
+        self._inner = inner
+        self._bucket = bucket
+        self._max_wait = max_wait
+
+    async def send(self, conversation: Conversation, text: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_wait
+        while (wait := await self._bucket.take()) > 0:
+            if loop.time() + wait > deadline:
+                raise TransientSendError("outbound rate limit reached", retry_after=wait)
+            await asyncio.sleep(wait)
+        await self._inner.send(conversation, text)

@@ -1,0 +1,51 @@
+"""Start-up and shutdown common to every process.
+
+The first SIGTERM or SIGINT sets the stop event and the role drains; a second one
+means the operator insists, and the process exits at once with status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from orderbot.logging import configure_logging
+from orderbot.settings import ConfigError, Settings, load_settings
+
+Main = Callable[[Settings, asyncio.Event], Awaitable[None]]
+
+
+def run_role(role: str, main: Main, *, required: tuple[str, ...] = ()) -> int:
+    try:
+        settings = load_settings()
+        settings.require(*required)
+    except ConfigError as exc:
+        print(f"orderbot {role}: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings, role)
+    return asyncio.run(_run(role, settings, main))
+
+
+async def _run(role: str, settings: Settings, main: Main) -> int:
+    log = structlog.get_logger(role)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second_signal_exit_now", signal=signal.Signals(signum).name)
+            os._exit(1)
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    log.info("starting", pid=os.getpid())
+    await main(settings, stop)
+    log.info("stopped")
+    return 0

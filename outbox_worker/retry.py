@@ -1,0 +1,184 @@
+"""One outbox delivery: send once, or schedule the next try, or give up into the DLQ.
+
+The consumer never sleeps on a failing reply: a retry is a republish into a delay
+tier queue whose TTL dead-letters it back into `outbox`, so other customers'
+replies keep flowing while this one waits. The reply's story (attempts, first
+failure, last error) travels in its headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+
+from orderbot import dead_letters
+from orderbot.broker import BrokerLink
+from orderbot.consumer import ack
+from orderbot.envelopes import OutboundReply, PoisonMessage, decode, utcnow
+from orderbot.providers import PermanentSendError, ReplySender, TransientSendError
+from orderbot.reply_order import ReplyOrder
+from orderbot.transient import until_done
+
+log = structlog.get_logger(__name__)
+
+
+def _int_header(message: AbstractIncomingMessage, name: str) -> int:
+    value = (message.headers or {}).get(name)
+    return value if isinstance(value, int) else 0
+
+
+def _first_failure(message: AbstractIncomingMessage, reply: OutboundReply) -> datetime:
+    value = (message.headers or {}).get(dead_letters.FIRST_FAILURE)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    return reply.created_at
+
+
+class OutboxDelivery:
+    def __init__(
+        self,
+        *,
+        broker: BrokerLink,
+        senders: dict[str, ReplySender],
+        order: ReplyOrder,
+        delays: tuple[timedelta, ...],
+        max_attempts: int,
+        max_age: timedelta,
+        stop: asyncio.Event,
+    ) -> None:
+        self._broker = broker
+        self._senders = senders
+        self._order = order
+        self._delays = delays
+        self._max_attempts = max_attempts
+        self._max_age = max_age
+        self._stop = stop
+
+    async def __call__(self, message: AbstractIncomingMessage) -> None:
+        try:
+            reply = decode(OutboundReply, message.body)
+            if reply.conversation.provider not in self._senders:
+                raise PoisonMessage(f"no sender configured for {reply.conversation.provider}")
+        except PoisonMessage as exc:
+            reason = str(exc)
+            log.warning("poison_message", reason=reason, message_id=message.message_id)
+            await until_done(
+                lambda: dead_letters.park(
+                    self._broker,
+                    message.body,
+                    message_id=message.message_id or uuid.uuid4().hex,
+                    reason=reason,
+                    source_queue=self._broker.topology.outbox,
+                    headers=dict(message.headers or {}),
+                ),
+                self._stop,
+            )
+            await ack(message)
+            return
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=reply.correlation_id,
+            reply_id=reply.reply_id,
+            tenant=reply.conversation.tenant,
+            client_id=reply.conversation.client_id,
+        ):
+            await until_done(lambda: self._deliver(message, reply), self._stop)
+            await ack(message)
+
+    async def _deliver(self, message: AbstractIncomingMessage, reply: OutboundReply) -> None:
+        attempts = _int_header(message, dead_letters.ATTEMPTS)
+        retries = _int_header(message, dead_letters.RETRIES)
+        first_failure = _first_failure(message, reply)
+        if not await self._order.is_turn(reply.conversation, reply.reply_id):
+            log.debug("reply_waits_for_earlier")
+            await self._republish(message, self._delays[0], dict(message.headers or {}))
+            return
+        try:
+            await self._senders[reply.conversation.provider].send(reply.conversation, reply.text)
+        except PermanentSendError as exc:
+            await self._give_up(
+                message,
+                reply,
+                f"permanent send error: {exc.reason}",
+                attempts + 1,
+                retries,
+                first_failure,
+                exc.reason,
+            )
+            return
+        except TransientSendError as exc:
+            attempts += 1
+            age = utcnow() - first_failure
+            if attempts >= self._max_attempts:
+                reason = f"gave up after {attempts} attempts"
+            elif age >= self._max_age:
+                reason = f"gave up after {age} (OUTBOX_MAX_AGE)"
+            else:
+                delay = self._delays[min(retries, len(self._delays) - 1)]
+                if exc.retry_after is not None:
+                    delay = max(delay, timedelta(seconds=exc.retry_after))
+                log.info(
+                    "reply_retry_scheduled", attempts=attempts, delay=str(delay), error=exc.reason
+                )
+                headers = dead_letters.story(
+                    attempts=attempts,
+                    retries=retries + 1,
+                    first_failure=first_failure.isoformat(),
+                    last_error=exc.reason,
+                )
+                await self._republish(message, delay, headers)
+                return
+            await self._give_up(
+                message, reply, reason, attempts, retries, first_failure, exc.reason
+            )
+            return
+        await self._order.done(reply.conversation, reply.reply_id)
+        log.info("reply_sent", attempts=attempts + 1)
+
+    async def _republish(
+        self, message: AbstractIncomingMessage, delay: timedelta, headers: dict[str, object]
+    ) -> None:
+        await self._broker.publish(
+            self._broker.topology.delay_queue(delay),
+            message.body,
+            message_id=message.message_id or uuid.uuid4().hex,
+            correlation_id=message.correlation_id,
+            headers=headers,
+        )
+
+    async def _give_up(
+        self,
+        message: AbstractIncomingMessage,
+        reply: OutboundReply,
+        reason: str,
+        attempts: int,
+        retries: int,
+        first_failure: datetime,
+        last_error: str,
+    ) -> None:
+        log.error("reply_dead_lettered", reason=reason, attempts=attempts)
+        await dead_letters.park(
+            self._broker,
+            message.body,
+            message_id=reply.reply_id,
+            reason=reason,
+            source_queue=self._broker.topology.outbox,
+            correlation_id=reply.correlation_id,
+            headers={
+                **dead_letters.story(
+                    attempts=attempts,
+                    retries=retries,
+                    first_failure=first_failure.isoformat(),
+                    last_error=last_error,
+                ),
+                dead_letters.TENANT: reply.conversation.tenant,
+                dead_letters.CLIENT: reply.conversation.client_id,
+            },
+        )
+        await self._order.done(reply.conversation, reply.reply_id)

@@ -1,0 +1,43 @@
+"""The outbox worker process: wiring of its resources, and its run until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from orderbot.broker import BrokerLink
+from orderbot.consumer import Consumer
+from orderbot.ops_server import serve_ops
+from orderbot.providers.registry import open_senders
+from orderbot.reply_order import reply_order_for
+from orderbot.resources import open_redis
+from orderbot.settings import Settings
+from outbox_worker.retry import OutboxDelivery
+
+REQUIRED = ("chat2desk_api_token",)
+
+
+async def run_outbox_worker(settings: Settings, stop: asyncio.Event) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        broker = await stack.enter_async_context(BrokerLink(settings, "outbox_worker"))
+        redis = await stack.enter_async_context(open_redis(settings))
+        senders = await stack.enter_async_context(open_senders(settings, redis))
+        consumer = Consumer(
+            broker,
+            broker.topology.outbox,
+            OutboxDelivery(
+                broker=broker,
+                senders=dict(senders),
+                order=reply_order_for(redis, settings),
+                delays=settings.outbox_delays,
+                max_attempts=settings.outbox_max_attempts,
+                max_age=settings.outbox_max_age,
+                stop=stop,
+            ),
+            prefetch=settings.worker_concurrency,
+            shutdown_timeout=settings.shutdown_timeout.total_seconds(),
+        )
+        await stack.enter_async_context(
+            serve_ops(settings, default_port=9102, broker=broker, redis=redis, pool=None)
+        )
+        await consumer.run(stop)

@@ -1,0 +1,109 @@
+"""The webhook server: app factory, its resources as cleanup contexts, and its run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from orderbot.broker import BrokerLink
+from orderbot.health import readiness
+from orderbot.ops_server import metrics_response
+from orderbot.resources import open_redis
+from orderbot.settings import Settings
+from server.chat2desk import chat2desk_webhook
+from server.errors import error_middleware
+from server.ingest import BROKER, POSTGRES, REDIS, SETTINGS
+
+log = structlog.get_logger(__name__)
+
+REQUIRED = ("chat2desk_webhook_token",)
+
+
+async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with BrokerLink(app[SETTINGS], "server") as broker:
+        app[BROKER] = broker
+        yield
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_redis(app[SETTINGS]) as redis:
+        app[REDIS] = redis
+        yield
+
+
+async def _postgres_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Only /health/ready uses it; min_size=0 lets the server start while the
+    # database is down and report that, rather than refuse to serve webhooks.
+    pool = asyncpg.create_pool(
+        app[SETTINGS].database_url, min_size=0, max_size=2, command_timeout=2
+    )
+    await pool
+    app[POSTGRES] = pool
+    try:
+        yield
+    finally:
+        await pool.close()
+
+
+async def index(_: web.Request) -> web.Response:
+    return web.json_response(
+        {
+            "service": "orderbot",
+            "endpoints": [
+                "POST /webhook/chat2desk/{token}",
+                "GET /health",
+                "GET /health/ready",
+                "GET /metrics",
+            ],
+        }
+    )
+
+
+async def health(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def health_ready(request: web.Request) -> web.Response:
+    app = request.app
+    ok, checks = await readiness(broker=app[BROKER], redis=app[REDIS], pool=app[POSTGRES])
+    return web.json_response(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )
+
+
+async def metrics(_: web.Request) -> web.Response:
+    return metrics_response()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.http_max_body, middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_broker_ctx, _redis_ctx, _postgres_ctx])
+    app.router.add_get("/", index)
+    app.router.add_get("/health", health)
+    app.router.add_get("/health/ready", health_ready)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/webhook/chat2desk/{token}", chat2desk_webhook)
+    return app
+
+
+async def run_server(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve until stopped; then stop accepting, finish in-flight requests, close."""
+    runner = web.AppRunner(
+        create_app(settings),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout.total_seconds(),
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_port=False)
+        await site.start()
+        log.info("listening", host=settings.http_host, port=settings.http_port)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,94 @@
+"""Chat2Desk's inbound hook: validate, then queue the customer's message.
+
+Chat2Desk calls one URL for every event of an account (client messages, operator
+messages, dialog changes). Only a message from the client starts a dialog step;
+everything else is acknowledged with 200 so Chat2Desk does not retry it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
+
+from orderbot.envelopes import Conversation, InboundMessage
+from server.errors import json_error
+from server.ingest import BROKER, SETTINGS, accept, read_json, validation_error
+
+log = structlog.get_logger(__name__)
+
+
+def _id_to_str(value: object) -> object:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Id = Annotated[
+    StrictStr, BeforeValidator(_id_to_str), Field(min_length=1, max_length=128, pattern=r"^\S+$")
+]
+OptionalId = Annotated[StrictStr | None, BeforeValidator(_id_to_str), Field(max_length=128)]
+
+
+class Chat2DeskEvent(BaseModel):
+    """The part of any hook body that says what kind of event it is."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: StrictStr | None = None
+    hook_type: StrictStr | None = None
+
+    @property
+    def is_client_message(self) -> bool:
+        if self.type is not None:
+            return self.type == "from_client"
+        return self.hook_type == "inbox"
+
+
+class Chat2DeskInbound(BaseModel):
+    """A message from the client. Unknown fields are Chat2Desk's business and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message_id: Id
+    client_id: Id
+    text: StrictStr | None = Field(default=None, max_length=20_000)
+    transport: StrictStr | None = Field(default=None, max_length=64)
+    channel_id: OptionalId = None
+    dialog_id: OptionalId = None
+
+
+async def chat2desk_webhook(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    expected = settings.chat2desk_webhook_token
+    given = request.match_info["token"]
+    if expected is None or not hmac.compare_digest(
+        given.encode(), expected.get_secret_value().encode()
+    ):
+        return json_error(403, "invalid webhook token")
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        return json_error(422, "invalid body", detail="expected a JSON object")
+    event = validation_error(Chat2DeskEvent, body)
+    if isinstance(event, web.Response):
+        return event
+    if not event.is_client_message:
+        log.info("event_ignored", type=event.type, hook_type=event.hook_type)
+        return web.json_response({"status": "ignored"})
+    hook = validation_error(Chat2DeskInbound, body)
+    if isinstance(hook, web.Response):
+        return hook
+    message = InboundMessage(
+        message_id=hook.message_id,
+        conversation=Conversation(
+            tenant=settings.tenant,
+            provider="chat2desk",
+            client_id=hook.client_id,
+            transport=hook.transport,
+            channel_id=hook.channel_id,
+        ),
+        text=hook.text or "",
+        dialog_id=hook.dialog_id,
+    )
+    return await accept(request.app[BROKER], request.app, message)

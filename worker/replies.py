@@ -1,0 +1,115 @@
+"""Getting a step's replies to the customer: now if possible, else through the outbox.
+
+A reply is sent inline with a few quick retries. When that fails, or when the
+customer already has replies waiting in the outbox (their order must hold), it is
+published to the outbox, confirmed, before the worker acknowledges its message.
+A permanent refusal goes straight to the DLQ. No path drops a reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from orderbot import dead_letters
+from orderbot.broker import BrokerLink
+from orderbot.envelopes import Conversation, OutboundReply, encode, utcnow
+from orderbot.providers import PermanentSendError, ReplySender, TransientSendError
+from orderbot.reply_order import ReplyOrder
+
+log = structlog.get_logger(__name__)
+
+
+class ReplyDispatcher:
+    def __init__(
+        self,
+        broker: BrokerLink,
+        senders: Mapping[str, ReplySender],
+        order: ReplyOrder,
+        *,
+        attempts: int,
+        backoff: timedelta,
+    ) -> None:
+        self._broker = broker
+        self._senders = senders
+        self._order = order
+        self._attempts = attempts
+        self._backoff = backoff.total_seconds()
+
+    async def deliver(
+        self, conversation: Conversation, correlation_id: str, texts: Sequence[str]
+    ) -> None:
+        queued = await self._order.has_waiting(conversation)
+        for index, text in enumerate(texts):
+            reply = OutboundReply(
+                reply_id=f"{correlation_id}:{index}",
+                correlation_id=correlation_id,
+                conversation=conversation,
+                text=text,
+            )
+            if queued:
+                await self._to_outbox(reply, attempts=0, last_error="queued behind earlier replies")
+                continue
+            try:
+                await self._send(reply)
+            except TransientSendError as exc:
+                log.warning("reply_to_outbox", reply_id=reply.reply_id, error=exc.reason)
+                await self._to_outbox(reply, attempts=self._attempts, last_error=exc.reason)
+                queued = True
+            except PermanentSendError as exc:
+                log.error("reply_refused", reply_id=reply.reply_id, error=exc.reason)
+                await dead_letters.park(
+                    self._broker,
+                    encode(reply),
+                    message_id=reply.reply_id,
+                    reason=f"permanent send error: {exc.reason}",
+                    source_queue=self._broker.topology.outbox,
+                    headers={
+                        **dead_letters.story(
+                            attempts=1,
+                            retries=0,
+                            first_failure=utcnow().isoformat(),
+                            last_error=exc.reason,
+                        ),
+                        dead_letters.TENANT: conversation.tenant,
+                        dead_letters.CLIENT: conversation.client_id,
+                    },
+                    correlation_id=correlation_id,
+                )
+
+    async def _send(self, reply: OutboundReply) -> None:
+        sender = self._senders[reply.conversation.provider]
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(TransientSendError),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await sender.send(reply.conversation, reply.text)
+        log.info("reply_sent", reply_id=reply.reply_id)
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, TransientSendError) and error.retry_after is not None:
+            return error.retry_after
+        return float(self._backoff * 2 ** (state.attempt_number - 1))
+
+    async def _to_outbox(self, reply: OutboundReply, *, attempts: int, last_error: str) -> None:
+        await self._order.enqueue(reply.conversation, reply.reply_id)
+        await self._broker.publish(
+            self._broker.topology.outbox,
+            encode(reply),
+            message_id=reply.reply_id,
+            correlation_id=reply.correlation_id,
+            headers=dead_letters.story(
+                attempts=attempts,
+                retries=0,
+                first_failure=reply.created_at.isoformat(),
+                last_error=last_error,
+            ),
+        )

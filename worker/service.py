@@ -1,0 +1,77 @@
+"""The worker process: wiring of its resources, and its run until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from dialog import DialogRules, PhoneRule
+from orderbot.broker import BrokerLink
+from orderbot.client_lock import ClientLocks
+from orderbot.consumer import Consumer
+from orderbot.dialog_store import DialogStore
+from orderbot.ops_server import serve_ops
+from orderbot.orders import OrderStore
+from orderbot.providers.registry import open_senders
+from orderbot.reply_order import reply_order_for
+from orderbot.resources import open_postgres, open_redis
+from orderbot.settings import Settings
+from worker.replies import ReplyDispatcher
+from worker.step import MessageProcessor
+
+log = structlog.get_logger(__name__)
+
+REQUIRED = ("chat2desk_api_token",)
+
+
+def dialog_rules(settings: Settings) -> DialogRules:
+    return DialogRules(
+        phone=PhoneRule(
+            country_code=settings.phone_country_code,
+            national_digits=settings.phone_national_digits,
+        )
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        broker = await stack.enter_async_context(BrokerLink(settings, "worker"))
+        redis = await stack.enter_async_context(open_redis(settings))
+        pool = await stack.enter_async_context(
+            open_postgres(settings, max_size=settings.worker_concurrency)
+        )
+        senders = await stack.enter_async_context(open_senders(settings, redis))
+        consumer = Consumer(
+            broker,
+            broker.topology.messages,
+            MessageProcessor(
+                broker=broker,
+                dialogs=DialogStore(
+                    redis,
+                    settings.redis_key_prefix,
+                    state_ttl=settings.dialog_ttl,
+                    dedupe_ttl=settings.dedupe_ttl,
+                ),
+                locks=ClientLocks(
+                    redis, settings.redis_key_prefix, settings.lock_timeout.total_seconds()
+                ),
+                orders=OrderStore(pool),
+                replies=ReplyDispatcher(
+                    broker,
+                    senders,
+                    reply_order_for(redis, settings),
+                    attempts=settings.send_attempts,
+                    backoff=settings.send_backoff,
+                ),
+                rules=dialog_rules(settings),
+                stop=stop,
+            ),
+            prefetch=settings.worker_concurrency,
+            shutdown_timeout=settings.shutdown_timeout.total_seconds(),
+        )
+        await stack.enter_async_context(
+            serve_ops(settings, default_port=9101, broker=broker, redis=redis, pool=pool)
+        )
+        await consumer.run(stop)

@@ -1,0 +1,108 @@
+"""One customer message: one dialog step, applied exactly once.
+
+The order of effects is what makes a crash anywhere safe (guarantee 4):
+lock → skip if already applied → load state → pure step → place order (unique
+by source message id) → send or outbox the replies → commit state and the
+applied-marker together → ack. A crash before the commit replays the step from
+the same state, so the same order row is found and the replies go out again
+(twice, never zero times). A crash after the commit finds the marker and only acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+
+from dialog import DialogRules, advance
+from orderbot import dead_letters
+from orderbot.broker import BrokerLink
+from orderbot.client_lock import ClientLocks
+from orderbot.consumer import ack
+from orderbot.dialog_store import DialogStore
+from orderbot.envelopes import InboundMessage, PoisonMessage, decode
+from orderbot.orders import OrderStore
+from orderbot.transient import until_done
+from worker.replies import ReplyDispatcher
+
+log = structlog.get_logger(__name__)
+
+
+class MessageProcessor:
+    def __init__(
+        self,
+        *,
+        broker: BrokerLink,
+        dialogs: DialogStore,
+        locks: ClientLocks,
+        orders: OrderStore,
+        replies: ReplyDispatcher,
+        rules: DialogRules,
+        stop: asyncio.Event,
+    ) -> None:
+        self._broker = broker
+        self._dialogs = dialogs
+        self._locks = locks
+        self._orders = orders
+        self._replies = replies
+        self._rules = rules
+        self._stop = stop
+
+    async def __call__(self, message: AbstractIncomingMessage) -> None:
+        try:
+            inbound = decode(InboundMessage, message.body)
+        except PoisonMessage as exc:
+            await self._park(message, str(exc))
+            return
+        conversation = inbound.conversation
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=inbound.message_id,
+            tenant=conversation.tenant,
+            provider=conversation.provider,
+            client_id=conversation.client_id,
+        ):
+            await until_done(lambda: self._apply(inbound), self._stop)
+            await ack(message)
+
+    async def _apply(self, inbound: InboundMessage) -> None:
+        conversation = inbound.conversation
+        async with self._locks.hold(conversation.key) as token:
+            if await self._dialogs.is_processed(inbound):
+                log.info("duplicate_skipped")
+                return
+            state = await self._dialogs.load(conversation)
+            result = advance(state, inbound.text, self._rules)
+            if result.order is not None:
+                placed = await self._orders.place(
+                    tenant=conversation.tenant,
+                    provider=conversation.provider,
+                    source_message_id=inbound.message_id,
+                    client_id=conversation.client_id,
+                    draft=result.order,
+                )
+                log.info("order_placed", order_id=placed.id, created=placed.created)
+            await self._replies.deliver(conversation, inbound.message_id, result.replies)
+            await self._dialogs.commit(
+                inbound,
+                result.state,
+                lock_key=self._locks.key(conversation.key),
+                lock_token=token,
+            )
+        log.info("step_applied", step=result.state.step.value, turns=result.state.turns)
+
+    async def _park(self, message: AbstractIncomingMessage, reason: str) -> None:
+        log.warning("poison_message", reason=reason, message_id=message.message_id)
+        await until_done(
+            lambda: dead_letters.park(
+                self._broker,
+                message.body,
+                message_id=message.message_id or uuid.uuid4().hex,
+                reason=reason,
+                source_queue=self._broker.topology.messages,
+                headers={dead_letters.ATTEMPTS: 1},
+            ),
+            self._stop,
+        )
+        await ack(message)
