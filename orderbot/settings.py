@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     outbox_delays: Durations = tuple(timedelta(seconds=s) for s in (5, 10, 20, 40, 80, 160, 300))
 
     shutdown_timeout: Duration = timedelta(seconds=25)
-    lock_timeout: Duration = timedelta(seconds=60)
+    lock_timeout: Duration = timedelta(seconds=15)
     dedupe_ttl: Duration = timedelta(days=7)
     dialog_ttl: Duration = timedelta(hours=24)
 

@@ -35,7 +35,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         reason = {413: "request body too large", 404: "not found", 405: "method not allowed"}
         return json_error(
             exc.status,
-            reason.get(exc.status, exc.reason.lower()),
+            reason.get(exc.status, exc.reason),
             headers={k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")},
         )
     except Exception:

@@ -1,0 +1,193 @@
+"""Fixtures: real services, one database per test session, one namespace per test.
+
+Each test gets its own QUEUE_PREFIX and REDIS_KEY_PREFIX, and client ids nobody
+else uses, so tests never see each other's data; the per-session database holds
+only this run's orders and is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+import pytest
+from aio_pika.abc import AbstractChannel
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+
+from orderbot.migrate import migrate
+from orderbot.settings import Settings
+from orderbot.topology import Topology
+from server.app import create_app
+from server.ingest import BROKER
+from tests.fake_provider import FakeChat2Desk, running_fake
+from tests.processes import OrderbotProcess, wait_http_ok
+from tests.services import Services, find_services
+from worker.service import run_worker
+
+WEBHOOK_TOKEN = "test-webhook-token-5f1c"
+API_TOKEN = "test-api-token-9a7e"
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    with find_services() as found:
+        yield found
+
+
+@pytest.fixture(scope="session")
+def database_url(services: Services) -> Iterator[str]:
+    name = f"orderbot_test_{uuid.uuid4().hex[:12]}"
+    url = services.database_url(name)
+    asyncio.run(migrate(url))
+    yield url
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(services.database_url("postgres"))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeChat2Desk]:
+    async with running_fake() as fake:
+        yield fake
+
+
+@pytest.fixture
+def config(
+    services: Services, database_url: str, namespace: str, fake: FakeChat2Desk
+) -> dict[str, str]:
+    """The environment of this test's orderbot processes; tests adjust it before starting them."""
+    return {
+        "AMQP_URL": services.amqp_url,
+        "REDIS_URL": services.redis_url,
+        "DATABASE_URL": database_url,
+        "QUEUE_PREFIX": f"{namespace}-",
+        "REDIS_KEY_PREFIX": f"{namespace}:",
+        "CHAT2DESK_API_URL": fake.url,
+        "CHAT2DESK_API_TOKEN": API_TOKEN,
+        "CHAT2DESK_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": "0",
+        "METRICS_PORT": "0",
+        "SEND_BACKOFF": "10ms",
+        "OUTBOX_DELAYS": "50ms,100ms,200ms",
+        "SHUTDOWN_TIMEOUT": "10s",
+        "LOCK_TIMEOUT": "1s",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "info",
+    }
+
+
+@pytest.fixture
+def make_settings(config: dict[str, str]) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {k.lower(): v for k, v in config.items()}
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def amqp(services: Services, settings: Settings) -> AsyncIterator[AbstractChannel]:
+    """A channel for looking into this test's queues; deletes them afterwards."""
+    connection = await aio_pika.connect(services.amqp_url)
+    channel = await connection.channel()
+    yield channel
+    cleanup = await connection.channel()
+    for name in Topology.from_settings(settings).all_queues:
+        await cleanup.queue_delete(name)
+    await connection.close()
+
+
+@pytest.fixture
+async def redis(services: Services, namespace: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(services.redis_url, decode_responses=True)
+    yield client
+    keys = [key async for key in client.scan_iter(match=f"{namespace}:*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, amqp: AbstractChannel, redis: Redis
+) -> AsyncIterator[TestClient[Any, Any]]:
+    """The webhook server, in this process, connected to the broker."""
+    app = create_app(settings)
+    async with TestClient(TestServer(app)) as test_client:
+        await asyncio.wait_for(app[BROKER].wait_connected(), 30)
+        yield test_client
+
+
+@pytest.fixture
+async def worker(
+    settings: Settings, amqp: AbstractChannel, redis: Redis
+) -> AsyncIterator[asyncio.Task[None]]:
+    """A worker running in this process until the test ends."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_worker(settings, stop))
+    yield task
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def spawn(
+    config: dict[str, str], tmp_path: Path, amqp: AbstractChannel, redis: Redis
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start real orderbot processes; every one still running at the end is killed."""
+    started: list[OrderbotProcess] = []
+
+    async def start(role: str, *, name: str | None = None, **env: str) -> OrderbotProcess:
+        label = name or f"{role}-{len(started)}"
+        process = OrderbotProcess(role, {**config, **env}, tmp_path / f"{label}.log", tmp_path)
+        started.append(process)
+        await process.start()
+        return process
+
+    yield start
+    for process in started:
+        if process.process is not None and process.process.returncode is None:
+            process.process.kill()
+            await process.process.wait()
+
+
+@pytest.fixture
+def webhook_url() -> Callable[[str], str]:
+    def url(base: str) -> str:
+        return f"{base}/webhook/chat2desk/{WEBHOOK_TOKEN}"
+
+    return url
+
+
+__all__ = ["OrderbotProcess", "wait_http_ok"]

@@ -1,0 +1,82 @@
+"""Running orderbot's real processes (python -m server/worker/outbox_worker) in tests.
+
+Crash and shutdown guarantees can only be shown on a real process: SIGKILL and
+SIGTERM go to a child, and its exit status and log are what the test reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+
+MODULES = {"server": "server", "worker": "worker", "outbox_worker": "outbox_worker"}
+
+
+class OrderbotProcess:
+    def __init__(self, role: str, env: dict[str, str], log_path: Path, cwd: Path) -> None:
+        self.role = role
+        self.env = env
+        self.log_path = log_path
+        self.cwd = cwd
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> OrderbotProcess:
+        log = self.log_path.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            MODULES[self.role],
+            env={**os.environ, **self.env},
+            cwd=self.cwd,
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def send(self, signum: signal.Signals) -> None:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signum)
+
+    async def wait(self, timeout: float = 60) -> int:
+        assert self.process is not None
+        async with asyncio.timeout(timeout):
+            return await self.process.wait()
+
+    async def stop(self, timeout: float = 60) -> int:
+        self.send(signal.SIGTERM)
+        return await self.wait(timeout)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def wait_log(self, needle: str, timeout: float = 30) -> None:
+        """Wait until the process logged `needle` (it writes line by line)."""
+        async with asyncio.timeout(timeout):
+            while needle not in self.logs():
+                if self.process is not None and self.process.returncode is not None:
+                    raise AssertionError(f"{self.role} exited early:\n{self.logs()[-3000:]}")
+                await asyncio.sleep(0.02)
+
+
+async def wait_http_ok(url: str, timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout), aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)

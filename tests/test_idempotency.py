@@ -1,0 +1,112 @@
+"""Guarantee 2: a re-posted or redelivered message changes the dialog at most once
+and creates at most one order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from aio_pika.abc import AbstractChannel
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from dialog import DialogState
+from orderbot.envelopes import Conversation, InboundMessage, encode
+from orderbot.settings import Settings
+from tests.broker_tools import publish_raw
+from tests.customers import HAPPY_PATH_RU, Customer, converse, expected_replies, poster
+from tests.fake_provider import FakeChat2Desk
+
+
+def envelope(settings: Settings, customer: Customer, text: str, message_id: str) -> bytes:
+    return encode(
+        InboundMessage(
+            message_id=message_id,
+            conversation=Conversation(
+                tenant=settings.tenant,
+                provider="chat2desk",
+                client_id=customer.client_id,
+                transport="whatsapp",
+                channel_id="4242",
+            ),
+            text=text,
+        )
+    )
+
+
+async def dialog_state(redis: Redis, settings: Settings, customer: Customer) -> DialogState:
+    raw = await redis.get(
+        f"{settings.redis_key_prefix}dialog:{settings.tenant}:chat2desk:{customer.client_id}"
+    )
+    assert raw is not None
+    return DialogState.model_validate_json(raw)
+
+
+async def test_same_webhook_posted_three_times_is_one_step_and_one_reply(
+    client: TestClient[Any, Any],
+    worker: asyncio.Task[None],
+    fake: FakeChat2Desk,
+    redis: Redis,
+    settings: Settings,
+    webhook_url: Callable[[str], str],
+) -> None:
+    customer = Customer()
+    body = customer.says("Здравствуйте", message_id=f"{customer.client_id}-dup")
+    statuses = [(await client.post(webhook_url(""), json=body)).status for _ in range(3)]
+    # One worker handles a customer's messages in arrival order, so by the time the
+    # later message is answered every copy of the first one has been handled.
+    await client.post(webhook_url(""), json=customer.says("ул. Киевская 95"))
+    expected = expected_replies(["Здравствуйте", "ул. Киевская 95"])
+    await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) >= len(expected))
+
+    assert statuses == [200, 200, 200]
+    assert fake.texts_for(customer.client_id) == expected
+    assert (await dialog_state(redis, settings, customer)).turns == 2
+
+
+async def test_redelivered_message_is_applied_once(
+    client: TestClient[Any, Any],
+    worker: asyncio.Task[None],
+    fake: FakeChat2Desk,
+    amqp: AbstractChannel,
+    redis: Redis,
+    settings: Settings,
+    webhook_url: Callable[[str], str],
+) -> None:
+    customer = Customer()
+    body = envelope(settings, customer, "Hello", f"{customer.client_id}-redelivered")
+    for _ in range(3):  # past the server's edge dedupe, as broker redeliveries would be
+        await publish_raw(amqp, settings.queue("messages"), body, message_id="same")
+    await client.post(webhook_url(""), json=customer.says("Main street 1"))
+    expected = expected_replies(["Hello", "Main street 1"])
+    await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) >= len(expected))
+
+    assert fake.texts_for(customer.client_id) == expected
+    assert (await dialog_state(redis, settings, customer)).turns == 2
+
+
+async def test_redelivered_confirmation_creates_one_order(
+    client: TestClient[Any, Any],
+    worker: asyncio.Task[None],
+    fake: FakeChat2Desk,
+    amqp: AbstractChannel,
+    db: asyncpg.Connection,
+    settings: Settings,
+    webhook_url: Callable[[str], str],
+) -> None:
+    customer = Customer()
+    await converse(poster(client, webhook_url("")), fake, customer, HAPPY_PATH_RU[:-1])
+    confirmation = envelope(settings, customer, "да", f"{customer.client_id}-yes")
+    for _ in range(3):
+        await publish_raw(amqp, settings.queue("messages"), confirmation, message_id="yes")
+    await client.post(webhook_url(""), json=customer.says("ещё"))
+    expected = expected_replies([*HAPPY_PATH_RU, "ещё"])
+    await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) >= len(expected))
+
+    count = await db.fetchval(
+        "SELECT count(*) FROM orders WHERE client_id = $1", customer.client_id
+    )
+    assert count == 1
+    assert fake.texts_for(customer.client_id) == expected

@@ -1,0 +1,136 @@
+"""Guarantees that only real processes can show: two workers at once (3), a worker
+killed mid-step (4) and a worker asked to stop with work in flight (7)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from aio_pika.abc import AbstractChannel
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from orderbot.settings import Settings
+from tests.broker_tools import depth
+from tests.customers import HAPPY_PATH_RU, Customer, converse, expected_replies, final_state, poster
+from tests.fake_provider import FakeChat2Desk
+from tests.test_idempotency import dialog_state
+
+Spawn = Callable[..., Any]
+Client = TestClient[Any, Any]
+
+
+async def test_concurrent_messages_of_one_client_on_two_workers_equal_a_sequential_run(
+    client: Client,
+    spawn: Spawn,
+    fake: FakeChat2Desk,
+    redis: Redis,
+    settings: Settings,
+    webhook_url: Callable[[str], str],
+) -> None:
+    workers = [await spawn("worker"), await spawn("worker")]
+    for w in workers:
+        await w.wait_log('"consuming"')
+    customer = Customer()
+    texts = ["abc"] * 20  # the first greets, the other 19 are too short to be an address
+
+    statuses = await asyncio.gather(
+        *(client.post(webhook_url(""), json=customer.says(text)) for text in texts)
+    )
+    async with asyncio.timeout(30):  # step_applied is logged after the state commit
+        while sum(w.logs().count('"step_applied"') for w in workers) < 20:
+            await asyncio.sleep(0.02)
+
+    assert [s.status for s in statuses] == [200] * 20
+    assert await dialog_state(redis, settings, customer) == final_state(texts)
+    assert sorted(fake.texts_for(customer.client_id)) == sorted(expected_replies(texts))
+    assert all('"step_applied"' in w.logs() for w in workers), "both workers must have taken part"
+
+
+async def test_worker_killed_mid_step_loses_nothing_and_orders_once(
+    client: Client,
+    spawn: Spawn,
+    fake: FakeChat2Desk,
+    db: asyncpg.Connection,
+    webhook_url: Callable[[str], str],
+) -> None:
+    first = await spawn("worker")
+    customer = Customer()
+    await converse(poster(client, webhook_url("")), fake, customer, HAPPY_PATH_RU[:-1])
+
+    release = fake.hold_requests()
+    await client.post(webhook_url(""), json=customer.says("да"))
+    await fake.wait_attempts(len(HAPPY_PATH_RU))  # the worker placed the order and is sending
+    first.send(signal.SIGKILL)
+    assert await first.wait() == -signal.SIGKILL
+    release.set()
+    fake.hold = None
+
+    await spawn("worker")
+    expected = expected_replies(HAPPY_PATH_RU)
+    await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) >= len(expected))
+    await client.post(webhook_url(""), json=customer.says("ещё один"))
+    next_greeting = expected_replies([*HAPPY_PATH_RU, "ещё один"])[-1]
+    await fake.wait_for(lambda: fake.texts_for(customer.client_id)[-1] == next_greeting)
+
+    orders = await db.fetchval(
+        "SELECT count(*) FROM orders WHERE client_id = $1", customer.client_id
+    )
+    assert orders == 1
+    received = fake.texts_for(customer.client_id)
+    # The confirmation's reply may arrive twice (sent, then the worker died before
+    # its ack); it never arrives zero times, and the dialog then goes on.
+    assert received[: len(expected)] == expected
+    assert set(received[len(expected) : -1]) <= {expected[-1]}
+
+
+async def test_sigterm_finishes_in_flight_steps_and_exits_zero(
+    client: Client,
+    spawn: Spawn,
+    fake: FakeChat2Desk,
+    amqp: AbstractChannel,
+    settings: Settings,
+    webhook_url: Callable[[str], str],
+) -> None:
+    worker = await spawn("worker")
+    await worker.wait_log('"consuming"')
+    customers = [Customer() for _ in range(3)]
+    release = fake.hold_requests()
+    for customer in customers:
+        await client.post(webhook_url(""), json=customer.says("Hello"))
+    await fake.wait_attempts(3)  # all three steps are in flight, waiting on the API
+
+    worker.send(signal.SIGTERM)
+    await worker.wait_log('"draining"')
+    release.set()
+
+    assert await worker.wait(timeout=20) == 0
+    assert {m.client_id for m in fake.received} == {c.client_id for c in customers}
+    assert await depth(amqp, settings.queue("messages")) == 0
+    assert '"stopped"' in worker.logs()
+
+
+async def test_sigterm_past_the_shutdown_timeout_leaves_unfinished_messages_for_redelivery(
+    client: Client,
+    spawn: Spawn,
+    fake: FakeChat2Desk,
+    webhook_url: Callable[[str], str],
+) -> None:
+    worker = await spawn("worker", SHUTDOWN_TIMEOUT="500ms")
+    await worker.wait_log('"consuming"')
+    customer = Customer()
+    release = fake.hold_requests()  # the API never answers while this worker lives
+    await client.post(webhook_url(""), json=customer.says("Hello"))
+    await fake.wait_attempts(1)
+
+    worker.send(signal.SIGTERM)
+    assert await worker.wait(timeout=20) == 0
+    release.set()
+    fake.hold = None
+
+    await spawn("worker")
+    await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) >= 1)
+    assert fake.texts_for(customer.client_id)[-1] == expected_replies(["Hello"])[0]
