@@ -167,3 +167,7 @@ def _age(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
     return f"{seconds:.0f}s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,6 +33,7 @@ class FakeChat2Desk:
     default_status: int = 200
     retry_after: str | None = None
     hold: asyncio.Event | None = None
+    echo_headers_on_error: bool = False
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def fail_next(self, *statuses: int) -> None:
@@ -84,9 +85,10 @@ class FakeChat2Desk:
             self._changed.notify_all()
         headers = {"Retry-After": self.retry_after} if self.retry_after and status == 429 else None
         if status >= 300:
-            return web.json_response(
-                {"status": "error", "message": "fake failure"}, status=status, headers=headers
-            )
+            error: dict[str, Any] = {"status": "error", "message": "fake failure"}
+            if self.echo_headers_on_error:  # as some APIs do in their debug output
+                error["request_headers"] = message.headers
+            return web.json_response(error, status=status, headers=headers)
         return web.json_response({"status": "success", "data": {"message_id": len(self.received)}})
 
 

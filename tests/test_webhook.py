@@ -52,7 +52,7 @@ async def test_events_other_than_client_messages_are_acknowledged_and_dropped(
     assert await depth(amqp, settings.queue("messages")) == 0
 
 
-def _closed_port() -> int:
+def _unused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -64,7 +64,7 @@ async def test_broker_unreachable_answers_503_and_writes_nothing(
     namespace: str,
     webhook_url: Callable[[str], str],
 ) -> None:
-    settings = make_settings(amqp_url=f"amqp://guest:guest@127.0.0.1:{_closed_port()}/")
+    settings = make_settings(amqp_url=f"amqp://guest:guest@127.0.0.1:{_unused_port()}/")
     async with TestClient(TestServer(create_app(settings))) as client:
         response = await client.post(webhook_url(""), json=Customer().says("hello"))
         ready = await client.get("/health/ready")

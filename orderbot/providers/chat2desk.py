@@ -39,7 +39,9 @@ class Chat2DeskSender:
                 failure = classify_status(response.status)
                 if failure is None:
                     return
-                detail = (await response.text())[:300]
+                # A provider may echo the request's headers; the reason ends up in
+                # logs and DLQ headers, so the token must not survive into it.
+                detail = (await response.text())[:300].replace(self._token, "[redacted]")
                 reason = f"chat2desk answered {response.status}: {detail}"
                 if failure is PermanentSendError:
                     raise PermanentSendError(reason, status=response.status)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Start PostgreSQL, Redis and RabbitMQ where they are installed but not running,
+# then wait until each answers. Used by .ci/run and `make services`.
+set -euo pipefail
+
+answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  local name=$1 port=$2
+  for _ in $(seq 1 120); do
+    answers "$port" && { echo "services: $name answers on $port"; return 0; }
+    sleep 0.5
+  done
+  echo "services: $name did not come up on port $port" >&2
+  return 1
+}
+
+if ! answers 5432 && command -v pg_ctlcluster >/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+fi
+if ! answers 6379 && command -v redis-server >/dev/null; then
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+    --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+fi
+if ! answers 5672 && command -v rabbitmq-server >/dev/null; then
+  rabbitmq-server -detached
+fi
+
+wait_port PostgreSQL 5432
+wait_port Redis 6379
+wait_port RabbitMQ 5672
+if command -v rabbitmqctl >/dev/null; then
+  rabbitmqctl -q await_startup --timeout 60 >/dev/null
+fi

@@ -1,0 +1,53 @@
+# The two commands a new user needs: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install services env migrate run test test-fast lint format bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+services:
+	@bash .ci/services.sh
+
+# A development .env from the example, only if there is none yet.
+.env:
+	cp .env.example .env
+	@echo "created .env from .env.example: set CHAT2DESK_API_TOKEN for real replies"
+
+env: .env
+
+migrate: install services env
+	$(BIN)/orderbot migrate
+
+run: migrate
+	$(BIN)/orderbot run
+
+test: install services
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install services
+	$(BIN)/python -m bench.all
+
+bench-quick: install services
+	$(BIN)/python -m bench.all --quick
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
