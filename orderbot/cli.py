@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from orderbot.logging import configure_logging
 from orderbot.settings import ConfigError, Settings, load_settings
 
 ROLES = {"server": "server", "worker": "worker", "outbox-worker": "outbox_worker"}
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _migrate(settings)
     if args.command == "run":
         return _run_all()
+    configure_logging(settings, "cli")  # log lines go to stderr; stdout is the report
     return asyncio.run(_dlq(settings, args))
 
 
@@ -68,7 +70,6 @@ def _run_role(command: str) -> int:
 
 
 def _migrate(settings: Settings) -> int:
-    from orderbot.logging import configure_logging
     from orderbot.migrate import migrate
 
     configure_logging(settings, "migrate")

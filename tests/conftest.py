@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from orderbot.migrate import migrate
 from orderbot.settings import Settings
 from orderbot.topology import Topology
+from outbox_worker.service import run_outbox_worker
 from server.app import create_app
 from server.ingest import BROKER
 from tests.fake_provider import FakeChat2Desk, running_fake
@@ -89,6 +90,7 @@ def config(
         "OUTBOX_DELAYS": "50ms,100ms,200ms",
         "SHUTDOWN_TIMEOUT": "10s",
         "LOCK_TIMEOUT": "1s",
+        "CHAT2DESK_RATE_LIMIT": "600000",
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "info",
     }
@@ -156,6 +158,18 @@ async def worker(
     """A worker running in this process until the test ends."""
     stop = asyncio.Event()
     task = asyncio.create_task(run_worker(settings, stop))
+    yield task
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def outbox_worker(
+    settings: Settings, amqp: AbstractChannel, redis: Redis
+) -> AsyncIterator[asyncio.Task[None]]:
+    """An outbox worker running in this process until the test ends."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_outbox_worker(settings, stop))
     yield task
     stop.set()
     await asyncio.wait_for(task, 30)

@@ -22,6 +22,7 @@ class SentMessage:
     text: str
     body: dict[str, Any]
     headers: dict[str, str]
+    at: float  # event-loop time of arrival
 
 
 @dataclass
@@ -72,6 +73,7 @@ class FakeChat2Desk:
             text=str(body.get("text")),
             body=body,
             headers=dict(request.headers),
+            at=asyncio.get_running_loop().time(),
         )
         async with self._changed:
             self.attempts.append(message)
