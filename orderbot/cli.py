@@ -82,27 +82,41 @@ def _migrate(settings: Settings) -> int:
 
 
 def _run_all() -> int:
-    """Start the three processes; Ctrl-C (or SIGTERM) stops them all gracefully."""
-    children = {
-        role: subprocess.Popen([sys.executable, "-m", module]) for role, module in ROLES.items()
-    }
+    """Start the three processes; Ctrl-C (or SIGTERM) stops them all gracefully.
 
-    def forward(signum: int, _frame: object) -> None:
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signum)
+    The children get their own process group, so a terminal's Ctrl-C reaches only
+    this process, which passes it on exactly once as SIGINT: a second signal would
+    tell them to skip the drain, and SIGINT (unlike SIGTERM) also stops cleanly a
+    child that is still starting.
+    """
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    signalled: set[str] = set()
 
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    status = 0
+    def stop_all(_signum: int = signal.SIGINT, _frame: object = None) -> None:
+        for role, child in children.items():
+            if role not in signalled and child.poll() is None:
+                signalled.add(role)
+                child.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    for role, module in ROLES.items():
+        children[role] = subprocess.Popen([sys.executable, "-m", module], process_group=0)
+    # The first child to exit, for whatever reason, stops the group. os.wait reaps
+    # it, so its status is kept here: Popen would report 0 for a reaped child.
+    reaped: dict[int, int] = {}
     with contextlib.suppress(ChildProcessError):
-        os.wait()  # the first child to exit, for whatever reason, stops the group
-    forward(signal.SIGTERM, None)
+        pid, wait_status = os.wait()
+        reaped[pid] = os.waitstatus_to_exitcode(wait_status)
+    stop_all()
+    status = 0
     for role, child in children.items():
-        code = child.wait()
-        if code != 0:
+        code = reaped[child.pid] if child.pid in reaped else child.wait()
+        # A child interrupted before its own code ran dies by the signal; it had
+        # nothing in flight, so that is a clean stop too.
+        if code != 0 and not (role in signalled and code == -signal.SIGINT):
             print(f"orderbot run: {role} exited with {code}", file=sys.stderr)
-            status = status or code
+            status = 1
     return status
 
 

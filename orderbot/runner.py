@@ -28,7 +28,12 @@ def run_role(role: str, main: Main, *, required: tuple[str, ...] = ()) -> int:
         print(f"orderbot {role}: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings, role)
-    return asyncio.run(_run(role, settings, main))
+    status = asyncio.run(_run(role, settings, main))
+    # Drained and closed: a late signal (say, a supervisor's follow-up SIGTERM)
+    # must not turn this clean exit into a death by signal.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return status
 
 
 async def _run(role: str, settings: Settings, main: Main) -> int:

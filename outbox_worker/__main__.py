@@ -1,5 +1,9 @@
 import sys
 
-from outbox_worker.main import main
+try:
+    from outbox_worker.main import main
 
-sys.exit(main())
+    status = main()
+except KeyboardInterrupt:  # interrupted before start-up finished: nothing was in flight
+    status = 0
+sys.exit(status)

@@ -1,5 +1,9 @@
 import sys
 
-from worker.main import main
+try:
+    from worker.main import main
 
-sys.exit(main())
+    status = main()
+except KeyboardInterrupt:  # interrupted before start-up finished: nothing was in flight
+    status = 0
+sys.exit(status)

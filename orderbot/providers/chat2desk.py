@@ -51,7 +51,8 @@ class Chat2DeskSender:
                     retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TransientSendError(f"chat2desk unreachable: {exc!r}") from exc
+            detail = str(exc) or type(exc).__name__
+            raise TransientSendError(f"chat2desk unreachable: {detail}") from exc
 
 
 def _as_number(value: str) -> int | str:
