@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import aio_pika
 import aiormq
 import structlog
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection, HeadersType
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from orderbot.settings import Settings
 from orderbot.topology import Topology, declare_topology
@@ -55,35 +55,49 @@ class BrokerLink:
     async def _connect_forever(self) -> None:
         delay = 0.2
         while True:
+            connection: AbstractRobustConnection | None = None
             try:
                 connection = await aio_pika.connect_robust(
                     self._url,
                     client_properties={"connection_name": f"orderbot-{self._role}"},
                     timeout=self._timeout,
                 )
-                break
-            except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                await declare_topology(channel, self.topology)
+            except aiormq.exceptions.ChannelPreconditionFailed as exc:
+                # An existing queue was declared with other arguments: retrying cannot help.
+                log.error("broker_topology_mismatch", error=str(exc))
+                self._fatal = exc
+                self._connected.set()
+                await _close_quietly(connection)
+                return
+            except Exception as exc:
                 log.warning("broker_connect_failed", error=str(exc), retry_in=delay)
+                await _close_quietly(connection)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        try:
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await declare_topology(channel, self.topology)
-        except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            # An existing queue was declared with other arguments: retrying cannot help.
-            log.error("broker_topology_mismatch", error=str(exc))
-            self._fatal = exc
+                continue
+            self._connection = connection
+            self._channel = channel  # type: ignore[assignment]
             self._connected.set()
+            log.info("broker_connected")
             return
-        self._connection = connection
-        self._channel = channel  # type: ignore[assignment]
-        self._connected.set()
-        log.info("broker_connected")
 
-    async def wait_connected(self) -> None:
-        await self._connected.wait()
+    async def wait_connected(self, stop: asyncio.Event | None = None) -> bool:
+        """Wait for the first connection; False if `stop` was set first."""
+        if stop is None:
+            await self._connected.wait()
+        else:
+            waiters = {
+                asyncio.ensure_future(self._connected.wait()),
+                asyncio.ensure_future(stop.wait()),
+            }
+            _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in pending:
+                waiter.cancel()
         if self._fatal is not None:
             raise self._fatal
+        return self._connected.is_set()
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -129,9 +143,30 @@ class BrokerLink:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._channel.default_exchange.publish(message, queue, mandatory=True)
-        except (aiormq.exceptions.AMQPError, TimeoutError, ConnectionError, RuntimeError) as exc:
+        except (aiormq.exceptions.AMQPError, TimeoutError, ConnectionError) as exc:
             raise BrokerUnavailable(f"publish to {queue} not confirmed: {exc!r}") from exc
+        except Exception as exc:
+            # A frame that failed to encode after aiormq counted its delivery tag
+            # leaves every later confirm matched to the wrong publish: the channel
+            # is unusable, so it is replaced.
+            log.error("publish_failed_channel_reset", error=repr(exc))
+            await self._replace_channel()
+            raise BrokerUnavailable(f"publish to {queue} failed: {exc!r}") from exc
+
+    async def _replace_channel(self) -> None:
+        old, self._channel = self._channel, None
+        await _close_quietly(old)
+        if self._connection is not None and not self._connection.is_closed:
+            self._channel = await self._connection.channel(  # type: ignore[assignment]
+                publisher_confirms=True, on_return_raises=True
+            )
 
 
-def headers_of(message: aio_pika.abc.AbstractIncomingMessage) -> HeadersType:
-    return message.headers or {}
+async def _close_quietly(closable: AbstractRobustConnection | AbstractRobustChannel | None) -> None:
+    if closable is None:
+        return
+    try:
+        async with asyncio.timeout(5):
+            await closable.close()
+    except Exception as exc:
+        log.debug("close_failed", error=repr(exc))

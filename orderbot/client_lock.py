@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
-from redis.exceptions import LockError
+from redis.exceptions import RedisError
 
 
 @dataclass
@@ -66,11 +66,11 @@ class ClientLocks:
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
-            with contextlib.suppress(LockError, ConnectionError, OSError):
+            with contextlib.suppress(RedisError, OSError):
                 await lock.release()
 
     async def _renew(self, lock: Lock) -> None:
         while True:
             await asyncio.sleep(self._timeout / 3)
-            with contextlib.suppress(LockError, ConnectionError, OSError):
+            with contextlib.suppress(RedisError, OSError):
                 await lock.reacquire()

@@ -46,21 +46,23 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain."""
-        await self._broker.wait_connected()
+        if not await self._broker.wait_connected(stop):
+            return
         channel = await self._broker.connection.channel()
         await channel.set_qos(prefetch_count=self._prefetch)
-        queue = await channel.get_queue(self._queue, ensure=False)
+        # declare_queue (passive) registers the queue with the robust channel, which
+        # then restores it and its consumer after a reconnect; get_queue does not.
+        queue = await channel.declare_queue(self._queue, passive=True)
         tag = await queue.consume(self._on_message)
         log.info("consuming", queue=self._queue, prefetch=self._prefetch)
         try:
             await stop.wait()
         finally:
-            try:
-                await queue.cancel(tag)
-            except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-                log.warning("consumer_cancel_failed", error=str(exc))
+            # During a broker outage these would wait for the reconnect; the broker
+            # requeues whatever is unacknowledged anyway, so they are bounded.
+            await _bounded(queue.cancel(tag), "consumer_cancel_failed")
             await self._drain()
-            await channel.close()
+            await _bounded(channel.close(), "channel_close_failed")
         log.info("consumer_stopped", queue=self._queue)
 
     async def _drain(self) -> None:
@@ -87,6 +89,14 @@ class Consumer:
             await _settle(message.nack(requeue=True))
         finally:
             self._inflight.discard(task)
+
+
+async def _bounded(operation: Awaitable[object], failure: str) -> None:
+    try:
+        async with asyncio.timeout(5):
+            await operation
+    except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
+        log.warning(failure, error=repr(exc))
 
 
 async def _settle(settlement: Awaitable[None]) -> None:

@@ -90,12 +90,15 @@ class ReplyOrder:
 
 
 def reply_order_for(redis: Redis, settings: Settings) -> ReplyOrder:
-    """A waiting head is re-seen at least every longest delay tier; three of those
-    without a sighting means it never reached the outbox."""
+    """A waiting head is re-seen at least every longest delay tier while the outbox
+    keeps up. The grace is far longer than that so that a backlog or an outbox
+    worker down for a while does not pass for an orphan and reorder replies; the
+    cost is that a true orphan (its message dead-lettered) holds the customer's
+    later outbox replies back for that long."""
     longest = max(settings.outbox_delays)
     return ReplyOrder(
         redis,
         settings.redis_key_prefix,
-        grace=3 * longest + timedelta(minutes=1),
+        grace=max(3 * longest + timedelta(minutes=1), timedelta(hours=1)),
         ttl=settings.outbox_max_age + timedelta(days=1),
     )

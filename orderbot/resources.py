@@ -37,9 +37,15 @@ async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
 
 
 @contextlib.asynccontextmanager
-async def open_postgres(settings: Settings, *, max_size: int) -> AsyncIterator[asyncpg.Pool]:
+async def open_postgres(
+    settings: Settings, *, max_size: int, stop: asyncio.Event
+) -> AsyncIterator[asyncpg.Pool | None]:
+    """A pool once PostgreSQL answers; None if the process was stopped while waiting."""
     delay = 0.2
     while True:
+        if stop.is_set():
+            yield None
+            return
         try:
             pool = await asyncpg.create_pool(
                 settings.database_url, min_size=1, max_size=max_size, command_timeout=10
@@ -49,7 +55,9 @@ async def open_postgres(settings: Settings, *, max_size: int) -> AsyncIterator[a
             if isinstance(exc, asyncpg.InvalidCatalogNameError):
                 raise  # the database does not exist: `orderbot migrate` was not run
             log.warning("postgres_connect_failed", error=str(exc), retry_in=delay)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
             delay = min(delay * 2, 5.0)
     try:
         yield pool

@@ -7,17 +7,19 @@ means the operator insists, and the process exits at once with status 1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 
 from orderbot.logging import configure_logging
 from orderbot.settings import ConfigError, Settings, load_settings
 
-Main = Callable[[Settings, asyncio.Event], Awaitable[None]]
+Main = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def run_role(role: str, main: Main, *, required: tuple[str, ...] = ()) -> int:
@@ -51,6 +53,20 @@ async def _run(role: str, settings: Settings, main: Main) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     log.info("starting", pid=os.getpid())
-    await main(settings, stop)
+    task = asyncio.create_task(main(settings, stop))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not task.done():
+        # The role drains within SHUTDOWN_TIMEOUT by itself; this bound only catches a
+        # stop stuck on a dependency that hangs, so pm2/systemd never need SIGKILL.
+        grace = settings.shutdown_timeout.total_seconds() + 5
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            log.warning("stop_forced", after_seconds=grace)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    task.result()
     log.info("stopped")
     return 0

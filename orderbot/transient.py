@@ -24,20 +24,39 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-TRANSIENT: tuple[type[BaseException], ...] = (
+_TRANSIENT: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,  # a replica after failover
+    redis.exceptions.OutOfMemoryError,
     asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, pg_terminate_backend
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby after failover
+    asyncpg.exceptions.ConnectionDoesNotExistError,
     BrokerUnavailable,
     LockLost,
     ConnectionError,
     TimeoutError,
     OSError,
 )
+# Redis answers these as plain errors while it cannot write for a while.
+_REDIS_BUSY_PREFIXES = ("MISCONF", "BUSY", "TRYAGAIN", "LOADING", "CLUSTERDOWN")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Will the same operation likely succeed once a dependency recovers?"""
+    if isinstance(exc, asyncpg.exceptions._base.DataError):
+        return False  # asyncpg's own encoding error: a bug, however often retried
+    if isinstance(exc, _TRANSIENT):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "connection" in str(exc).lower()  # e.g. "connection is closed"
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return str(exc).startswith(_REDIS_BUSY_PREFIXES)
+    return False
 
 
 class Stopping(Exception):
@@ -54,7 +73,9 @@ async def until_done(
     while True:
         try:
             return await operation()
-        except TRANSIENT as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             if stop.is_set():
                 raise Stopping(f"stopping while a dependency is unavailable: {exc!r}") from exc
             log.warning("dependency_unavailable", error=repr(exc), retry_in=round(delay, 3))

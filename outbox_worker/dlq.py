@@ -76,13 +76,16 @@ async def _dlq(broker: BrokerLink) -> AsyncIterator[AbstractQueue]:
     await broker.wait_connected()
     channel = await broker.connection.channel()
     try:
-        yield await channel.get_queue(broker.topology.dlq, ensure=False)
+        yield await channel.declare_queue(broker.topology.dlq, passive=True)
     finally:
         await channel.close()  # returns every unacked message to the DLQ
 
 
 async def _fetch(queue: AbstractQueue, limit: int) -> AsyncIterator[AbstractIncomingMessage]:
-    for _ in range(limit):
+    """At most the messages parked when the tool started: a replayed message that
+    fails again and comes back must not be fetched (and replayed) again in this run."""
+    parked_at_start = int(queue.declaration_result.message_count or 0)
+    for _ in range(min(limit, parked_at_start)):
         message = await queue.get(no_ack=False, fail=False)
         if message is None:
             return

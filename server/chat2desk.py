@@ -25,10 +25,15 @@ def _id_to_str(value: object) -> object:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+# Ids travel as AMQP message ids (short strings of at most 255 bytes) and in Redis
+# keys: printable ASCII keeps them valid and unambiguous everywhere.
+_PRINTABLE = r"^[\x21-\x7e]+$"
 Id = Annotated[
-    StrictStr, BeforeValidator(_id_to_str), Field(min_length=1, max_length=128, pattern=r"^\S+$")
+    StrictStr, BeforeValidator(_id_to_str), Field(min_length=1, max_length=128, pattern=_PRINTABLE)
 ]
-OptionalId = Annotated[StrictStr | None, BeforeValidator(_id_to_str), Field(max_length=128)]
+OptionalId = Annotated[
+    StrictStr | None, BeforeValidator(_id_to_str), Field(max_length=128, pattern=_PRINTABLE)
+]
 
 
 class Chat2DeskEvent(BaseModel):

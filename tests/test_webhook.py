@@ -154,6 +154,23 @@ async def test_bad_body_gets_clear_json_error_and_queues_nothing(
     assert await depth(amqp, settings.queue("messages")) == 0
 
 
+@pytest.mark.parametrize("message_id", ["🍕" * 30, "x" * 129, "two words"])
+async def test_an_id_amqp_cannot_carry_is_refused_and_publishing_goes_on(
+    client: Client,
+    amqp: AbstractChannel,
+    settings: Settings,
+    webhook_url: Callable[[str], str],
+    message_id: str,
+) -> None:
+    customer = Customer()
+    refused = await client.post(webhook_url(""), json=customer.says("hi", message_id=message_id))
+    accepted = await client.post(webhook_url(""), json=customer.says("hi"))
+
+    assert refused.status == 422
+    assert accepted.status == 200
+    assert await depth(amqp, settings.queue("messages")) == 1
+
+
 async def test_invalid_body_error_names_the_fields(
     client: Client, webhook_url: Callable[[str], str]
 ) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from orderbot import dead_letters
 from orderbot.broker import BrokerLink
@@ -83,7 +83,7 @@ class ReplyDispatcher:
     async def _send(self, reply: OutboundReply) -> None:
         sender = self._senders[reply.conversation.provider]
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
+            stop=self._stop,
             wait=self._wait,
             retry=retry_if_exception_type(TransientSendError),
             reraise=True,
@@ -92,6 +92,20 @@ class ReplyDispatcher:
             with attempt:
                 await sender.send(reply.conversation, reply.text)
         log.info("reply_sent", reply_id=reply.reply_id)
+
+    def _stop(self, state: RetryCallState) -> bool:
+        """After SEND_ATTEMPTS, or at once when asked to wait beyond the quick backoff:
+        a long Retry-After is the outbox's job, since waiting it out here would hold
+        the customer's lock and a prefetch slot for that long."""
+        if state.attempt_number >= self._attempts:
+            return True
+        error = state.outcome.exception() if state.outcome else None
+        longest_quick_wait = self._backoff * 2 ** (self._attempts - 1)
+        return (
+            isinstance(error, TransientSendError)
+            and error.retry_after is not None
+            and error.retry_after > longest_quick_wait
+        )
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None

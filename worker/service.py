@@ -40,8 +40,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         broker = await stack.enter_async_context(BrokerLink(settings, "worker"))
         redis = await stack.enter_async_context(open_redis(settings))
         pool = await stack.enter_async_context(
-            open_postgres(settings, max_size=settings.worker_concurrency)
+            open_postgres(settings, max_size=settings.worker_concurrency, stop=stop)
         )
+        if pool is None:
+            return
         senders = await stack.enter_async_context(open_senders(settings, redis))
         consumer = Consumer(
             broker,

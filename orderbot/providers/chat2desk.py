@@ -41,7 +41,8 @@ class Chat2DeskSender:
                     return
                 # A provider may echo the request's headers; the reason ends up in
                 # logs and DLQ headers, so the token must not survive into it.
-                detail = (await response.text())[:300].replace(self._token, "[redacted]")
+                answer = await response.text(errors="replace")
+                detail = answer.replace(self._token, "[redacted]")[:300]
                 reason = f"chat2desk answered {response.status}: {detail}"
                 if failure is PermanentSendError:
                     raise PermanentSendError(reason, status=response.status)

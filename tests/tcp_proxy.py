@@ -1,0 +1,55 @@
+"""A loopback TCP proxy whose connections a test can cut, as a network fault would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TcpProxy:
+    upstream_port: int
+    port: int = 0
+    _pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = field(default_factory=list)
+
+    @property
+    def connections(self) -> int:
+        return len([p for p in self._pairs if not p[0].is_closing()])
+
+    def cut(self) -> None:
+        """Abort every open connection (both sides see a reset)."""
+        for client, upstream in self._pairs:
+            client.transport.abort()
+            upstream.transport.abort()
+        self._pairs.clear()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        self._pairs.append((writer, up_writer))
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+
+@contextlib.asynccontextmanager
+async def running_proxy(upstream_port: int) -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy(upstream_port)
+    server = await asyncio.start_server(proxy._handle, "127.0.0.1", 0)
+    proxy.port = server.sockets[0].getsockname()[1]
+    try:
+        yield proxy
+    finally:
+        proxy.cut()
+        server.close()
+        await server.wait_closed()

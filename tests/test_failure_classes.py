@@ -1,0 +1,86 @@
+"""Which failures are waited out (a dependency is down) and which are not (a bug, a
+refusal): the line between a slow system and a DLQ full of healthy messages."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+import redis.exceptions
+from aiohttp import web
+
+from orderbot.broker import BrokerUnavailable
+from orderbot.envelopes import Conversation
+from orderbot.providers import PermanentSendError, TransientSendError
+from orderbot.providers.chat2desk import Chat2DeskSender
+from orderbot.resources import open_http
+from orderbot.settings import Settings
+from orderbot.transient import is_transient
+
+TRANSIENT = [
+    redis.exceptions.ConnectionError("reset"),
+    redis.exceptions.TimeoutError(),
+    redis.exceptions.ReadOnlyError("READONLY You can't write against a read only replica."),
+    redis.exceptions.ResponseError("MISCONF Redis is configured to save RDB snapshots"),
+    asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
+    asyncpg.exceptions.SerializationError("could not serialize access"),
+    asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle"),
+    BrokerUnavailable("not confirmed"),
+    ConnectionRefusedError(),
+]
+PERMANENT = [
+    redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"),
+    asyncpg.exceptions._base.DataError("invalid input for query argument $1"),
+    asyncpg.exceptions.UniqueViolationError("duplicate key"),
+    ValueError("a bug"),
+    KeyError("a bug"),
+]
+
+
+@pytest.mark.parametrize("exc", TRANSIENT, ids=lambda e: type(e).__name__)
+def test_dependency_outages_are_waited_out(exc: Exception) -> None:
+    assert is_transient(exc)
+
+
+@pytest.mark.parametrize("exc", PERMANENT, ids=lambda e: type(e).__name__)
+def test_bugs_and_refusals_are_not_retried_in_place(exc: Exception) -> None:
+    assert not is_transient(exc)
+
+
+async def _send_once(body: bytes, status: int, token: str) -> Exception | None:
+    async def answer(_: web.Request) -> web.Response:
+        return web.Response(body=body, status=status, content_type="text/html", charset="latin-1")
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        settings = Settings(_env_file=None)
+        async with open_http(settings) as session:
+            sender = Chat2DeskSender(session, f"http://127.0.0.1:{port}", token)
+            try:
+                await sender.send(
+                    Conversation(tenant="t", provider="chat2desk", client_id="1"), "hi"
+                )
+            except Exception as exc:
+                return exc
+            return None
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_5xx_with_an_undecodable_body_is_transient() -> None:
+    error = await _send_once(b"<h1>Bad gateway \xff\xfe</h1>", 502, "token-1234")
+    assert isinstance(error, TransientSendError)
+    assert error.status == 502
+
+
+async def test_token_echoed_at_the_truncation_edge_is_still_redacted() -> None:
+    token = "secret-api-token-0042"
+    body = ("x" * 290 + token).encode()
+    error = await _send_once(body, 401, token)
+    assert isinstance(error, PermanentSendError)
+    assert "secret-api" not in error.reason
