@@ -6,10 +6,19 @@ how often it was tried, what failed last and where it came from.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+
 from orderbot.broker import BrokerLink
+from orderbot.consumer import ack
+from orderbot.transient import until_done
+
+log = structlog.get_logger(__name__)
 
 REASON = "x-reason"
 ATTEMPTS = "x-attempts"
@@ -64,3 +73,29 @@ async def park(
         headers=story,
         correlation_id=correlation_id,
     )
+
+
+async def park_unreadable(
+    broker: BrokerLink,
+    message: AbstractIncomingMessage,
+    *,
+    reason: str,
+    source_queue: str,
+    stop: asyncio.Event,
+    headers: Mapping[str, object] | None = None,
+) -> None:
+    """Park a message no retry can help, as it came, then ack it: the consumer goes on."""
+    log.warning("poison_message", reason=reason, message_id=message.message_id)
+    await until_done(
+        lambda: park(
+            broker,
+            message.body,
+            message_id=message.message_id or uuid.uuid4().hex,
+            reason=reason,
+            source_queue=source_queue,
+            headers=headers,
+            correlation_id=message.correlation_id,
+        ),
+        stop,
+    )
+    await ack(message)

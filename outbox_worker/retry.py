@@ -67,20 +67,14 @@ class OutboxDelivery:
             if reply.conversation.provider not in self._senders:
                 raise PoisonMessage(f"no sender configured for {reply.conversation.provider}")
         except PoisonMessage as exc:
-            reason = str(exc)
-            log.warning("poison_message", reason=reason, message_id=message.message_id)
-            await until_done(
-                lambda: dead_letters.park(
-                    self._broker,
-                    message.body,
-                    message_id=message.message_id or uuid.uuid4().hex,
-                    reason=reason,
-                    source_queue=self._broker.topology.outbox,
-                    headers=dict(message.headers or {}),
-                ),
-                self._stop,
+            await dead_letters.park_unreadable(
+                self._broker,
+                message,
+                reason=str(exc),
+                source_queue=self._broker.topology.outbox,
+                stop=self._stop,
+                headers=dict(message.headers or {}),
             )
-            await ack(message)
             return
         with structlog.contextvars.bound_contextvars(
             correlation_id=reply.correlation_id,

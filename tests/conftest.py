@@ -8,6 +8,7 @@ only this run's orders and is dropped at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from orderbot.migrate import migrate
+from orderbot.runner import Main
 from orderbot.settings import Settings
 from orderbot.topology import Topology
 from outbox_worker.service import run_outbox_worker
@@ -151,16 +153,22 @@ async def client(
         yield test_client
 
 
+@contextlib.asynccontextmanager
+async def _in_process(role: Main, settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(role(settings, stop))
+    yield task
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
 @pytest.fixture
 async def worker(
     settings: Settings, amqp: AbstractChannel, redis: Redis
 ) -> AsyncIterator[asyncio.Task[None]]:
     """A worker running in this process until the test ends."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_worker(settings, stop))
-    yield task
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    async with _in_process(run_worker, settings) as task:
+        yield task
 
 
 @pytest.fixture
@@ -168,11 +176,8 @@ async def outbox_worker(
     settings: Settings, amqp: AbstractChannel, redis: Redis
 ) -> AsyncIterator[asyncio.Task[None]]:
     """An outbox worker running in this process until the test ends."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_outbox_worker(settings, stop))
-    yield task
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    async with _in_process(run_outbox_worker, settings) as task:
+        yield task
 
 
 @pytest.fixture

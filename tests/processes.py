@@ -87,3 +87,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def orderbot_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """Run `orderbot ARGS` as an operator would; returns (status, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orderbot.cli",
+        *args,
+        env={**os.environ, **env},
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        stdout, stderr = await process.communicate()
+    return await process.wait(), stdout.decode(), stderr.decode()

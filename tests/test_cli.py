@@ -15,7 +15,7 @@ import asyncpg
 from tests.conftest import WEBHOOK_TOKEN
 from tests.customers import Customer, expected_replies
 from tests.fake_provider import FakeChat2Desk
-from tests.processes import free_port, wait_http_ok
+from tests.processes import free_port, orderbot_cli, wait_http_ok
 from tests.services import Services
 
 
@@ -63,10 +63,8 @@ async def test_migrate_creates_the_database_and_is_idempotent(
     env = {**os.environ, "DATABASE_URL": services.database_url(name)}
     try:
         for _ in range(2):
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "orderbot.cli", "migrate", env=env, cwd=tmp_path
-            )
-            assert await asyncio.wait_for(process.wait(), 60) == 0
+            status, _, stderr = await orderbot_cli("migrate", env=env, cwd=tmp_path)
+            assert status == 0, stderr
         conn = await asyncpg.connect(services.database_url(name))
         tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables")}
         await conn.close()

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from orderbot.topology import Topology
 from tests.broker_tools import depth, publish_raw, take_all, wait_depth
 from tests.customers import Customer, converse, expected_replies, poster
 from tests.fake_provider import FakeChat2Desk
+from tests.processes import orderbot_cli
 from tests.test_idempotency import dialog_state, envelope
 
 Client = TestClient[Any, Any]
@@ -178,20 +177,9 @@ async def test_outbox_worker_killed_during_retries_loses_nothing(
 
 
 async def _dlq_cli(config: dict[str, str], cwd: Path, *args: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "orderbot.cli",
-        "dlq",
-        *args,
-        env={**os.environ, **config},
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert await process.wait() == 0, stderr.decode()
-    return stdout.decode()
+    status, stdout, stderr = await orderbot_cli("dlq", *args, env=config, cwd=cwd)
+    assert status == 0, stderr
+    return stdout
 
 
 async def test_dlq_list_shows_what_an_operator_needs_and_replay_delivers(
@@ -289,18 +277,8 @@ async def test_dlq_purge_needs_yes_and_then_empties_it(
     client: Client,
 ) -> None:
     await publish_raw(amqp, settings.queue("dlq"), b"{}", message_id="x")
-    refused = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "orderbot.cli",
-        "dlq",
-        "purge",
-        env={**os.environ, **config},
-        cwd=tmp_path,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    await refused.communicate()
-    assert await refused.wait() == 2
+    refused, _, _ = await orderbot_cli("dlq", "purge", env=config, cwd=tmp_path)
+    assert refused == 2
     assert await depth(amqp, settings.queue("dlq")) == 1
     assert (await _dlq_cli(config, tmp_path, "purge", "--yes")).strip() == "purged 1 message(s)"
     assert await depth(amqp, settings.queue("dlq")) == 0

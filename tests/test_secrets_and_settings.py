@@ -3,9 +3,6 @@ errors that name the bad setting."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,7 @@ from tests.broker_tools import take_all, wait_depth
 from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
 from tests.customers import HAPPY_PATH_RU, Customer, converse
 from tests.fake_provider import FakeChat2Desk
-from tests.processes import free_port, wait_http_ok
+from tests.processes import free_port, orderbot_cli, wait_http_ok
 
 Spawn = Callable[..., Any]
 
@@ -57,25 +54,11 @@ async def test_no_secret_in_any_log_line_or_dead_letter(
     assert WEBHOOK_TOKEN not in everything
 
 
-async def _orderbot(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "orderbot.cli",
-        *args,
-        env={**os.environ, **env},
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    return await process.wait(), stderr.decode()
-
-
 async def test_invalid_setting_fails_start_with_one_line_naming_it(
     config: dict[str, str], tmp_path: Path
 ) -> None:
-    code, stderr = await _orderbot(["worker"], {**config, "WORKER_CONCURRENCY": "many"}, tmp_path)
+    env = {**config, "WORKER_CONCURRENCY": "many"}
+    code, _, stderr = await orderbot_cli("worker", env=env, cwd=tmp_path)
 
     assert code == 2
     assert stderr.count("\n") == 1
@@ -86,7 +69,7 @@ async def test_missing_required_setting_fails_start_naming_it(
     config: dict[str, str], tmp_path: Path
 ) -> None:
     env = {**config, "CHAT2DESK_WEBHOOK_TOKEN": ""}
-    code, stderr = await _orderbot(["server"], env, tmp_path)
+    code, _, stderr = await orderbot_cli("server", env=env, cwd=tmp_path)
 
     assert code == 2
     assert stderr.strip() == "orderbot server: missing required setting: CHAT2DESK_WEBHOOK_TOKEN"

@@ -11,7 +11,6 @@ the same state, so the same order row is found and the replies go out again
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
@@ -54,7 +53,14 @@ class MessageProcessor:
         try:
             inbound = decode(InboundMessage, message.body)
         except PoisonMessage as exc:
-            await self._park(message, str(exc))
+            await dead_letters.park_unreadable(
+                self._broker,
+                message,
+                reason=str(exc),
+                source_queue=self._broker.topology.messages,
+                stop=self._stop,
+                headers={dead_letters.ATTEMPTS: 1},
+            )
             return
         conversation = inbound.conversation
         with structlog.contextvars.bound_contextvars(
@@ -91,18 +97,3 @@ class MessageProcessor:
                 lock_token=token,
             )
         log.info("step_applied", step=result.state.step.value, turns=result.state.turns)
-
-    async def _park(self, message: AbstractIncomingMessage, reason: str) -> None:
-        log.warning("poison_message", reason=reason, message_id=message.message_id)
-        await until_done(
-            lambda: dead_letters.park(
-                self._broker,
-                message.body,
-                message_id=message.message_id or uuid.uuid4().hex,
-                reason=reason,
-                source_queue=self._broker.topology.messages,
-                headers={dead_letters.ATTEMPTS: 1},
-            ),
-            self._stop,
-        )
-        await ack(message)
