@@ -1,0 +1,95 @@
+"""Prometheus metrics of every process, named once here.
+
+Each process serves its own registry on /metrics (the server on HTTP_PORT, the
+workers on METRICS_PORT); Prometheus adds `job` and `instance`. The dashboard in
+deploy/grafana and the alert rules in deploy/prometheus rely on these names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+WEBHOOKS_RECEIVED = Counter(
+    "orderbot_webhooks_received_total", "Webhook requests received.", ["provider"]
+)
+WEBHOOKS_REJECTED = Counter(
+    "orderbot_webhooks_rejected_total",
+    "Webhook requests answered with an error, by reason.",
+    ["provider", "reason"],
+)
+WEBHOOKS_PUBLISHED = Counter(
+    "orderbot_webhooks_published_total",
+    "Customer messages confirmed by the broker on `messages`.",
+    ["provider"],
+)
+WEBHOOKS_IGNORED = Counter(
+    "orderbot_webhooks_ignored_total",
+    "Webhook events acknowledged without queueing (not a client message, duplicate).",
+    ["provider", "reason"],
+)
+WEBHOOK_SECONDS = Histogram(
+    "orderbot_webhook_seconds",
+    "Time to answer a webhook, confirm included.",
+    ["provider"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+MESSAGES_PROCESSED = Counter(
+    "orderbot_messages_processed_total",
+    "Messages handled and acknowledged, by queue and outcome.",
+    ["queue", "outcome"],
+)
+MESSAGES_FAILED = Counter(
+    "orderbot_messages_failed_total",
+    "Handler errors that returned a message to its queue (it counts a delivery).",
+    ["queue"],
+)
+MESSAGES_DEAD_LETTERED = Counter(
+    "orderbot_messages_dead_lettered_total",
+    "Messages this process parked in the DLQ, by the queue they came from and why.",
+    ["queue", "reason"],
+)
+DIALOG_STEP_SECONDS = Histogram(
+    "orderbot_dialog_step_seconds",
+    "Time of one dialog step: lock, state, order, replies, commit.",
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+MESSAGE_AGE_SECONDS = Histogram(
+    "orderbot_message_age_seconds",
+    "From webhook accepted to its step applied: queueing plus processing.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+ORDERS_CREATED = Counter("orderbot_orders_created_total", "Orders written by the dialog.")
+
+SENDS = Counter(
+    "orderbot_sends_total",
+    "Calls to a provider's send API, by outcome: ok, transient, permanent.",
+    ["provider", "outcome"],
+)
+OUTBOX_ENQUEUED = Counter(
+    "orderbot_outbox_enqueued_total",
+    "Replies the worker handed to the outbox, by why: failed, queued_behind.",
+    ["reason"],
+)
+OUTBOX_RETRIES = Counter(
+    "orderbot_outbox_retries_total",
+    "Outbox delivery attempts that failed and were scheduled again, by attempt number.",
+    ["attempt"],
+)
+RATE_LIMIT_WAITS = Counter(
+    "orderbot_send_rate_limited_total",
+    "Sends that found the shared token bucket empty, by what followed: waited, deferred.",
+    ["provider", "outcome"],
+)
+
+QUEUE_DEPTH = Gauge(
+    "orderbot_queue_messages",
+    "Messages ready in a queue, as the broker reports them.",
+    ["queue"],
+)
+CONSUMER_INFLIGHT = Gauge(
+    "orderbot_consumer_inflight", "Messages being handled right now.", ["queue"]
+)
+CONSUMER_PREFETCH = Gauge(
+    "orderbot_consumer_prefetch", "The consumer's prefetch: its most messages in flight.", ["queue"]
+)
