@@ -16,6 +16,7 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
+from orderbot import metrics
 from orderbot.broker import BrokerLink
 
 log = structlog.get_logger(__name__)
@@ -54,6 +55,7 @@ class Consumer:
         # then restores it and its consumer after a reconnect; get_queue does not.
         queue = await channel.declare_queue(self._queue, passive=True)
         tag = await queue.consume(self._on_message)
+        metrics.CONSUMER_PREFETCH.labels(self._queue).set(self._prefetch)
         log.info("consuming", queue=self._queue, prefetch=self._prefetch)
         try:
             await stop.wait()
@@ -80,14 +82,18 @@ class Consumer:
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
+        inflight = metrics.CONSUMER_INFLIGHT.labels(self._queue)
+        inflight.inc()
         try:
             await self._handler(message)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("handler_failed", queue=self._queue, message_id=message.message_id)
+            metrics.MESSAGES_FAILED.labels(self._queue).inc()
             await _settle(message.nack(requeue=True))
         finally:
+            inflight.dec()
             self._inflight.discard(task)
 
 

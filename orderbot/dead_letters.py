@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
+from orderbot import metrics
 from orderbot.broker import BrokerLink
 from orderbot.consumer import ack
 from orderbot.transient import until_done
@@ -73,6 +74,19 @@ async def park(
         headers=story,
         correlation_id=correlation_id,
     )
+    metrics.MESSAGES_DEAD_LETTERED.labels(source_queue, _reason_class(reason)).inc()
+
+
+def _reason_class(reason: str) -> str:
+    """A bounded label for a free-text reason."""
+    for prefix, label in (
+        ("permanent send error", "permanent"),
+        ("gave up after", "gave_up"),
+        ("unknown schema version", "unknown_version"),
+    ):
+        if reason.startswith(prefix):
+            return label
+    return "unreadable"
 
 
 async def park_unreadable(

@@ -12,6 +12,7 @@ import asyncio
 
 from redis.asyncio import Redis
 
+from orderbot import metrics
 from orderbot.envelopes import Conversation
 from orderbot.providers.base import ReplySender, TransientSendError
 
@@ -53,16 +54,22 @@ class TokenBucket:
 class RateLimitedSender:
     """Waits for a token (up to `max_wait`), else fails transiently so the reply is retried."""
 
-    def __init__(self, inner: ReplySender, bucket: TokenBucket, *, max_wait: float) -> None:
+    def __init__(
+        self, inner: ReplySender, bucket: TokenBucket, *, provider: str, max_wait: float
+    ) -> None:
         self._inner = inner
         self._bucket = bucket
         self._max_wait = max_wait
+        self._waited = metrics.RATE_LIMIT_WAITS.labels(provider, "waited")
+        self._deferred = metrics.RATE_LIMIT_WAITS.labels(provider, "deferred")
 
     async def send(self, conversation: Conversation, text: str) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._max_wait
         while (wait := await self._bucket.take()) > 0:
             if loop.time() + wait > deadline:
+                self._deferred.inc()
                 raise TransientSendError("outbound rate limit reached", retry_after=wait)
+            self._waited.inc()
             await asyncio.sleep(wait)
         await self._inner.send(conversation, text)

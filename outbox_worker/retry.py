@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from orderbot import dead_letters
+from orderbot import dead_letters, metrics
 from orderbot.broker import BrokerLink
 from orderbot.consumer import ack
 from orderbot.envelopes import OutboundReply, PoisonMessage, decode, utcnow
@@ -24,6 +24,10 @@ from orderbot.reply_order import ReplyOrder
 from orderbot.transient import until_done
 
 log = structlog.get_logger(__name__)
+
+
+def _processed(outcome: str) -> None:
+    metrics.MESSAGES_PROCESSED.labels("outbox", outcome).inc()
 
 
 def _int_header(message: AbstractIncomingMessage, name: str) -> int:
@@ -92,6 +96,7 @@ class OutboxDelivery:
         if not await self._order.is_turn(reply.conversation, reply.reply_id):
             log.debug("reply_waits_for_earlier")
             await self._republish(message, self._delays[0], dict(message.headers or {}))
+            _processed("waiting")
             return
         try:
             await self._senders[reply.conversation.provider].send(reply.conversation, reply.text)
@@ -127,6 +132,8 @@ class OutboxDelivery:
                     last_error=exc.reason,
                 )
                 await self._republish(message, delay, headers)
+                metrics.OUTBOX_RETRIES.labels(str(attempts)).inc()
+                _processed("retry_scheduled")
                 return
             await self._give_up(
                 message, reply, reason, attempts, retries, first_failure, exc.reason
@@ -134,6 +141,7 @@ class OutboxDelivery:
             return
         await self._order.done(reply.conversation, reply.reply_id)
         log.info("reply_sent", attempts=attempts + 1)
+        _processed("sent")
 
     async def _republish(
         self, message: AbstractIncomingMessage, delay: timedelta, headers: dict[str, object]
@@ -176,3 +184,4 @@ class OutboxDelivery:
             },
         )
         await self._order.done(reply.conversation, reply.reply_id)
+        _processed("dead_lettered")

@@ -9,6 +9,7 @@ from orderbot.broker import BrokerLink
 from orderbot.consumer import Consumer
 from orderbot.ops_server import serve_ops
 from orderbot.providers.registry import open_senders
+from orderbot.queue_stats import watch_queue_depths
 from orderbot.reply_order import reply_order_for
 from orderbot.resources import open_redis
 from orderbot.settings import Settings
@@ -40,4 +41,5 @@ async def run_outbox_worker(settings: Settings, stop: asyncio.Event) -> None:
         await stack.enter_async_context(
             serve_ops(settings, default_port=9102, broker=broker, redis=redis, pool=None)
         )
+        await stack.enter_async_context(watch_queue_depths(broker))
         await consumer.run(stop)

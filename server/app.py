@@ -15,7 +15,7 @@ from orderbot.ops_server import metrics_response
 from orderbot.resources import open_redis
 from orderbot.settings import Settings
 from server.chat2desk import chat2desk_webhook
-from server.errors import error_middleware
+from server.errors import error_middleware, webhook_metrics_middleware
 from server.ingest import BROKER, POSTGRES, REDIS, SETTINGS
 
 log = structlog.get_logger(__name__)
@@ -80,7 +80,10 @@ async def metrics(_: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=settings.http_max_body, middlewares=[error_middleware])
+    app = web.Application(
+        client_max_size=settings.http_max_body,
+        middlewares=[webhook_metrics_middleware, error_middleware],
+    )
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([_broker_ctx, _redis_ctx, _postgres_ctx])
     app.router.add_get("/", index)

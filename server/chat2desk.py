@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
 
+from orderbot import metrics
 from orderbot.envelopes import Conversation, InboundMessage
 from server.errors import json_error
 from server.ingest import BROKER, SETTINGS, accept, read_json, validation_error
@@ -71,15 +72,18 @@ async def chat2desk_webhook(request: web.Request) -> web.Response:
     if expected is None or not hmac.compare_digest(
         given.encode(), expected.get_secret_value().encode()
     ):
+        metrics.WEBHOOKS_REJECTED.labels("chat2desk", "bad_token").inc()
         return json_error(403, "invalid webhook token")
     body = await read_json(request)
     if not isinstance(body, dict):
+        metrics.WEBHOOKS_REJECTED.labels("chat2desk", "invalid").inc()
         return json_error(422, "invalid body", detail="expected a JSON object")
     event = validation_error(Chat2DeskEvent, body)
     if isinstance(event, web.Response):
         return event
     if not event.is_client_message:
         log.info("event_ignored", type=event.type, hook_type=event.hook_type)
+        metrics.WEBHOOKS_IGNORED.labels("chat2desk", "not_client_message").inc()
         return web.json_response({"status": "ignored"})
     hook = validation_error(Chat2DeskInbound, body)
     if isinstance(hook, web.Response):

@@ -7,11 +7,14 @@ might hold a secret (the token path segment) is echoed back.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from orderbot import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -23,6 +26,27 @@ def json_error(
     if detail is not None:
         body["detail"] = detail
     return web.json_response(body, status=status, headers=headers)
+
+
+_REJECTION = {400: "malformed", 413: "too_large", 404: "not_found", 405: "bad_method"}
+
+
+@web.middleware
+async def webhook_metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every webhook request, whatever its outcome."""
+    parts = request.path.split("/")
+    if len(parts) < 3 or parts[1] != "webhook":
+        return await handler(request)
+    provider = parts[2]
+    metrics.WEBHOOKS_RECEIVED.labels(provider).inc()
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    finally:
+        metrics.WEBHOOK_SECONDS.labels(provider).observe(time.perf_counter() - started)
+    if response.status in _REJECTION:
+        metrics.WEBHOOKS_REJECTED.labels(provider, _REJECTION[response.status]).inc()
+    return response
 
 
 @web.middleware

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from orderbot import metrics
 from orderbot.broker import BrokerLink, BrokerUnavailable
 from orderbot.envelopes import InboundMessage, encode
 from orderbot.settings import Settings
@@ -48,11 +49,16 @@ def validation_error(model: type[M], body: dict[str, Any]) -> M | web.Response:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
+        metrics.WEBHOOKS_REJECTED.labels(_provider_of(model), "invalid").inc()
         problems = [
             {"field": ".".join(str(p) for p in err["loc"]), "problem": err["msg"]}
             for err in exc.errors(include_url=False, include_input=False)
         ]
         return json_error(422, "invalid body", detail=problems)
+
+
+def _provider_of(model: type[BaseModel]) -> str:
+    return model.__module__.rsplit(".", 1)[-1]
 
 
 def _edge_key(settings: Settings, message: InboundMessage) -> str:
@@ -63,11 +69,13 @@ def _edge_key(settings: Settings, message: InboundMessage) -> str:
 async def accept(broker: BrokerLink, app: web.Application, message: InboundMessage) -> web.Response:
     settings = app[SETTINGS]
     cache = app[REDIS]
+    provider = message.conversation.provider
     edge_key = _edge_key(settings, message)
     log_ = log.bind(correlation_id=message.message_id, tenant=message.conversation.tenant)
     try:
         if await cache.exists(edge_key):
             log_.info("webhook_duplicate")
+            metrics.WEBHOOKS_IGNORED.labels(provider, "duplicate").inc()
             return web.json_response({"status": "duplicate"})
     except (RedisError, OSError) as exc:
         log_.warning("edge_dedupe_unavailable", error=str(exc))
@@ -80,7 +88,9 @@ async def accept(broker: BrokerLink, app: web.Application, message: InboundMessa
         )
     except BrokerUnavailable as exc:
         log_.warning("webhook_not_queued", error=str(exc))
+        metrics.WEBHOOKS_REJECTED.labels(provider, "broker_unavailable").inc()
         return json_error(503, "message not queued, retry later", headers={"Retry-After": "5"})
+    metrics.WEBHOOKS_PUBLISHED.labels(provider).inc()
     try:
         await cache.set(edge_key, "1", ex=int(settings.dedupe_ttl.total_seconds()))
     except (RedisError, OSError) as exc:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 class TcpProxy:
     upstream_port: int
     port: int = 0
+    mode: str = "forward"  # "forward", "refuse" (close at once) or "blackhole" (never answer)
     _pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = field(default_factory=list)
 
     @property
@@ -32,7 +33,22 @@ class TcpProxy:
                 await writer.drain()
         writer.close()
 
+    def outage(self, mode: str = "refuse") -> None:
+        """Cut every connection and treat new ones as `mode` until `restore()`."""
+        self.mode = mode
+        self.cut()
+
+    def restore(self) -> None:
+        self.mode = "forward"
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "refuse":
+            writer.transport.abort()
+            return
+        if self.mode == "blackhole":
+            self._pairs.append((writer, writer))
+            await reader.read()  # hold the connection open, answer nothing
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:

@@ -14,7 +14,7 @@ from datetime import timedelta
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from orderbot import dead_letters
+from orderbot import dead_letters, metrics
 from orderbot.broker import BrokerLink
 from orderbot.envelopes import Conversation, OutboundReply, encode, utcnow
 from orderbot.providers import PermanentSendError, ReplySender, TransientSendError
@@ -52,12 +52,14 @@ class ReplyDispatcher:
             )
             if queued:
                 await self._to_outbox(reply, attempts=0, last_error="queued behind earlier replies")
+                metrics.OUTBOX_ENQUEUED.labels("queued_behind").inc()
                 continue
             try:
                 await self._send(reply)
             except TransientSendError as exc:
                 log.warning("reply_to_outbox", reply_id=reply.reply_id, error=exc.reason)
                 await self._to_outbox(reply, attempts=self._attempts, last_error=exc.reason)
+                metrics.OUTBOX_ENQUEUED.labels("failed").inc()
                 queued = True
             except PermanentSendError as exc:
                 log.error("reply_refused", reply_id=reply.reply_id, error=exc.reason)

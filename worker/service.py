@@ -15,6 +15,7 @@ from orderbot.dialog_store import DialogStore
 from orderbot.ops_server import serve_ops
 from orderbot.orders import OrderStore
 from orderbot.providers.registry import open_senders
+from orderbot.queue_stats import watch_queue_depths
 from orderbot.reply_order import reply_order_for
 from orderbot.resources import open_postgres, open_redis
 from orderbot.settings import Settings
@@ -76,4 +77,5 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         await stack.enter_async_context(
             serve_ops(settings, default_port=9101, broker=broker, redis=redis, pool=pool)
         )
+        await stack.enter_async_context(watch_queue_depths(broker))
         await consumer.run(stop)

@@ -5,12 +5,17 @@ from __future__ import annotations
 import aiohttp
 import orjson
 
+from orderbot import metrics
 from orderbot.envelopes import Conversation
 from orderbot.providers.base import (
     PermanentSendError,
     TransientSendError,
     classify_status,
     parse_retry_after,
+)
+
+_OK, _TRANSIENT, _PERMANENT = (
+    metrics.SENDS.labels("chat2desk", outcome) for outcome in ("ok", "transient", "permanent")
 )
 
 
@@ -38,6 +43,7 @@ class Chat2DeskSender:
             ) as response:
                 failure = classify_status(response.status)
                 if failure is None:
+                    _OK.inc()
                     return
                 # A provider may echo the request's headers; the reason ends up in
                 # logs and DLQ headers, so the token must not survive into it.
@@ -45,7 +51,9 @@ class Chat2DeskSender:
                 detail = answer.replace(self._token, "[redacted]")[:300]
                 reason = f"chat2desk answered {response.status}: {detail}"
                 if failure is PermanentSendError:
+                    _PERMANENT.inc()
                     raise PermanentSendError(reason, status=response.status)
+                _TRANSIENT.inc()
                 raise TransientSendError(
                     reason,
                     status=response.status,
@@ -53,6 +61,7 @@ class Chat2DeskSender:
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:
             detail = str(exc) or type(exc).__name__
+            _TRANSIENT.inc()
             raise TransientSendError(f"chat2desk unreachable: {detail}") from exc
 
 

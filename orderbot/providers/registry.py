@@ -32,6 +32,7 @@ async def open_senders(
                     f"{settings.redis_key_prefix}ratelimit:send:chat2desk:{settings.tenant}",
                     per_minute=settings.chat2desk_rate_limit,
                 ),
+                provider="chat2desk",
                 max_wait=settings.send_rate_max_wait.total_seconds(),
             )
         yield senders
