@@ -33,3 +33,40 @@ CREATE TABLE IF NOT EXISTS order_events (
 );
 
 CREATE INDEX IF NOT EXISTS order_events_order_idx ON order_events (order_id, id);
+
+-- The order's life after the dialog (issue 5) --------------------------------------------
+
+-- Where and how to tell the customer about their order: the dialog's language and the
+-- channel the order came through (a notification goes out on the same one).
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS lang TEXT NOT NULL DEFAULT 'ru';
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS transport TEXT;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS channel_id TEXT;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS rating SMALLINT CHECK (rating BETWEEN 1 AND 5);
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS rated_at TIMESTAMPTZ;
+
+-- dialog/lifecycle.py is the one place transitions are checked; this only keeps a manual
+-- UPDATE from writing a status no process can read. A new status needs the constraint
+-- dropped and added again here.
+DO $$
+BEGIN
+    ALTER TABLE orders ADD CONSTRAINT orders_status_known CHECK (status IN
+        ('CONFIRMED', 'PREPARING', 'OUT_FOR_DELIVERY', 'DELIVERED', 'RATED', 'CANCELLED'));
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+
+-- The operator list pages by id, newest first, within a tenant (optionally one status).
+CREATE INDEX IF NOT EXISTS orders_tenant_id_idx ON orders (tenant, id DESC);
+CREATE INDEX IF NOT EXISTS orders_tenant_status_id_idx ON orders (tenant, status, id DESC);
+
+-- The transactional outbox of status notifications: an event that must be told to the
+-- customer is written with notified_at NULL in the transaction that changes the status, and
+-- marked once its notification was confirmed by the broker. The default marks every other
+-- event (the dialog's CONFIRMED, the customer's RATED, and all rows older than this column)
+-- as needing nothing, so adding the column never floods customers with old news.
+ALTER TABLE order_events ADD COLUMN IF NOT EXISTS notified_at TIMESTAMPTZ DEFAULT now();
+-- The customer message that caused the event (their rating): a redelivered message finds
+-- its own event instead of rating twice.
+ALTER TABLE order_events ADD COLUMN IF NOT EXISTS source_message_id TEXT;
+
+CREATE INDEX IF NOT EXISTS order_events_pending_idx ON order_events (id)
+    WHERE notified_at IS NULL;

@@ -1,16 +1,43 @@
 """The order dialog as pure functions: no I/O, no clock, no randomness."""
 
+from dialog.lifecycle import (
+    Actor,
+    OrderStatus,
+    Refused,
+    Transition,
+    allowed_targets,
+    asks_for_rating,
+    check_transition,
+    notifies,
+    status_notice,
+)
 from dialog.machine import StepResult, advance
+from dialog.rating import AskAgain, GiveUp, Rated, RatingRules, answer_rating, parse_rating
 from dialog.rules import DialogRules, PhoneRule
 from dialog.state import DialogState, Lang, OrderDraft, Step
 
 __all__ = [
+    "Actor",
+    "AskAgain",
     "DialogRules",
     "DialogState",
+    "GiveUp",
     "Lang",
     "OrderDraft",
+    "OrderStatus",
     "PhoneRule",
+    "Rated",
+    "RatingRules",
+    "Refused",
     "Step",
     "StepResult",
+    "Transition",
     "advance",
+    "allowed_targets",
+    "answer_rating",
+    "asks_for_rating",
+    "check_transition",
+    "notifies",
+    "parse_rating",
+    "status_notice",
 ]

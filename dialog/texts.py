@@ -94,3 +94,76 @@ TEXTS: dict[Msg, dict[Lang, str]] = {
 def render(msg: Msg, lang: Lang, **params: object) -> str:
     """The text of ``msg`` in ``lang``; params a text does not use are ignored."""
     return TEXTS[msg][lang].format(**params)
+
+
+class Notice(StrEnum):
+    """Texts of the order's life after the dialog: status news and the rating exchange.
+
+    A table of its own because these take other placeholders (``order_id``, ``promo_code``,
+    ``support_contact``) than the dialog's questions, and are sent by other paths (the outbox
+    for status news, the worker for rating answers).
+    """
+
+    PREPARING = "preparing"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    DELIVERED = "delivered"
+    ORDER_CANCELLED = "order_cancelled"
+    RATING_ASK_AGAIN = "rating_ask_again"
+    RATING_THANKS = "rating_thanks"
+    RATING_PROMO = "rating_promo"
+    RATING_APOLOGY = "rating_apology"
+    RATING_SUPPORT = "rating_support"
+
+
+NOTICES: dict[Notice, dict[Lang, str]] = {
+    Notice.PREPARING: {
+        Lang.EN: "Your order #{order_id} is being prepared.",
+        Lang.RU: "Ваш заказ №{order_id} готовится.",
+    },
+    Notice.OUT_FOR_DELIVERY: {
+        Lang.EN: "Your order #{order_id} is on its way!",
+        Lang.RU: "Ваш заказ №{order_id} уже в пути!",
+    },
+    Notice.DELIVERED: {
+        Lang.EN: "Your order #{order_id} has been delivered. Thank you for ordering!\n"
+        "Please rate it from 1 to 5: send a digit or stars, e.g. 5 or ⭐⭐⭐⭐⭐.",
+        Lang.RU: "Ваш заказ №{order_id} доставлен. Спасибо за заказ!\n"
+        "Оцените его от 1 до 5: отправьте цифру или звёздочки, например 5 или ⭐⭐⭐⭐⭐.",
+    },
+    Notice.ORDER_CANCELLED: {
+        Lang.EN: "Unfortunately, your order #{order_id} has been cancelled. "
+        "Write to us to place a new order.",
+        Lang.RU: "К сожалению, ваш заказ №{order_id} отменён. "
+        "Напишите нам, чтобы оформить новый заказ.",
+    },
+    Notice.RATING_ASK_AGAIN: {
+        Lang.EN: "Please rate order #{order_id} with a number from 1 to 5 "
+        "(or with 1 to 5 stars ⭐).",
+        Lang.RU: "Пожалуйста, оцените заказ №{order_id} числом от 1 до 5 "
+        "(или звёздочками ⭐, от 1 до 5).",
+    },
+    Notice.RATING_THANKS: {
+        Lang.EN: "Thank you for the rating! We are glad you liked it "
+        "and will be happy to deliver to you again.",
+        Lang.RU: "Спасибо за оценку! Рады, что вам понравилось, "
+        "и будем рады привезти вам заказ снова.",
+    },
+    Notice.RATING_PROMO: {
+        Lang.EN: "Here is a promo code for your next order: {promo_code}",
+        Lang.RU: "Вот промокод на следующий заказ: {promo_code}",
+    },
+    Notice.RATING_APOLOGY: {
+        Lang.EN: "Thank you for the rating, and we are sorry the order fell short. "
+        "We will do better.",
+        Lang.RU: "Спасибо за оценку, и простите, что заказ вас не порадовал. Мы исправимся.",
+    },
+    Notice.RATING_SUPPORT: {
+        Lang.EN: "If something went wrong, please contact our support: {support_contact}",
+        Lang.RU: "Если что-то пошло не так, напишите в поддержку: {support_contact}",
+    },
+}
+
+
+def render_notice(notice: Notice, lang: Lang, **params: object) -> str:
+    """The text of ``notice`` in ``lang``; params a text does not use are ignored."""
+    return NOTICES[notice][lang].format(**params)

@@ -1,4 +1,4 @@
-"""Orders in PostgreSQL."""
+"""Orders in PostgreSQL: the dialog's insert of a confirmed order."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from dialog import OrderDraft
+from dialog import Lang, OrderDraft
 
 _INSERT = """
 INSERT INTO orders (tenant, provider, source_message_id, client_id,
-                    client_phone, delivery_address, quantity)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+                    client_phone, delivery_address, quantity, lang, transport, channel_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT ON CONSTRAINT orders_source_message_unique DO NOTHING
 RETURNING id, status
 """
 _EXISTING = """
 SELECT id FROM orders WHERE tenant = $1 AND provider = $2 AND source_message_id = $3
 """
+# notified_at takes its default (now()): the dialog's own reply is the customer's news.
 _EVENT = """
 INSERT INTO order_events (order_id, from_status, to_status, actor) VALUES ($1, NULL, $2, $3)
 """
@@ -41,8 +42,15 @@ class OrderStore:
         source_message_id: str,
         client_id: str,
         draft: OrderDraft,
+        lang: Lang = Lang.RU,
+        transport: str | None = None,
+        channel_id: str | None = None,
     ) -> PlacedOrder:
-        """Create the order of a confirmed dialog once; a repeat returns the first one."""
+        """Create the order of a confirmed dialog once; a repeat returns the first one.
+
+        The language and the channel are kept so that news about the order later reaches
+        the customer where, and in the language in which, they ordered.
+        """
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 _INSERT,
@@ -53,6 +61,9 @@ class OrderStore:
                 draft.phone,
                 draft.address,
                 draft.quantity,
+                lang.value,
+                transport,
+                channel_id,
             )
             if row is None:
                 existing = await conn.fetchval(_EXISTING, tenant, provider, source_message_id)

@@ -38,16 +38,18 @@ return wait
 
 
 class TokenBucket:
-    def __init__(self, redis: Redis, key: str, *, per_minute: int) -> None:
-        self._redis = redis
-        self._key = key
+    """`per_minute` tokens a minute per key, at most `burst` at once (default: a
+    second's worth, which smooths outbound sends; webhook limits allow a minute's
+    worth at once)."""
+
+    def __init__(self, redis: Redis, *, per_minute: int, burst: float | None = None) -> None:
         self._rate_per_ms = per_minute / 60_000
-        self._capacity = max(1.0, per_minute / 60)
+        self._capacity = burst if burst is not None else max(1.0, per_minute / 60)
         self._take = redis.register_script(_TAKE)
 
-    async def take(self) -> float:
-        """Take one token if there is one; else return the seconds until one is due."""
-        wait_ms = await self._take(keys=[self._key], args=[self._rate_per_ms, self._capacity])
+    async def take(self, key: str) -> float:
+        """Take one of `key`'s tokens if there is one; else the seconds until one is due."""
+        wait_ms = await self._take(keys=[key], args=[self._rate_per_ms, self._capacity])
         return int(wait_ms) / 1000
 
 
@@ -55,10 +57,17 @@ class RateLimitedSender:
     """Waits for a token (up to `max_wait`), else fails transiently so the reply is retried."""
 
     def __init__(
-        self, inner: ReplySender, bucket: TokenBucket, *, provider: str, max_wait: float
+        self,
+        inner: ReplySender,
+        bucket: TokenBucket,
+        *,
+        key: str,
+        provider: str,
+        max_wait: float,
     ) -> None:
         self._inner = inner
         self._bucket = bucket
+        self._key = key
         self._max_wait = max_wait
         self._waited = metrics.RATE_LIMIT_WAITS.labels(provider, "waited")
         self._deferred = metrics.RATE_LIMIT_WAITS.labels(provider, "deferred")
@@ -66,7 +75,7 @@ class RateLimitedSender:
     async def send(self, conversation: Conversation, text: str) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._max_wait
-        while (wait := await self._bucket.take()) > 0:
+        while (wait := await self._bucket.take(self._key)) > 0:
             if loop.time() + wait > deadline:
                 self._deferred.inc()
                 raise TransientSendError("outbound rate limit reached", retry_after=wait)

@@ -22,10 +22,12 @@ from orderbot.settings import ConfigError, Settings, load_settings
 Main = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]
 
 
-def run_role(role: str, main: Main, *, required: tuple[str, ...] = ()) -> int:
+def run_role(role: str, main: Main, *, required: tuple[tuple[str, ...], ...] = ()) -> int:
+    """Run a process role; `required` lists groups of settings, one of which must be set."""
     try:
         settings = load_settings()
-        settings.require(*required)
+        if required:
+            settings.require_any(*required)
     except ConfigError as exc:
         print(f"orderbot {role}: {exc}", file=sys.stderr)
         return 2

@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_whatsapp_from: str | None = None
+    twilio_rate_limit: int = Field(default=600, ge=1)
     public_base_url: str | None = None
 
     worker_concurrency: int = Field(default=10, ge=1, le=1000)
@@ -87,6 +88,8 @@ class Settings(BaseSettings):
     send_timeout: Duration = timedelta(seconds=10)
     chat2desk_rate_limit: int = Field(default=300, ge=1)
     send_rate_max_wait: Duration = timedelta(seconds=2)
+    webhook_rate_limit_tenant: int = Field(default=60, ge=1)
+    webhook_rate_limit_customer: int = Field(default=20, ge=1)
 
     outbox_max_attempts: int = Field(default=50, ge=1)
     outbox_max_age: Duration = timedelta(days=7)
@@ -125,14 +128,38 @@ class Settings(BaseSettings):
             self.chat2desk_api_token,
             self.chat2desk_webhook_token,
             self.twilio_auth_token,
+            self.operator_api_key,
         )
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
 
-    def require(self, *names: str) -> None:
-        """Fail at start, naming the setting, when a role needs one that is unset."""
-        missing = [name.upper() for name in names if not getattr(self, name)]
-        if missing:
-            raise ConfigError(f"missing required setting: {', '.join(missing)}")
+    def twilio_credentials(self) -> tuple[str, str, str] | None:
+        """(account SID, auth token, WhatsApp sender) when the Twilio channel is set up."""
+        token = self.twilio_auth_token.get_secret_value() if self.twilio_auth_token else ""
+        if self.twilio_account_sid and token and self.twilio_whatsapp_from:
+            return self.twilio_account_sid, token, self.twilio_whatsapp_from
+        return None
+
+    def require_any(self, *groups: tuple[str, ...]) -> None:
+        """Fail at start unless every setting of at least one group is set."""
+        if not any(all(getattr(self, name) for name in group) for group in groups):
+            options = " or ".join(" + ".join(n.upper() for n in group) for group in groups)
+            raise ConfigError(f"missing required setting: {options}")
+
+    # --- The order lifecycle and the operator API (issue 5) ---------------------------------
+    # Bearer key of /api/; unset or empty disables the operator API (its routes answer 404).
+    operator_api_key: SecretStr | None = None
+    # Shown in the apology after a rating of 1 to 3, e.g. a phone number or a wa.me link.
+    support_contact: str | None = Field(default=None, max_length=200)
+    # Sent with the thanks after a rating of 4 or 5.
+    promo_code: str | None = Field(default=None, max_length=64)
+
+    @field_validator("operator_api_key")
+    @classmethod
+    def _strong_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """A short key can be guessed; refusing it at start beats finding out from a breach."""
+        if value is not None and 0 < len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (or empty to disable the API)")
+        return value
 
 
 class ConfigError(Exception):

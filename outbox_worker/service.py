@@ -13,9 +13,13 @@ from orderbot.queue_stats import watch_queue_depths
 from orderbot.reply_order import reply_order_for
 from orderbot.resources import open_redis
 from orderbot.settings import Settings
+from outbox_worker.relay import notification_relay
 from outbox_worker.retry import OutboxDelivery
 
-REQUIRED = ("chat2desk_api_token",)
+REQUIRED = (
+    ("chat2desk_api_token",),
+    ("twilio_account_sid", "twilio_auth_token", "twilio_whatsapp_from"),
+)
 
 
 async def run_outbox_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -42,4 +46,5 @@ async def run_outbox_worker(settings: Settings, stop: asyncio.Event) -> None:
             serve_ops(settings, default_port=9102, broker=broker, redis=redis, pool=None)
         )
         await stack.enter_async_context(watch_queue_depths(broker))
+        await stack.enter_async_context(notification_relay(settings, broker, redis, stop))
         await consumer.run(stop)

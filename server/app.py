@@ -14,13 +14,16 @@ from orderbot.health import readiness
 from orderbot.ops_server import metrics_response
 from orderbot.resources import open_redis
 from orderbot.settings import Settings
+from server.api import register_api
 from server.chat2desk import chat2desk_webhook
 from server.errors import error_middleware, webhook_metrics_middleware
-from server.ingest import BROKER, POSTGRES, REDIS, SETTINGS
+from server.ingest import BROKER, LIMITS, POSTGRES, REDIS, SETTINGS
+from server.rate_limits import WebhookLimits
+from server.twilio import twilio_webhook
 
 log = structlog.get_logger(__name__)
 
-REQUIRED = ("chat2desk_webhook_token",)
+REQUIRED = (("chat2desk_webhook_token",), ("twilio_auth_token", "twilio_whatsapp_from"))
 
 
 async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -32,6 +35,7 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_redis(app[SETTINGS]) as redis:
         app[REDIS] = redis
+        app[LIMITS] = WebhookLimits(redis, app[SETTINGS])
         yield
 
 
@@ -55,6 +59,7 @@ async def index(_: web.Request) -> web.Response:
             "service": "orderbot",
             "endpoints": [
                 "POST /webhook/chat2desk/{token}",
+                "POST /webhook/twilio",
                 "GET /health",
                 "GET /health/ready",
                 "GET /metrics",
@@ -91,6 +96,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/health/ready", health_ready)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/webhook/chat2desk/{token}", chat2desk_webhook)
+    register_api(app)
+    app.router.add_post("/webhook/twilio", twilio_webhook)
     return app
 
 

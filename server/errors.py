@@ -28,7 +28,13 @@ def json_error(
     return web.json_response(body, status=status, headers=headers)
 
 
-_REJECTION = {400: "malformed", 413: "too_large", 404: "not_found", 405: "bad_method"}
+_REJECTION = {
+    400: "malformed",
+    404: "not_found",
+    405: "bad_method",
+    413: "too_large",
+    500: "internal_error",
+}
 
 
 @web.middleware

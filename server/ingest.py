@@ -23,12 +23,14 @@ from orderbot.broker import BrokerLink, BrokerUnavailable
 from orderbot.envelopes import InboundMessage, encode
 from orderbot.settings import Settings
 from server.errors import json_error
+from server.rate_limits import WebhookLimits
 
 log = structlog.get_logger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", BrokerLink)
 REDIS = web.AppKey("redis", Redis)
+LIMITS = web.AppKey("limits", WebhookLimits)
 POSTGRES = web.AppKey("postgres", asyncpg.Pool)
 
 M = TypeVar("M", bound=BaseModel)
@@ -72,6 +74,13 @@ async def accept(broker: BrokerLink, app: web.Application, message: InboundMessa
     provider = message.conversation.provider
     edge_key = _edge_key(settings, message)
     log_ = log.bind(correlation_id=message.message_id, tenant=message.conversation.tenant)
+    retry_after = await app[LIMITS].retry_after(message.conversation)
+    if retry_after is not None:
+        log_.info("webhook_rate_limited", client_id=message.conversation.client_id)
+        metrics.WEBHOOKS_REJECTED.labels(provider, "rate_limited").inc()
+        return json_error(
+            429, "too many messages, retry later", headers={"Retry-After": str(retry_after)}
+        )
     try:
         if await cache.exists(edge_key):
             log_.info("webhook_duplicate")

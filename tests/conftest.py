@@ -35,6 +35,11 @@ from worker.service import run_worker
 
 WEBHOOK_TOKEN = "test-webhook-token-5f1c"
 API_TOKEN = "test-api-token-9a7e"
+OPERATOR_KEY = "test-operator-key-3b8d6e"
+TWILIO_SID = "AC0123456789abcdef0123456789abcdef"
+TWILIO_TOKEN = "test-twilio-auth-token-77c1"
+TWILIO_NUMBER = "whatsapp:+14155238886"
+PUBLIC_BASE_URL = "https://bot.example.com"
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +90,12 @@ def config(
         "CHAT2DESK_API_URL": fake.url,
         "CHAT2DESK_API_TOKEN": API_TOKEN,
         "CHAT2DESK_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "OPERATOR_API_KEY": OPERATOR_KEY,
+        "TWILIO_API_URL": fake.url,
+        "TWILIO_ACCOUNT_SID": TWILIO_SID,
+        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+        "TWILIO_WHATSAPP_FROM": TWILIO_NUMBER,
+        "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
         "HTTP_HOST": "127.0.0.1",
         "HTTP_PORT": "0",
         "METRICS_PORT": "0",
@@ -93,6 +104,8 @@ def config(
         "SHUTDOWN_TIMEOUT": "10s",
         "LOCK_TIMEOUT": "1s",
         "CHAT2DESK_RATE_LIMIT": "600000",
+        "WEBHOOK_RATE_LIMIT_TENANT": "600000",
+        "WEBHOOK_RATE_LIMIT_CUSTOMER": "600000",
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "info",
     }

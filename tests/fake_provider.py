@@ -67,10 +67,18 @@ class FakeChat2Desk:
         await self.wait_for(lambda: len(self.attempts) >= count, timeout)
 
     async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        """Chat2Desk's POST /v1/messages (JSON) and Twilio's Messages.json (form)."""
+        if request.content_type == "application/x-www-form-urlencoded":
+            form = await request.post()
+            body: dict[str, Any] = {k: str(v) for k, v in form.items()}
+            body["account"] = request.match_info.get("sid")
+            client_id, text = body.get("To"), body.get("Body")
+        else:
+            body = await request.json()
+            client_id, text = body.get("client_id"), body.get("text")
         message = SentMessage(
-            client_id=str(body.get("client_id")),
-            text=str(body.get("text")),
+            client_id=str(client_id),
+            text=str(text),
             body=body,
             headers=dict(request.headers),
             at=asyncio.get_running_loop().time(),
@@ -99,6 +107,7 @@ async def running_fake() -> AsyncIterator[FakeChat2Desk]:
     fake = FakeChat2Desk()
     app = web.Application()
     app.router.add_post("/v1/messages", fake._handle)
+    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", fake._handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

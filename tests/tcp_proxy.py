@@ -19,6 +19,14 @@ class TcpProxy:
     def connections(self) -> int:
         return len([p for p in self._pairs if not p[0].is_closing()])
 
+    def upstream_ports(self) -> list[int]:
+        """Local ports of the open upstream sockets: how the upstream server sees our clients."""
+        ports = []
+        for client, upstream in self._pairs:
+            if upstream is not client and not upstream.is_closing():
+                ports.append(int(upstream.get_extra_info("sockname")[1]))
+        return ports
+
     def cut(self) -> None:
         """Abort every open connection (both sides see a reset)."""
         for client, upstream in self._pairs:

@@ -68,8 +68,11 @@ async def test_invalid_setting_fails_start_with_one_line_naming_it(
 async def test_missing_required_setting_fails_start_naming_it(
     config: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**config, "CHAT2DESK_WEBHOOK_TOKEN": ""}
+    env = {**config, "CHAT2DESK_WEBHOOK_TOKEN": "", "TWILIO_AUTH_TOKEN": ""}
     code, _, stderr = await orderbot_cli("server", env=env, cwd=tmp_path)
 
     assert code == 2
-    assert stderr.strip() == "orderbot server: missing required setting: CHAT2DESK_WEBHOOK_TOKEN"
+    assert stderr.strip() == (
+        "orderbot server: missing required setting: "
+        "CHAT2DESK_WEBHOOK_TOKEN or TWILIO_AUTH_TOKEN + TWILIO_WHATSAPP_FROM"
+    )

@@ -19,12 +19,16 @@ from orderbot.queue_stats import watch_queue_depths
 from orderbot.reply_order import reply_order_for
 from orderbot.resources import open_postgres, open_redis
 from orderbot.settings import Settings
+from worker.rating import rating_desk
 from worker.replies import ReplyDispatcher
 from worker.step import MessageProcessor
 
 log = structlog.get_logger(__name__)
 
-REQUIRED = ("chat2desk_api_token",)
+REQUIRED = (
+    ("chat2desk_api_token",),
+    ("twilio_account_sid", "twilio_auth_token", "twilio_whatsapp_from"),
+)
 
 
 def dialog_rules(settings: Settings) -> DialogRules:
@@ -69,6 +73,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                     backoff=settings.send_backoff,
                 ),
                 rules=dialog_rules(settings),
+                ratings=rating_desk(settings, redis, pool),
                 stop=stop,
             ),
             prefetch=settings.worker_concurrency,

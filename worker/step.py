@@ -6,6 +6,10 @@ by source message id) → send or outbox the replies → commit state and the
 applied-marker together → ack. A crash before the commit replays the step from
 the same state, so the same order row is found and the replies go out again
 (twice, never zero times). A crash after the commit finds the marker and only acks.
+
+While the customer owes a rating and the dialog is idle, the message is the rating's answer
+instead (worker/rating.py): same lock, same replies path, same commit of the marker, with the
+dialog state unchanged but for its turn count.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import asyncio
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from dialog import DialogRules, advance
+from dialog import DialogRules, DialogState, advance
 from orderbot import dead_letters
 from orderbot.broker import BrokerLink
 from orderbot.client_lock import ClientLocks
@@ -24,6 +28,7 @@ from orderbot.dialog_store import DialogStore
 from orderbot.envelopes import InboundMessage, PoisonMessage, decode
 from orderbot.orders import OrderStore
 from orderbot.transient import until_done
+from worker.rating import RatingDesk
 from worker.replies import ReplyDispatcher
 
 log = structlog.get_logger(__name__)
@@ -39,6 +44,7 @@ class MessageProcessor:
         orders: OrderStore,
         replies: ReplyDispatcher,
         rules: DialogRules,
+        ratings: RatingDesk,
         stop: asyncio.Event,
     ) -> None:
         self._broker = broker
@@ -47,6 +53,7 @@ class MessageProcessor:
         self._orders = orders
         self._replies = replies
         self._rules = rules
+        self._ratings = ratings
         self._stop = stop
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
@@ -79,6 +86,14 @@ class MessageProcessor:
                 log.info("duplicate_skipped")
                 return
             state = await self._dialogs.load(conversation)
+            rating = await self._ratings.answer(inbound, state)
+            if rating is not None:
+                await self._replies.deliver(conversation, inbound.message_id, rating.replies)
+                turned = state.model_copy(update={"turns": state.turns + 1})
+                await self._commit(inbound, turned, token)
+                await self._ratings.settle(conversation, rating)
+                log.info("rating_step_applied", turns=turned.turns)
+                return
             result = advance(state, inbound.text, self._rules)
             if result.order is not None:
                 placed = await self._orders.place(
@@ -87,13 +102,19 @@ class MessageProcessor:
                     source_message_id=inbound.message_id,
                     client_id=conversation.client_id,
                     draft=result.order,
+                    lang=result.state.lang,
+                    transport=conversation.transport,
+                    channel_id=conversation.channel_id,
                 )
                 log.info("order_placed", order_id=placed.id, created=placed.created)
             await self._replies.deliver(conversation, inbound.message_id, result.replies)
-            await self._dialogs.commit(
-                inbound,
-                result.state,
-                lock_key=self._locks.key(conversation.key),
-                lock_token=token,
-            )
+            await self._commit(inbound, result.state, token)
         log.info("step_applied", step=result.state.step.value, turns=result.state.turns)
+
+    async def _commit(self, inbound: InboundMessage, state: DialogState, token: str) -> None:
+        await self._dialogs.commit(
+            inbound,
+            state,
+            lock_key=self._locks.key(inbound.conversation.key),
+            lock_token=token,
+        )

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from orderbot.providers.base import ReplySender
 from orderbot.providers.chat2desk import Chat2DeskSender
+from orderbot.providers.twilio import TwilioSender
 from orderbot.rate_limit import RateLimitedSender, TokenBucket
 from orderbot.resources import open_http
 from orderbot.settings import Settings
@@ -18,21 +19,25 @@ from orderbot.settings import Settings
 async def open_senders(
     settings: Settings, redis: Redis
 ) -> AsyncIterator[Mapping[str, ReplySender]]:
+    """One sender per configured provider; a worker with none refuses to start."""
     async with open_http(settings) as session:
-        senders: dict[str, ReplySender] = {}
-        if settings.chat2desk_api_token is not None:
-            senders["chat2desk"] = RateLimitedSender(
-                Chat2DeskSender(
-                    session,
-                    settings.chat2desk_api_url,
-                    settings.chat2desk_api_token.get_secret_value(),
-                ),
-                TokenBucket(
-                    redis,
-                    f"{settings.redis_key_prefix}ratelimit:send:chat2desk:{settings.tenant}",
-                    per_minute=settings.chat2desk_rate_limit,
-                ),
-                provider="chat2desk",
+        inner: dict[str, ReplySender] = {}
+        if settings.chat2desk_api_token:
+            inner["chat2desk"] = Chat2DeskSender(
+                session,
+                settings.chat2desk_api_url,
+                settings.chat2desk_api_token.get_secret_value(),
+            )
+        if twilio := settings.twilio_credentials():
+            inner["twilio"] = TwilioSender(session, settings.twilio_api_url, *twilio)
+        limits = {"chat2desk": settings.chat2desk_rate_limit, "twilio": settings.twilio_rate_limit}
+        yield {
+            provider: RateLimitedSender(
+                sender,
+                TokenBucket(redis, per_minute=limits[provider]),
+                key=f"{settings.redis_key_prefix}ratelimit:send:{provider}:{settings.tenant}",
+                provider=provider,
                 max_wait=settings.send_rate_max_wait.total_seconds(),
             )
-        yield senders
+            for provider, sender in inner.items()
+        }

@@ -1,0 +1,142 @@
+"""What operators read about orders: a filtered page, or one order with its history.
+
+Pages are keyset pages (``id < after``, newest first), so a page costs the same at any depth
+and an order placed while an operator pages through never shifts what comes next. Every
+query is scoped to the caller's tenant in SQL: another tenant's order is simply not there.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import asyncpg
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from dialog import OrderStatus
+
+MAX_ID = 2**63 - 1  # BIGSERIAL
+# Client ids are printable ASCII everywhere (the webhooks refuse anything else), which also
+# keeps bytes PostgreSQL rejects in text (NUL) out of the query.
+_PRINTABLE = r"^[\x21-\x7e]+$"
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A time without an offset is UTC; a time that cannot be expressed in UTC is refused."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("date out of range") from None
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+OrderId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+class OrderFilter(BaseModel):
+    """The query of ``GET /api/orders``; unknown parameters are refused, not ignored, so a
+    misspelt filter never silently returns every order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: OrderStatus | None = Field(default=None, description="only orders in this status")
+    client_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=_PRINTABLE,
+        description="only this customer's orders (the provider's client id)",
+    )
+    created_from: UtcDatetime | None = Field(
+        default=None, description="created at or after this time (ISO 8601; UTC if no offset)"
+    )
+    created_to: UtcDatetime | None = Field(
+        default=None, description="created before this time (ISO 8601; UTC if no offset)"
+    )
+    after: OrderId | None = Field(
+        default=None, description="the `next_after` of the previous page: orders older than it"
+    )
+    limit: int = Field(default=50, ge=1, le=200, description="orders per page")
+
+
+class OrderSummary(BaseModel):
+    id: int
+    status: OrderStatus
+    provider: str
+    client_id: str
+    client_phone: str
+    delivery_address: str
+    quantity: int
+    lang: str
+    rating: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class StatusEvent(BaseModel):
+    from_status: OrderStatus | None
+    to_status: OrderStatus
+    actor: str = Field(description='who: "dialog", "customer", or the operator key\'s name')
+    at: datetime
+
+
+class OrderDetail(OrderSummary):
+    history: list[StatusEvent] = Field(description="every status the order had, oldest first")
+
+
+class OrderPage(BaseModel):
+    orders: list[OrderSummary]
+    next_after: int | None = Field(
+        description="pass as `after` for the next page; null on the last page"
+    )
+
+
+_SELECT = """
+SELECT id, status, provider, client_id, client_phone, delivery_address, quantity, lang,
+       rating, created_at, updated_at
+FROM orders
+"""
+_ONE = _SELECT + "WHERE id = $1 AND tenant = $2"
+_HISTORY = """
+SELECT from_status, to_status, actor, created_at AS at FROM order_events
+WHERE order_id = $1 ORDER BY id
+"""
+
+
+class OrderViews:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def page(self, tenant: str, query: OrderFilter) -> OrderPage:
+        clauses = ["tenant = $1"]
+        params: list[Any] = [tenant]
+        for column, operator, value in (
+            ("status", "=", query.status.value if query.status else None),
+            ("client_id", "=", query.client_id),
+            ("created_at", ">=", query.created_from),
+            ("created_at", "<", query.created_to),
+            ("id", "<", query.after),
+        ):
+            if value is not None:
+                params.append(value)
+                clauses.append(f"{column} {operator} ${len(params)}")
+        params.append(query.limit + 1)  # one more tells whether there is a next page
+        # Only the constant fragments above are joined into the SQL; every value is a parameter.
+        sql = _SELECT + f"WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ${len(params)}"
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(sql, *params)
+        orders = [OrderSummary.model_validate(dict(row)) for row in rows[: query.limit]]
+        more = len(rows) > query.limit
+        return OrderPage(orders=orders, next_after=orders[-1].id if more else None)
+
+    async def detail(self, tenant: str, order_id: int) -> OrderDetail | None:
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            row = await conn.fetchrow(_ONE, order_id, tenant)
+            if row is None:
+                return None
+            events = await conn.fetch(_HISTORY, order_id)
+        return OrderDetail.model_validate(
+            {**dict(row), "history": [dict(event) for event in events]}
+        )

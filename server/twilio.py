@@ -1,0 +1,101 @@
+"""Twilio's inbound WhatsApp webhook: verify the signature, then queue the message.
+
+Twilio posts a form and expects TwiML back; an empty <Response/> means "no
+immediate reply" (the worker answers through the API).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from orderbot import metrics
+from orderbot.envelopes import Conversation, InboundMessage
+from server import twilio_signature
+from server.errors import json_error
+from server.ingest import BROKER, SETTINGS, accept, validation_error
+
+log = structlog.get_logger(__name__)
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+_PRINTABLE = r"^[\x21-\x7e]+$"
+
+
+class TwilioInbound(BaseModel):
+    """The fields of Twilio's inbound message we use; Twilio sends many more."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    MessageSid: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
+    AccountSid: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
+    From: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
+    To: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
+    Body: str = Field(default="", max_length=20_000)
+    NumMedia: int = Field(default=0, ge=0, le=100)
+    ProfileName: str | None = Field(default=None, max_length=256)
+    WaId: str | None = Field(default=None, max_length=64)
+
+
+def _rejected(reason: str) -> None:
+    metrics.WEBHOOKS_REJECTED.labels("twilio", reason).inc()
+
+
+async def _read_form(request: web.Request) -> list[tuple[str, str]] | web.Response:
+    if request.content_type != "application/x-www-form-urlencoded":
+        _rejected("invalid")
+        return json_error(415, "expected application/x-www-form-urlencoded")
+    raw = await request.read()
+    try:
+        return parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        _rejected("malformed")
+        return json_error(400, "malformed form")
+
+
+def _signed_url(request: web.Request, public_base_url: str | None) -> str:
+    if public_base_url:
+        return public_base_url.rstrip("/") + request.rel_url.path_qs
+    return str(request.url)
+
+
+async def twilio_webhook(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if not (settings.twilio_auth_token and settings.twilio_whatsapp_from):
+        return json_error(404, "twilio channel not configured")
+    form = await _read_form(request)
+    if isinstance(form, web.Response):
+        return form
+    url = _signed_url(request, settings.public_base_url)
+    token = settings.twilio_auth_token.get_secret_value()
+    if not twilio_signature.is_valid(token, url, form, request.headers.get("X-Twilio-Signature")):
+        _rejected("bad_signature")
+        return json_error(403, "invalid signature")
+    fields: dict[str, str] = {}
+    for name, value in form:
+        if name in TwilioInbound.model_fields and name in fields:
+            _rejected("invalid")
+            return json_error(422, "invalid body", detail=[{"field": name, "problem": "repeated"}])
+        fields[name] = value
+    hook = validation_error(TwilioInbound, fields)
+    if isinstance(hook, web.Response):
+        return hook
+    if hook.To != settings.twilio_whatsapp_from:
+        _rejected("unknown_number")
+        return json_error(404, "unknown number")
+    if settings.twilio_account_sid and hook.AccountSid != settings.twilio_account_sid:
+        _rejected("bad_signature")
+        return json_error(403, "invalid account")
+    message = InboundMessage(
+        message_id=hook.MessageSid,
+        conversation=Conversation(
+            tenant=settings.tenant, provider="twilio", client_id=hook.From, transport="whatsapp"
+        ),
+        text=hook.Body,
+    )
+    response = await accept(request.app[BROKER], request.app, message)
+    if response.status != 200:
+        return response
+    return web.Response(text=EMPTY_TWIML, content_type="text/xml")
