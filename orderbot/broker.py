@@ -46,11 +46,12 @@ class BrokerLink:
         return self
 
     async def __aexit__(self, *_: object) -> None:
+        # Both steps are bounded: aiormq can take long to unwind a connect cancelled
+        # half-way, and a stopping process must not wait on it (guarantee 7).
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._connection is not None:
-            await self._connection.close()
+            await asyncio.wait({self._task}, timeout=2)
+        await _close_quietly(self._connection)
 
     async def _connect_forever(self) -> None:
         delay = 0.2
