@@ -60,17 +60,26 @@ class ClientLocks:
             thread_local=False,
         )
         await lock.acquire(token=token)
-        renewer = asyncio.create_task(self._renew(lock), name="client-lock-renew")
+        done = asyncio.Event()
+        renewer = asyncio.create_task(self._renew(lock, done), name="client-lock-renew")
         try:
             yield token
         finally:
-            renewer.cancel()
-            await asyncio.gather(renewer, return_exceptions=True)
+            # Stopped by an event, not by cancel(): redis-py can swallow a cancel that
+            # lands inside reacquire(), and awaiting the renewer then never returned,
+            # holding the customer's lock for good. The wait is bounded all the same.
+            done.set()
+            _, pending = await asyncio.wait({renewer}, timeout=self._timeout / 3)
+            for task in pending:
+                task.cancel()
             with contextlib.suppress(RedisError, OSError):
                 await lock.release()
 
-    async def _renew(self, lock: Lock) -> None:
-        while True:
-            await asyncio.sleep(self._timeout / 3)
+    async def _renew(self, lock: Lock, done: asyncio.Event) -> None:
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._timeout / 3):
+                    await done.wait()
+                return
             with contextlib.suppress(RedisError, OSError):
                 await lock.reacquire()

@@ -32,9 +32,12 @@ _PRINTABLE = r"^[\x21-\x7e]+$"
 Id = Annotated[
     StrictStr, BeforeValidator(_id_to_str), Field(min_length=1, max_length=128, pattern=_PRINTABLE)
 ]
-OptionalId = Annotated[
-    StrictStr | None, BeforeValidator(_id_to_str), Field(max_length=128, pattern=_PRINTABLE)
-]
+# The constraints apply to the string, not to the union with None: on the union
+# pydantic raises a TypeError for a null, which became a 500.
+OptionalId = (
+    Annotated[StrictStr, BeforeValidator(_id_to_str), Field(max_length=128, pattern=_PRINTABLE)]
+    | None
+)
 
 
 class Chat2DeskEvent(BaseModel):

@@ -172,24 +172,12 @@ def _refs(node: Any) -> list[str]:
     return []
 
 
-# Known bug found by this test, outside this files: server/chat2desk.py's OptionalId
-# puts max_length on `StrictStr | None`, so a client message with "channel_id": null (or
-# "dialog_id": null) raises TypeError in pydantic and is answered 500. Not strict: hypothesis
-# finds it in most runs, not all. Remove the mark with the fix.
-_KNOWN_BUGS = {
-    "chat2deskWebhook": pytest.mark.xfail(
-        reason="server/chat2desk.py OptionalId: max_length applied to None -> 500", strict=False
-    )
-}
 _CASES = [
     pytest.param(
         method,
         path,
         operation,
         id=operation["operationId"],
-        marks=[_KNOWN_BUGS[operation["operationId"]]]
-        if operation["operationId"] in _KNOWN_BUGS
-        else [],
     )
     for method, path, operation in OPERATIONS
 ]
