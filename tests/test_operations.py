@@ -97,6 +97,12 @@ async def test_metrics_of_each_process_move_by_the_right_amounts(
     assert value(worker, "orderbot_outbox_enqueued_total", reason="failed") == 1
     assert value(worker, "orderbot_consumer_prefetch", queue=settings.queue("messages")) == 10
     assert value(worker, "orderbot_consumer_inflight", queue=settings.queue("messages")) == 0
+    assert (
+        value(worker, "orderbot_messages_processed_total", queue="messages", outcome="applied") == 6
+    )
+    assert value(worker, "orderbot_orders_created_total") == 1
+    assert value(worker, "orderbot_dialog_step_seconds_count") == 6
+    assert value(worker, "orderbot_message_age_seconds_count") == 6
 
     assert value(outbox, "orderbot_sends_total", **c2d, outcome="ok") == 1
     assert value(outbox, "orderbot_messages_processed_total", queue="outbox", outcome="sent") == 1

@@ -15,17 +15,18 @@ dialog state unchanged but for its turn count.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
 from dialog import DialogRules, DialogState, advance
-from orderbot import dead_letters
+from orderbot import dead_letters, metrics
 from orderbot.broker import BrokerLink
 from orderbot.client_lock import ClientLocks
 from orderbot.consumer import ack
 from orderbot.dialog_store import DialogStore
-from orderbot.envelopes import InboundMessage, PoisonMessage, decode
+from orderbot.envelopes import InboundMessage, PoisonMessage, decode, utcnow
 from orderbot.orders import OrderStore
 from orderbot.transient import until_done
 from worker.rating import RatingDesk
@@ -76,15 +77,22 @@ class MessageProcessor:
             provider=conversation.provider,
             client_id=conversation.client_id,
         ):
-            await until_done(lambda: self._apply(inbound), self._stop)
+            started = time.perf_counter()
+            outcome = await until_done(lambda: self._apply(inbound), self._stop)
             await ack(message)
+            metrics.DIALOG_STEP_SECONDS.observe(time.perf_counter() - started)
+            metrics.MESSAGES_PROCESSED.labels("messages", outcome).inc()
+            if outcome != "duplicate":
+                age = (utcnow() - inbound.received_at).total_seconds()
+                metrics.MESSAGE_AGE_SECONDS.observe(max(age, 0.0))
 
-    async def _apply(self, inbound: InboundMessage) -> None:
+    async def _apply(self, inbound: InboundMessage) -> str:
+        """Apply the step once; returns the outcome for the metrics."""
         conversation = inbound.conversation
         async with self._locks.hold(conversation.key) as token:
             if await self._dialogs.is_processed(inbound):
                 log.info("duplicate_skipped")
-                return
+                return "duplicate"
             state = await self._dialogs.load(conversation)
             rating = await self._ratings.answer(inbound, state)
             if rating is not None:
@@ -93,7 +101,7 @@ class MessageProcessor:
                 await self._commit(inbound, turned, token)
                 await self._ratings.settle(conversation, rating)
                 log.info("rating_step_applied", turns=turned.turns)
-                return
+                return "rating"
             result = advance(state, inbound.text, self._rules)
             if result.order is not None:
                 placed = await self._orders.place(
@@ -107,9 +115,12 @@ class MessageProcessor:
                     channel_id=conversation.channel_id,
                 )
                 log.info("order_placed", order_id=placed.id, created=placed.created)
+                if placed.created:
+                    metrics.ORDERS_CREATED.inc()
             await self._replies.deliver(conversation, inbound.message_id, result.replies)
             await self._commit(inbound, result.state, token)
         log.info("step_applied", step=result.state.step.value, turns=result.state.turns)
+        return "applied"
 
     async def _commit(self, inbound: InboundMessage, state: DialogState, token: str) -> None:
         await self._dialogs.commit(
