@@ -19,9 +19,9 @@ import structlog
 from pydantic import ValidationError
 
 from dialog import Lang, OrderStatus, asks_for_rating, status_notice
-from orderbot import dead_letters
 from orderbot.broker import BrokerLink
-from orderbot.envelopes import Conversation, OutboundReply, encode
+from orderbot.envelopes import Conversation, OutboundReply
+from orderbot.outbox import hand_to_outbox
 from orderbot.ratings import OwedRatings
 from orderbot.reply_order import ReplyOrder
 
@@ -123,18 +123,12 @@ class StatusNotifier:
             conversation=conversation,
             text=text,
         )
-        await self._order.enqueue(conversation, reply.reply_id)
-        await self._broker.publish(
-            self._broker.topology.outbox,
-            encode(reply),
-            message_id=reply.reply_id,
-            correlation_id=reply.correlation_id,
-            headers=dead_letters.story(
-                attempts=0,
-                retries=0,
-                first_failure=reply.created_at.isoformat(),
-                last_error="status notification, not tried yet",
-            ),
+        await hand_to_outbox(
+            self._broker,
+            self._order,
+            reply,
+            attempts=0,
+            last_error="status notification, not tried yet",
         )
         log.info(
             "status_notification_queued",

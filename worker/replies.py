@@ -17,6 +17,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from orderbot import dead_letters, metrics
 from orderbot.broker import BrokerLink
 from orderbot.envelopes import Conversation, OutboundReply, encode, utcnow
+from orderbot.outbox import hand_to_outbox
 from orderbot.providers import PermanentSendError, ReplySender, TransientSendError
 from orderbot.reply_order import ReplyOrder
 
@@ -116,16 +117,6 @@ class ReplyDispatcher:
         return float(self._backoff * 2 ** (state.attempt_number - 1))
 
     async def _to_outbox(self, reply: OutboundReply, *, attempts: int, last_error: str) -> None:
-        await self._order.enqueue(reply.conversation, reply.reply_id)
-        await self._broker.publish(
-            self._broker.topology.outbox,
-            encode(reply),
-            message_id=reply.reply_id,
-            correlation_id=reply.correlation_id,
-            headers=dead_letters.story(
-                attempts=attempts,
-                retries=0,
-                first_failure=reply.created_at.isoformat(),
-                last_error=last_error,
-            ),
+        await hand_to_outbox(
+            self._broker, self._order, reply, attempts=attempts, last_error=last_error
         )
