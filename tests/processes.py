@@ -101,6 +101,11 @@ async def orderbot_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    async with asyncio.timeout(60):
-        stdout, stderr = await process.communicate()
+    try:
+        async with asyncio.timeout(60):
+            stdout, stderr = await process.communicate()
+    except TimeoutError:
+        process.kill()  # a command that did not end must not outlive the test
+        await process.wait()
+        raise
     return await process.wait(), stdout.decode(), stderr.decode()
