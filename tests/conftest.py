@@ -30,6 +30,7 @@ from server.app import create_app
 from server.ingest import BROKER
 from tests.fake_provider import FakeChat2Desk, running_fake
 from tests.processes import OrderbotProcess, wait_http_ok
+from tests.queue_sweep import new_namespace, sweep
 from tests.services import Services, find_services
 from worker.service import run_worker
 
@@ -45,6 +46,10 @@ PUBLIC_BASE_URL = "https://bot.example.com"
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
     with find_services() as found:
+        # First, the queues of test runs that were killed before their teardown.
+        deleted, leftover = sweep(found.amqp_url)
+        if leftover:
+            print(f"deleted {deleted} of {leftover} queues left by dead test runs")
         yield found
 
 
@@ -67,7 +72,8 @@ def database_url(services: Services) -> Iterator[str]:
 
 @pytest.fixture
 def namespace() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
+    """Creation time, host and pid are in the name, so a sweep can tell it was left."""
+    return new_namespace()
 
 
 @pytest.fixture
