@@ -1,10 +1,19 @@
 """A queue consumer with bounded concurrency and a graceful stop.
 
 Concurrency is bounded by the channel's prefetch: the broker never hands this
-process more unacknowledged messages than that, and aio-pika runs each delivery
-as its own task. On stop the consumer is cancelled first (no new work), the
-in-flight tasks get `shutdown_timeout` to finish, and whatever is still running
-is cancelled; its messages are unacknowledged and the broker redelivers them.
+process more unacknowledged messages than that. On stop the consumer is cancelled
+first (no new work), the in-flight handlers get `shutdown_timeout` to finish, and
+whatever is still running is cancelled; its messages are unacknowledged and the
+broker redelivers them.
+
+Each handler runs in a task of this consumer's own, not in the task aiormq created
+for the delivery: aiormq cancels a channel's tasks when the connection closes (a
+broker restart, `rabbitmqctl close_connection`, a network cut), and a step cut
+between sending its reply and committing its state would send the reply again when
+the broker redelivers the message. Instead the step finishes; its ack on the dead
+channel is skipped (the broker has already requeued the message), and the
+redelivery finds the step's processed-marker and is only acknowledged. Until the
+old handlers finish, a process can hold up to twice its prefetch after a reconnect.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ log = structlog.get_logger(__name__)
 
 Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
+SETTLE_TIMEOUT = 5.0  # an ack is one frame; longer means the connection is dead
+
 
 class Consumer:
     def __init__(
@@ -39,7 +50,7 @@ class Consumer:
         self._handler = handler
         self._prefetch = prefetch
         self._shutdown_timeout = shutdown_timeout
-        self._inflight: set[asyncio.Task[object]] = set()
+        self._inflight: set[asyncio.Task[None]] = set()
 
     @property
     def inflight(self) -> int:
@@ -79,9 +90,12 @@ class Consumer:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        """Called in a task the channel owns: hand the message to a task of our own."""
+        task = asyncio.create_task(self._handle(message), name=f"handle-{self._queue}")
         self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
         inflight = metrics.CONSUMER_INFLIGHT.labels(self._queue)
         inflight.inc()
         try:
@@ -91,10 +105,9 @@ class Consumer:
         except Exception:
             log.exception("handler_failed", queue=self._queue, message_id=message.message_id)
             metrics.MESSAGES_FAILED.labels(self._queue).inc()
-            await _settle(message.nack(requeue=True))
+            await _settle(message, requeue=True)
         finally:
             inflight.dec()
-            self._inflight.discard(task)
 
 
 async def _bounded(operation: Awaitable[object], failure: str) -> None:
@@ -105,13 +118,23 @@ async def _bounded(operation: Awaitable[object], failure: str) -> None:
         log.warning(failure, error=repr(exc))
 
 
-async def _settle(settlement: Awaitable[None]) -> None:
-    """Ack or nack; if the channel is gone the broker redelivers anyway."""
+async def _settle(message: AbstractIncomingMessage, *, requeue: bool | None = None) -> None:
+    """Ack (or nack when `requeue` is given); if the channel the message came on is
+    gone, the broker has requeued it already and redelivers it.
+
+    An ack written to a closed aiormq channel would wait for ever on a connection
+    nobody writes to any more, so a closed channel is skipped and the rest bounded.
+    """
+    if message.channel.is_closed:
+        log.info("settle_skipped_channel_closed", message_id=message.message_id)
+        return
+    settlement = message.ack() if requeue is None else message.nack(requeue=requeue)
     try:
-        await settlement
-    except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-        log.warning("settle_failed", error=str(exc))
+        async with asyncio.timeout(SETTLE_TIMEOUT):
+            await settlement
+    except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
+        log.warning("settle_failed", error=repr(exc), message_id=message.message_id)
 
 
 async def ack(message: AbstractIncomingMessage) -> None:
-    await _settle(message.ack())
+    await _settle(message)

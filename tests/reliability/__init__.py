@@ -1,0 +1,1 @@
+"""Reliability suite: simulated customers through the whole system while faults are injected."""

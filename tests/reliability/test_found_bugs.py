@@ -1,0 +1,98 @@
+"""Regression tests for what the reliability scenarios and the fuzzer found, each reduced
+to the one fault that shows it, deterministically.
+
+Each failed before its fix (1: the null id got a 500; 2: the release hung; 3: the
+customer got the greeting twice) and passes with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from aio_pika.abc import AbstractChannel
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+
+from orderbot.client_lock import ClientLocks
+from orderbot.resources import open_redis
+from orderbot.settings import Settings
+from tests.conftest import WEBHOOK_TOKEN
+from tests.customers import Customer, expected_replies
+from tests.processes import free_port
+from tests.reliability.chaos_provider import ChaosChat2Desk
+from tests.reliability.faults import close_broker_connections_of, rabbitmqctl_usable
+from tests.reliability.load import AppliedWatcher, Load
+from tests.reliability.system import System
+
+pytestmark = pytest.mark.reliability
+
+
+@pytest.mark.parametrize("field", ["channel_id", "dialog_id"])
+async def test_a_client_message_with_a_null_optional_id_is_queued(
+    client: TestClient[Any, Any], amqp: AbstractChannel, field: str
+) -> None:
+    body = {**Customer().says("Hello"), field: None}
+
+    response = await client.post(f"/webhook/chat2desk/{WEBHOOK_TOKEN}", json=body)
+
+    assert (response.status, await response.json()) == (200, {"status": "queued"})
+
+
+async def test_releasing_a_customer_lock_while_its_lease_is_being_renewed_returns(
+    settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race, made certain: the lock is released in the very loop iteration in which
+    # the renewer's command has been written but its send has not returned yet.
+    renewal_sent = asyncio.Event()
+    send = Connection._send_packed_command
+
+    async def send_and_tell(connection: Connection, command: Iterable[bytes]) -> None:
+        await send(connection, command)
+        renewal_sent.set()
+
+    monkeypatch.setattr(Connection, "_send_packed_command", send_and_tell)
+    async with open_redis(settings) as client:  # the processes' client: socket timeouts on
+        locks = ClientLocks(client, settings.redis_key_prefix, timeout=0.03)
+        async with asyncio.timeout(5):
+            async with locks.hold("customer"):
+                renewal_sent.clear()
+                await renewal_sent.wait()
+
+
+async def test_a_step_cut_by_a_broker_side_close_does_not_send_its_reply_twice(
+    spawn: Callable[..., Any],
+    system_env: dict[str, str],
+    provider: ChaosChat2Desk,
+    redis: Redis,
+    amqp: AbstractChannel,
+    settings: Settings,
+) -> None:
+    assert await rabbitmqctl_usable(), "the broker-side close needs rabbitmqctl on the broker"
+    env = {**system_env, "SEND_TIMEOUT": "10s"}  # a slow answer is not a failed send here
+    system = System(spawn=spawn, env=env, http_port=free_port(), worker_count=1)
+    await system.start()
+    watcher = AppliedWatcher(redis, settings.redis_key_prefix, settings.tenant)
+    url = f"{system.base_url}/webhook/chat2desk/{WEBHOOK_TOKEN}"
+    async with Load(url, watcher, provider, random.Random(0)) as load:
+        customer = load.new_shopper()
+        provider.latency = 3.0  # the reply is on its way while the broker closes
+        sent = asyncio.create_task(load.say(customer, "Hello"))
+        await provider.wait_for(lambda: provider.requests == 1, timeout=30)
+        [worker] = system.workers
+        amqp_port = urlsplit(settings.amqp_url).port or 5672
+        _, closed = await close_broker_connections_of([worker.pid], amqp_port)
+        assert closed == 1
+        assert await sent, "the message must be applied after the worker reconnected"
+        provider.latency = 0.0
+        assert await load.say(customer, "Main street 12")
+        await provider.wait_for(lambda: len(provider.texts_for(customer.client_id)) >= 2, 30)
+    exits = await system.stop_all()
+
+    assert [e.status for e in exits] == [0, 0, 0]
+    assert provider.texts_for(customer.client_id) == expected_replies(["Hello", "Main street 12"])
