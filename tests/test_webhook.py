@@ -13,10 +13,10 @@ from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from orderbot.envelopes import InboundMessage, decode
+from orderbot.envelopes import Conversation, InboundMessage, decode
 from orderbot.settings import Settings
 from server.app import create_app
-from server.ingest import BROKER
+from server.ingest import BROKER, accept
 from tests.broker_tools import depth, take_all
 from tests.conftest import WEBHOOK_TOKEN
 from tests.customers import Customer
@@ -213,3 +213,73 @@ async def test_unknown_route_and_method_get_json_errors(client: Client) -> None:
         405,
         "method not allowed",
     )
+
+
+async def test_a_flooding_customer_is_refused_before_using_the_tenant_budget(
+    make_settings: Callable[..., Settings], amqp: AbstractChannel, webhook_url: Callable[[str], str]
+) -> None:
+    settings = make_settings(webhook_rate_limit_customer=2, webhook_rate_limit_tenant=5)
+    app = create_app(settings)
+    async with TestClient(TestServer(app)) as client:
+        await app[BROKER].wait_connected()
+        flooder = Customer()
+        flooded = [
+            (await client.post(webhook_url(""), json=flooder.says(f"msg {i}"))).status
+            for i in range(6)
+        ]
+        others = [
+            (await client.post(webhook_url(""), json=Customer().says("hello"))).status
+            for _ in range(4)
+        ]
+
+    # The flooder's four refusals took no tenant token: three others fit the tenant's
+    # five, and only the fourth other finds the tenant's budget spent.
+    assert flooded == [200, 200, 429, 429, 429, 429]
+    assert others == [200, 200, 200, 429]
+    assert await depth(amqp, settings.queue("messages")) == 5
+
+
+async def test_limits_given_per_call_override_the_settings(
+    client: Client, amqp: AbstractChannel, settings: Settings
+) -> None:
+    app = client.server.app
+    customer = Customer()
+
+    def message(n: int) -> InboundMessage:
+        return InboundMessage(
+            message_id=f"{customer.client_id}-{n}",
+            conversation=Conversation(
+                tenant=settings.tenant, provider="chat2desk", client_id=customer.client_id
+            ),
+            text="hi",
+        )
+
+    first = await accept(app[BROKER], app, message(1), customer_per_minute=1)
+    second = await accept(app[BROKER], app, message(2), customer_per_minute=1)
+    # The tests' settings allow 600,000 a minute: a tenant limit of one a minute given
+    # with the call lets one through and refuses the next.
+    third = await accept(app[BROKER], app, message(3), tenant_per_minute=1)
+    fourth = await accept(app[BROKER], app, message(4), tenant_per_minute=1)
+
+    assert [r.status for r in (first, second, third, fourth)] == [200, 429, 200, 429]
+    assert int(second.headers["Retry-After"]) >= 1
+    assert await depth(amqp, settings.queue("messages")) == 2
+
+
+async def test_redis_down_accepts_without_limits_or_edge_dedupe(
+    make_settings: Callable[..., Settings], amqp: AbstractChannel, webhook_url: Callable[[str], str]
+) -> None:
+    settings = make_settings(
+        redis_url=f"redis://127.0.0.1:{_unused_port()}/0", webhook_rate_limit_customer=1
+    )
+    app = create_app(settings)
+    customer = Customer()
+    body = customer.says("hello", message_id=f"{customer.client_id}-same")
+    async with TestClient(TestServer(app)) as client:
+        await app[BROKER].wait_connected()
+        statuses = [(await client.post(webhook_url(""), json=body)).status for _ in range(2)]
+
+    # Never refused because the limiter is down; the repeat is published again and
+    # left to the worker's processed-marker (guarantee 2).
+    assert statuses == [200, 200]
+    assert await depth(amqp, settings.queue("messages")) == 2
