@@ -8,10 +8,20 @@ by a process. Only the head of the set may be sent.
 A reply can be registered and then never reach the outbox (a worker dies between
 the two and its message is later dead-lettered). Such an orphan would block the
 customer forever, so a head not seen for `grace` is dropped from the order.
+
+A worker step reads the number of waiting replies in the same round trip that takes
+the customer's lock (orderbot/dialog_store.py) and hands it on with `known_waiting`,
+so that `has_waiting` need not ask Redis again. The count is read under the lock, and
+only lock holders add to a customer's order in the dialog path; an operator's status
+notification racing a step may be enqueued after the count was read, which is the same
+race (one without a defined order) as it always was between the ZCARD and the send.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import timedelta
 
 from redis.asyncio import Redis
@@ -58,6 +68,25 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
+# (order key, whether replies are waiting), for the task running one worker step.
+_KNOWN: ContextVar[tuple[str, bool] | None] = ContextVar("known_waiting_replies", default=None)
+
+
+def order_key(prefix: str, conversation: Conversation) -> str:
+    """The sorted set of a customer's replies waiting in the outbox, in order."""
+    return f"{prefix}outbox:{conversation.key}:order"
+
+
+@contextlib.contextmanager
+def known_waiting(prefix: str, conversation: Conversation, waiting: bool) -> Iterator[None]:
+    """Within this block (and this task), `has_waiting` for the customer answers `waiting`."""
+    reset = _KNOWN.set((order_key(prefix, conversation), waiting))
+    try:
+        yield
+    finally:
+        _KNOWN.reset(reset)
+
+
 class ReplyOrder:
     def __init__(self, redis: Redis, prefix: str, *, grace: timedelta, ttl: timedelta) -> None:
         self._redis = redis
@@ -70,10 +99,14 @@ class ReplyOrder:
 
     def _keys(self, conversation: Conversation) -> list[str]:
         base = f"{self._prefix}outbox:{conversation.key}"
-        return [f"{base}:order", f"{base}:seen", f"{base}:seq"]
+        return [order_key(self._prefix, conversation), f"{base}:seen", f"{base}:seq"]
 
     async def has_waiting(self, conversation: Conversation) -> bool:
-        return bool(await self._redis.zcard(self._keys(conversation)[0]))
+        key = order_key(self._prefix, conversation)
+        known = _KNOWN.get()
+        if known is not None and known[0] == key:
+            return known[1]
+        return bool(await self._redis.zcard(key))
 
     async def enqueue(self, conversation: Conversation, reply_id: str) -> int:
         """Register a reply before it is published to the outbox; returns its position."""

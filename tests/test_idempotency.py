@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -13,6 +14,8 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from dialog import DialogState
+from orderbot.client_lock import ClientLocks
+from orderbot.dialog_store import Begun, DialogStore
 from orderbot.envelopes import Conversation, InboundMessage, encode
 from orderbot.settings import Settings
 from tests.broker_tools import publish_raw
@@ -110,3 +113,36 @@ async def test_redelivered_confirmation_creates_one_order(
     )
     assert count == 1
     assert fake.texts_for(customer.client_id) == expected
+
+
+async def test_begin_reads_only_under_the_lock_and_the_commit_may_release_it(
+    redis: Redis, settings: Settings
+) -> None:
+    prefix = settings.redis_key_prefix
+    store = DialogStore(redis, prefix, state_ttl=timedelta(hours=1), dedupe_ttl=timedelta(hours=1))
+    locks = ClientLocks(redis, prefix, timeout=5)
+    customer = Customer()
+    message = InboundMessage(
+        message_id=f"{customer.client_id}-1",
+        conversation=Conversation(
+            tenant=settings.tenant, provider="chat2desk", client_id=customer.client_id
+        ),
+        text="hi",
+    )
+    lock_key = locks.key(message.conversation.key)
+    begin = store.begin(message)
+
+    await redis.set(lock_key, "another-process")
+    busy = await begin(lock_key, "mine", 5000)
+    await redis.delete(lock_key)
+    taken = await begin(lock_key, "mine", 5000)
+    await store.commit(
+        message, DialogState(turns=1), lock_key=lock_key, lock_token="mine", release=True
+    )
+    lock_after_commit = await redis.get(lock_key)
+    again = await begin(lock_key, "next", 5000)
+
+    assert busy is None
+    assert taken == Begun(processed=False, waiting_replies=0, raw_state=None)
+    assert lock_after_commit is None
+    assert again == Begun(processed=True)

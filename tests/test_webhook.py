@@ -242,7 +242,8 @@ async def test_a_flooding_customer_is_refused_before_using_the_tenant_budget(
 async def test_limits_given_per_call_override_the_settings(
     client: Client, amqp: AbstractChannel, settings: Settings
 ) -> None:
-    app = client.server.app
+    app = client.app
+    assert app is not None
     customer = Customer()
 
     def message(n: int) -> InboundMessage:

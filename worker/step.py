@@ -1,11 +1,12 @@
 """One customer message: one dialog step, applied exactly once.
 
 The order of effects is what makes a crash anywhere safe (guarantee 4):
-lock → skip if already applied → load state → pure step → place order (unique
-by source message id) → send or outbox the replies → commit state and the
-applied-marker together → ack. A crash before the commit replays the step from
-the same state, so the same order row is found and the replies go out again
-(twice, never zero times). A crash after the commit finds the marker and only acks.
+lock → skip if already applied → load state (these three in one Redis script) →
+pure step → place order (unique by source message id) → send or outbox the replies →
+commit state and the applied-marker together (and release the lock, in the same
+script) → ack. A crash before the commit replays the step from the same state, so the
+same order row is found and the replies go out again (twice, never zero times). A
+crash after the commit finds the marker and only acks.
 
 While the customer owes a rating and the dialog is idle, the message is the rating's answer
 instead (worker/rating.py): same lock, same replies path, same commit of the marker, with the
@@ -23,11 +24,12 @@ from aio_pika.abc import AbstractIncomingMessage
 from dialog import DialogRules, DialogState, advance
 from orderbot import dead_letters, metrics
 from orderbot.broker import BrokerLink
-from orderbot.client_lock import ClientLocks
+from orderbot.client_lock import ClientLocks, Lease
 from orderbot.consumer import ack
-from orderbot.dialog_store import DialogStore
+from orderbot.dialog_store import Begun, DialogStore
 from orderbot.envelopes import InboundMessage, PoisonMessage, decode, utcnow
 from orderbot.orders import OrderStore
+from orderbot.reply_order import known_waiting
 from orderbot.transient import until_done
 from worker.rating import RatingDesk
 from worker.replies import ReplyDispatcher
@@ -87,45 +89,55 @@ class MessageProcessor:
                 metrics.MESSAGE_AGE_SECONDS.observe(max(age, 0.0))
 
     async def _apply(self, inbound: InboundMessage) -> str:
-        """Apply the step once; returns the outcome for the metrics."""
+        """Apply the step once; returns the outcome for the metrics.
+
+        Two Redis round trips on the usual path: `begin` takes the lock and reads marker,
+        state and waiting replies; the commit writes state and marker and lets the lock
+        go, fenced by its token.
+        """
         conversation = inbound.conversation
-        async with self._locks.hold(conversation.key) as token:
-            if await self._dialogs.is_processed(inbound):
+        async with self._locks.hold_loading(
+            conversation.key, self._dialogs.begin(inbound)
+        ) as lease:
+            begun = lease.loaded
+            if begun.processed:
                 log.info("duplicate_skipped")
                 return "duplicate"
-            state = await self._dialogs.load(conversation)
-            rating = await self._ratings.answer(inbound, state)
-            if rating is not None:
-                await self._replies.deliver(conversation, inbound.message_id, rating.replies)
-                turned = state.model_copy(update={"turns": state.turns + 1})
-                await self._commit(inbound, turned, token)
-                await self._ratings.settle(conversation, rating)
-                log.info("rating_step_applied", turns=turned.turns)
-                return "rating"
-            result = advance(state, inbound.text, self._rules)
-            if result.order is not None:
-                placed = await self._orders.place(
-                    tenant=conversation.tenant,
-                    provider=conversation.provider,
-                    source_message_id=inbound.message_id,
-                    client_id=conversation.client_id,
-                    draft=result.order,
-                    lang=result.state.lang,
-                    transport=conversation.transport,
-                    channel_id=conversation.channel_id,
-                )
-                log.info("order_placed", order_id=placed.id, created=placed.created)
-                if placed.created:
-                    metrics.ORDERS_CREATED.inc()
-            await self._replies.deliver(conversation, inbound.message_id, result.replies)
-            await self._commit(inbound, result.state, token)
+            state = begun.state()
+            with known_waiting(self._dialogs.prefix, conversation, begun.waiting_replies > 0):
+                rating = await self._ratings.answer(inbound, state)
+                if rating is not None:
+                    await self._replies.deliver(conversation, inbound.message_id, rating.replies)
+                    turned = state.model_copy(update={"turns": state.turns + 1})
+                    # The lock is kept until the owed question is settled below.
+                    await self._commit(inbound, turned, lease, release=False)
+                    await self._ratings.settle(conversation, rating)
+                    log.info("rating_step_applied", turns=turned.turns)
+                    return "rating"
+                result = advance(state, inbound.text, self._rules)
+                if result.order is not None:
+                    placed = await self._orders.place(
+                        tenant=conversation.tenant,
+                        provider=conversation.provider,
+                        source_message_id=inbound.message_id,
+                        client_id=conversation.client_id,
+                        draft=result.order,
+                        lang=result.state.lang,
+                        transport=conversation.transport,
+                        channel_id=conversation.channel_id,
+                    )
+                    log.info("order_placed", order_id=placed.id, created=placed.created)
+                    if placed.created:
+                        metrics.ORDERS_CREATED.inc()
+                await self._replies.deliver(conversation, inbound.message_id, result.replies)
+            await self._commit(inbound, result.state, lease, release=True)
         log.info("step_applied", step=result.state.step.value, turns=result.state.turns)
         return "applied"
 
-    async def _commit(self, inbound: InboundMessage, state: DialogState, token: str) -> None:
+    async def _commit(
+        self, inbound: InboundMessage, state: DialogState, lease: Lease[Begun], *, release: bool
+    ) -> None:
         await self._dialogs.commit(
-            inbound,
-            state,
-            lock_key=self._locks.key(inbound.conversation.key),
-            lock_token=token,
+            inbound, state, lock_key=lease.key, lock_token=lease.token, release=release
         )
+        lease.released = release
