@@ -8,19 +8,28 @@ import asyncpg
 
 from dialog import Lang, OrderDraft
 
-_INSERT = """
-INSERT INTO orders (tenant, provider, source_message_id, client_id,
-                    client_phone, delivery_address, quantity, lang, transport, channel_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-ON CONFLICT ON CONSTRAINT orders_source_message_unique DO NOTHING
-RETURNING id, status
+# One statement, so one round trip instead of four (BEGIN, two INSERTs, COMMIT), and as
+# atomic as the transaction was: the order and its first event exist together or not at
+# all. The unique constraint on the source message keeps the order once-only; on a
+# conflict nothing is inserted, no row comes back, and the existing id is looked up.
+# notified_at takes its default (now()): the dialog's own reply is the customer's news.
+_PLACE = """
+WITH placed AS (
+    INSERT INTO orders (tenant, provider, source_message_id, client_id,
+                        client_phone, delivery_address, quantity, lang, transport, channel_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    ON CONFLICT ON CONSTRAINT orders_source_message_unique DO NOTHING
+    RETURNING id, status
+), event AS (
+    INSERT INTO order_events (order_id, from_status, to_status, actor)
+    SELECT id, NULL, status, 'dialog' FROM placed
+)
+SELECT id FROM placed
 """
+# Separate from _PLACE: within one statement the snapshot predates a conflicting row
+# that a concurrent transaction committed meanwhile, and the lookup would miss it.
 _EXISTING = """
 SELECT id FROM orders WHERE tenant = $1 AND provider = $2 AND source_message_id = $3
-"""
-# notified_at takes its default (now()): the dialog's own reply is the customer's news.
-_EVENT = """
-INSERT INTO order_events (order_id, from_status, to_status, actor) VALUES ($1, NULL, $2, $3)
 """
 
 
@@ -51,22 +60,20 @@ class OrderStore:
         The language and the channel are kept so that news about the order later reaches
         the customer where, and in the language in which, they ordered.
         """
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                _INSERT,
-                tenant,
-                provider,
-                source_message_id,
-                client_id,
-                draft.phone,
-                draft.address,
-                draft.quantity,
-                lang.value,
-                transport,
-                channel_id,
-            )
-            if row is None:
-                existing = await conn.fetchval(_EXISTING, tenant, provider, source_message_id)
-                return PlacedOrder(id=int(existing), created=False)
-            await conn.execute(_EVENT, row["id"], row["status"], "dialog")
-            return PlacedOrder(id=int(row["id"]), created=True)
+        created = await self._pool.fetchval(
+            _PLACE,
+            tenant,
+            provider,
+            source_message_id,
+            client_id,
+            draft.phone,
+            draft.address,
+            draft.quantity,
+            lang.value,
+            transport,
+            channel_id,
+        )
+        if created is not None:
+            return PlacedOrder(id=int(created), created=True)
+        existing = await self._pool.fetchval(_EXISTING, tenant, provider, source_message_id)
+        return PlacedOrder(id=int(existing), created=False)
