@@ -70,3 +70,43 @@ ALTER TABLE order_events ADD COLUMN IF NOT EXISTS source_message_id TEXT;
 
 CREATE INDEX IF NOT EXISTS order_events_pending_idx ON order_events (id)
     WHERE notified_at IS NULL;
+
+-- Tenants (issue 4) ----------------------------------------------------------------------
+
+-- One row per business. Credentials are Fernet tokens (ORDERBOT_MASTER_KEY), never
+-- plaintext; the webhook token is also kept as its SHA-256, the key the server looks
+-- it up by. A deployment's own settings tenant needs no row (a row with its slug wins).
+CREATE TABLE IF NOT EXISTS tenants (
+    slug                           TEXT        PRIMARY KEY
+                                   CHECK (slug ~ '^[a-z0-9][a-z0-9_-]{0,62}$'),
+    name                           TEXT        NOT NULL,
+    active                         BOOLEAN     NOT NULL DEFAULT true,
+    chat2desk_api_token_enc        TEXT,
+    chat2desk_webhook_token_sha256 TEXT        UNIQUE,
+    chat2desk_webhook_token_enc    TEXT,
+    twilio_account_sid             TEXT,
+    twilio_auth_token_enc          TEXT,
+    twilio_whatsapp_from           TEXT        UNIQUE,
+    webhook_rate_limit_tenant      INTEGER     CHECK (webhook_rate_limit_tenant > 0),
+    webhook_rate_limit_customer    INTEGER     CHECK (webhook_rate_limit_customer > 0),
+    send_rate_limit                INTEGER     CHECK (send_rate_limit > 0),
+    created_at                     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at                     TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- Every process caches the table and LISTENs here, so a change reaches them without a
+-- restart (they also re-read it every TENANTS_RELOAD_INTERVAL in case a NOTIFY is missed).
+CREATE OR REPLACE FUNCTION orderbot_tenants_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('orderbot_tenants', OLD.slug);
+    ELSE
+        PERFORM pg_notify('orderbot_tenants', NEW.slug);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE TRIGGER tenants_notify
+    AFTER INSERT OR UPDATE OR DELETE ON tenants
+    FOR EACH ROW EXECUTE FUNCTION orderbot_tenants_notify();

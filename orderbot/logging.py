@@ -23,7 +23,13 @@ class SecretRedactor:
     """structlog processor replacing every configured secret wherever it appears."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self._secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Mask these too: tenant credentials are loaded after logging is set up."""
+        known = set(self._secrets) | {s for s in secrets if len(s) >= 4}
+        self._secrets = sorted(known, key=len, reverse=True)
 
     def _mask(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -45,6 +51,14 @@ class SecretRedactor:
         if not self._secrets:
             return event_dict
         return {key: self._mask(value) for key, value in event_dict.items()}
+
+
+def register_secrets(secrets: Iterable[str]) -> None:
+    """Add secrets to the redactor of the configured logging (if it is configured)."""
+    values = list(secrets)
+    for processor in structlog.get_config().get("processors", []):
+        if isinstance(processor, SecretRedactor):
+            processor.add(values)
 
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     queue_prefix: str = ""
     redis_key_prefix: str = "orderbot:"
     tenant: str = "default"
+    # Fernet keys (comma list, the first encrypts) of the credentials in the `tenants`
+    # table; unset means this deployment serves only the tenant of these settings.
+    orderbot_master_key: SecretStr | None = None
+    # Fallback re-read of the `tenants` table, besides its NOTIFY.
+    tenants_reload_interval: Duration = timedelta(seconds=30)
 
     messages_delivery_limit: int = Field(default=20, ge=1)
     messages_max_length: int = Field(default=100_000, ge=1)
@@ -111,6 +116,17 @@ class Settings(BaseSettings):
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("orderbot_master_key")
+    @classmethod
+    def _valid_master_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """A bad key found at start beats every tenant failing to decrypt later."""
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from orderbot.secret_box import parse_keys
+
+        parse_keys(value.get_secret_value())  # MasterKeyError is a ValueError
+        return value
+
     @field_validator("outbox_delays")
     @classmethod
     def _positive_delays(cls, value: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
@@ -130,7 +146,10 @@ class Settings(BaseSettings):
             self.twilio_auth_token,
             self.operator_api_key,
         )
-        return [v.get_secret_value() for v in values if v and v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v and v.get_secret_value()]
+        if self.orderbot_master_key is not None:  # each key of the list on its own
+            found += [k.strip() for k in self.orderbot_master_key.get_secret_value().split(",")]
+        return [value for value in found if value]
 
     def twilio_credentials(self) -> tuple[str, str, str] | None:
         """(account SID, auth token, WhatsApp sender) when the Twilio channel is set up."""
@@ -140,7 +159,13 @@ class Settings(BaseSettings):
         return None
 
     def require_any(self, *groups: tuple[str, ...]) -> None:
-        """Fail at start unless every setting of at least one group is set."""
+        """Fail at start unless every setting of at least one group is set.
+
+        With a master key the credentials may all come from the `tenants` table, so
+        the settings' own tenant needs none.
+        """
+        if self.orderbot_master_key is not None:
+            return
         if not any(all(getattr(self, name) for name in group) for group in groups):
             options = " or ".join(" + ".join(n.upper() for n in group) for group in groups)
             raise ConfigError(f"missing required setting: {options}")
