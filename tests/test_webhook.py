@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from orderbot.envelopes import Conversation, InboundMessage, decode
 from orderbot.settings import Settings
 from server.app import create_app
-from server.ingest import BROKER, accept
+from server.ingest import BROKER, LIMITS, accept
 from tests.broker_tools import depth, take_all
 from tests.conftest import WEBHOOK_TOKEN
 from tests.customers import Customer
@@ -284,3 +284,21 @@ async def test_redis_down_accepts_without_limits_or_edge_dedupe(
     # left to the worker's processed-marker (guarantee 2).
     assert statuses == [200, 200]
     assert await depth(amqp, settings.queue("messages")) == 2
+
+
+async def test_the_gate_reloads_its_script_when_redis_has_lost_it(
+    client: Client, amqp: AbstractChannel, settings: Settings, webhook_url: Callable[[str], str]
+) -> None:
+    app = client.app
+    assert app is not None
+    limits = app[LIMITS]
+    limits._sha = "0" * 40  # as after a Redis restart: EVALSHA answers NOSCRIPT
+
+    customer = Customer()
+    statuses = [
+        (await client.post(webhook_url(""), json=customer.says(f"m {i}"))).status for i in range(3)
+    ]
+
+    assert statuses == [200, 200, 200]
+    assert limits._sha != "0" * 40
+    assert await depth(amqp, settings.queue("messages")) == 3
