@@ -39,7 +39,38 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--id", dest="message_id", help="the message with this id")
     purge = dlq_sub.add_parser("purge", help="delete every parked message")
     purge.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+    _tenants_parser(sub)
     return parser
+
+
+_HIDDEN_HELP = "(secret: give `env:NAME`, `file:PATH` or `-` for stdin to keep it out of ps)"
+
+
+def _tenants_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tenants = sub.add_parser("tenants", help="the businesses this deployment serves")
+    tenants_sub = tenants.add_subparsers(dest="tenants_command", required=True)
+    for name, help_ in (("add", "add a tenant"), ("update", "change a tenant's settings")):
+        command = tenants_sub.add_parser(name, help=help_)
+        command.add_argument("slug", help="short name: a-z, 0-9, - and _")
+        command.add_argument("--name", help="display name")
+        command.add_argument("--chat2desk-api-token", help=f"send API token {_HIDDEN_HELP}")
+        command.add_argument(
+            "--chat2desk-webhook-token", help=f"secret of the webhook URL {_HIDDEN_HELP}"
+        )
+        command.add_argument("--twilio-account-sid")
+        command.add_argument("--twilio-auth-token", help=f"{_HIDDEN_HELP}")
+        command.add_argument("--twilio-whatsapp-from", help="e.g. whatsapp:+14155238886")
+        for limit in ("webhook-rate-limit-tenant", "webhook-rate-limit-customer"):
+            command.add_argument(f"--{limit}", type=int, help="per minute")
+        command.add_argument("--send-rate-limit", type=int, help="send calls per minute")
+        if name == "update":
+            command.add_argument("--enable", action="store_true", help="serve it again")
+    listing = tenants_sub.add_parser("list", help="show tenants (never their secrets)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per tenant")
+    disable = tenants_sub.add_parser("disable", help="stop serving a tenant")
+    disable.add_argument("slug")
+    tenants_sub.add_parser("reencrypt", help="re-encrypt every secret with the first master key")
+    tenants_sub.add_parser("new-key", help="print a new master key")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run_all()
     configure_logging(settings, "cli")  # log lines go to stderr; stdout is the report
+    if args.command == "tenants":
+        from orderbot.tenant_cli import run_tenants
+
+        return asyncio.run(run_tenants(settings, args))
     return asyncio.run(_dlq(settings, args))
 
 
