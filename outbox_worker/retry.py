@@ -19,7 +19,8 @@ from orderbot import dead_letters, metrics
 from orderbot.broker import BrokerLink
 from orderbot.consumer import ack
 from orderbot.envelopes import OutboundReply, PoisonMessage, decode, utcnow
-from orderbot.providers import PermanentSendError, ReplySender, TransientSendError
+from orderbot.providers import PermanentSendError, TransientSendError
+from orderbot.providers.registry import Senders
 from orderbot.reply_order import ReplyOrder
 from orderbot.transient import until_done
 
@@ -50,7 +51,7 @@ class OutboxDelivery:
         self,
         *,
         broker: BrokerLink,
-        senders: dict[str, ReplySender],
+        senders: Senders,
         order: ReplyOrder,
         delays: tuple[timedelta, ...],
         max_attempts: int,
@@ -68,8 +69,6 @@ class OutboxDelivery:
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         try:
             reply = decode(OutboundReply, message.body)
-            if reply.conversation.provider not in self._senders:
-                raise PoisonMessage(f"no sender configured for {reply.conversation.provider}")
         except PoisonMessage as exc:
             await dead_letters.park_unreadable(
                 self._broker,
@@ -99,7 +98,9 @@ class OutboxDelivery:
             _processed("waiting")
             return
         try:
-            await self._senders[reply.conversation.provider].send(reply.conversation, reply.text)
+            # A tenant that is unknown, disabled or without this channel is a permanent
+            # refusal: the reply is parked with that reason, for a replay once fixed.
+            await self._senders.send(reply.conversation, reply.text)
         except PermanentSendError as exc:
             await self._give_up(
                 message,

@@ -13,6 +13,7 @@ from orderbot.queue_stats import watch_queue_depths
 from orderbot.reply_order import reply_order_for
 from orderbot.resources import open_redis
 from orderbot.settings import Settings
+from orderbot.tenants import open_tenant_directory
 from outbox_worker.relay import notification_relay
 from outbox_worker.retry import OutboxDelivery
 
@@ -26,13 +27,14 @@ async def run_outbox_worker(settings: Settings, stop: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
         broker = await stack.enter_async_context(BrokerLink(settings, "outbox_worker"))
         redis = await stack.enter_async_context(open_redis(settings))
-        senders = await stack.enter_async_context(open_senders(settings, redis))
+        tenants = await stack.enter_async_context(open_tenant_directory(settings, "outbox_worker"))
+        senders = await stack.enter_async_context(open_senders(settings, redis, tenants))
         consumer = Consumer(
             broker,
             broker.topology.outbox,
             OutboxDelivery(
                 broker=broker,
-                senders=dict(senders),
+                senders=senders,
                 order=reply_order_for(redis, settings),
                 delays=settings.outbox_delays,
                 max_attempts=settings.outbox_max_attempts,

@@ -15,10 +15,11 @@ from orderbot.ops_server import metrics_response
 from orderbot.resources import open_redis
 from orderbot.settings import Settings
 from server.api import register_api
-from server.chat2desk import chat2desk_webhook
+from server.chat2desk import chat2desk_tenant_webhook, chat2desk_webhook
 from server.errors import error_middleware, webhook_metrics_middleware
 from server.ingest import BROKER, LIMITS, POSTGRES, REDIS, SETTINGS
 from server.rate_limits import WebhookLimits
+from server.tenancy import tenants_ctx
 from server.twilio import twilio_webhook
 
 log = structlog.get_logger(__name__)
@@ -59,6 +60,7 @@ async def index(_: web.Request) -> web.Response:
             "service": "orderbot",
             "endpoints": [
                 "POST /webhook/chat2desk/{token}",
+                "POST /webhook/chat2desk/{tenant}/{token}",
                 "POST /webhook/twilio",
                 "GET /health",
                 "GET /health/ready",
@@ -90,12 +92,13 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[webhook_metrics_middleware, error_middleware],
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_broker_ctx, _redis_ctx, _postgres_ctx])
+    app.cleanup_ctx.extend([_broker_ctx, _redis_ctx, _postgres_ctx, tenants_ctx])
     app.router.add_get("/", index)
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", health_ready)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/webhook/chat2desk/{token}", chat2desk_webhook)
+    app.router.add_post("/webhook/chat2desk/{tenant}/{token}", chat2desk_tenant_webhook)
     register_api(app)
     app.router.add_post("/webhook/twilio", twilio_webhook)
     return app

@@ -16,8 +16,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
 
 from orderbot import metrics
 from orderbot.envelopes import Conversation, InboundMessage
+from orderbot.tenants import Tenant, webhook_token_hash
 from server.errors import json_error
-from server.ingest import BROKER, SETTINGS, accept, read_json, validation_error
+from server.ingest import BROKER, accept, read_json, validation_error
+from server.tenancy import TENANTS, not_loaded_yet
 
 log = structlog.get_logger(__name__)
 
@@ -68,15 +70,42 @@ class Chat2DeskInbound(BaseModel):
     dialog_id: OptionalId = None
 
 
+def _refused(status: int, reason: str, error: str) -> web.Response:
+    metrics.WEBHOOKS_REJECTED.labels("chat2desk", reason).inc()
+    return json_error(status, error)
+
+
 async def chat2desk_webhook(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    expected = settings.chat2desk_webhook_token
-    given = request.match_info["token"]
-    if expected is None or not hmac.compare_digest(
-        given.encode(), expected.get_secret_value().encode()
-    ):
-        metrics.WEBHOOKS_REJECTED.labels("chat2desk", "bad_token").inc()
-        return json_error(403, "invalid webhook token")
+    """`/webhook/chat2desk/{token}`: the token alone names the tenant."""
+    directory = request.app[TENANTS]
+    tenant = directory.by_webhook_token(request.match_info["token"])
+    if tenant is None:
+        if not directory.loaded:
+            return not_loaded_yet("chat2desk")
+        return _refused(403, "bad_token", "invalid webhook token")
+    return await _serve(request, tenant)
+
+
+async def chat2desk_tenant_webhook(request: web.Request) -> web.Response:
+    """`/webhook/chat2desk/{tenant}/{token}`: the token must be this tenant's own, so a
+    token leaked from one business never opens another's URL."""
+    directory = request.app[TENANTS]
+    tenant = directory.get(request.match_info["tenant"])
+    if tenant is None:
+        if not directory.loaded:
+            return not_loaded_yet("chat2desk")
+        return json_error(404, "unknown tenant")  # counted as not_found by the middleware
+    expected = tenant.webhook_token_sha256
+    given = webhook_token_hash(request.match_info["token"])
+    if expected is None or not hmac.compare_digest(given, expected):
+        return _refused(403, "bad_token", "invalid webhook token")
+    return await _serve(request, tenant)
+
+
+async def _serve(request: web.Request, tenant: Tenant) -> web.Response:
+    if not tenant.active:
+        # Told apart from a bad token only to whoever holds the right one.
+        return _refused(403, "tenant_disabled", "tenant disabled")
     body = await read_json(request)
     if not isinstance(body, dict):
         metrics.WEBHOOKS_REJECTED.labels("chat2desk", "invalid").inc()
@@ -85,7 +114,7 @@ async def chat2desk_webhook(request: web.Request) -> web.Response:
     if isinstance(event, web.Response):
         return event
     if not event.is_client_message:
-        log.info("event_ignored", type=event.type, hook_type=event.hook_type)
+        log.info("event_ignored", tenant=tenant.slug, type=event.type, hook_type=event.hook_type)
         metrics.WEBHOOKS_IGNORED.labels("chat2desk", "not_client_message").inc()
         return web.json_response({"status": "ignored"})
     hook = validation_error(Chat2DeskInbound, body)
@@ -94,7 +123,7 @@ async def chat2desk_webhook(request: web.Request) -> web.Response:
     message = InboundMessage(
         message_id=hook.message_id,
         conversation=Conversation(
-            tenant=settings.tenant,
+            tenant=tenant.slug,
             provider="chat2desk",
             client_id=hook.client_id,
             transport=hook.transport,
@@ -103,4 +132,10 @@ async def chat2desk_webhook(request: web.Request) -> web.Response:
         text=hook.text or "",
         dialog_id=hook.dialog_id,
     )
-    return await accept(request.app[BROKER], request.app, message)
+    return await accept(
+        request.app[BROKER],
+        request.app,
+        message,
+        tenant_per_minute=tenant.webhook_rate_limit_tenant,
+        customer_per_minute=tenant.webhook_rate_limit_customer,
+    )

@@ -6,6 +6,7 @@ immediate reply" (the worker answers through the API).
 
 from __future__ import annotations
 
+import hmac
 from urllib.parse import parse_qsl
 
 import structlog
@@ -17,6 +18,7 @@ from orderbot.envelopes import Conversation, InboundMessage
 from server import twilio_signature
 from server.errors import json_error
 from server.ingest import BROKER, SETTINGS, accept, validation_error
+from server.tenancy import TENANTS, not_loaded_yet
 
 log = structlog.get_logger(__name__)
 
@@ -62,14 +64,23 @@ def _signed_url(request: web.Request, public_base_url: str | None) -> str:
 
 
 async def twilio_webhook(request: web.Request) -> web.Response:
+    """Route by `To` (each tenant has its own number), then check the signature with
+    that tenant's auth token: a tenant's token never vouches for another's number."""
     settings = request.app[SETTINGS]
-    if not (settings.twilio_auth_token and settings.twilio_whatsapp_from):
-        return json_error(404, "twilio channel not configured")
+    directory = request.app[TENANTS]
     form = await _read_form(request)
     if isinstance(form, web.Response):
         return form
+    to = next((value for name, value in form if name == "To"), None)
+    tenant = directory.by_twilio_number(to) if to else None
+    credentials = tenant.twilio_credentials() if tenant else None
+    if tenant is None or credentials is None:
+        if not directory.loaded:
+            return not_loaded_yet("twilio")
+        _rejected("unknown_number")
+        return json_error(404, "unknown number")
+    account_sid, token, _ = credentials
     url = _signed_url(request, settings.public_base_url)
-    token = settings.twilio_auth_token.get_secret_value()
     if not twilio_signature.is_valid(token, url, form, request.headers.get("X-Twilio-Signature")):
         _rejected("bad_signature")
         return json_error(403, "invalid signature")
@@ -82,20 +93,26 @@ async def twilio_webhook(request: web.Request) -> web.Response:
     hook = validation_error(TwilioInbound, fields)
     if isinstance(hook, web.Response):
         return hook
-    if hook.To != settings.twilio_whatsapp_from:
-        _rejected("unknown_number")
-        return json_error(404, "unknown number")
-    if settings.twilio_account_sid and hook.AccountSid != settings.twilio_account_sid:
+    if not hmac.compare_digest(hook.AccountSid.encode(), account_sid.encode()):
         _rejected("bad_signature")
         return json_error(403, "invalid account")
+    if not tenant.active:
+        _rejected("tenant_disabled")
+        return json_error(403, "tenant disabled")
     message = InboundMessage(
         message_id=hook.MessageSid,
         conversation=Conversation(
-            tenant=settings.tenant, provider="twilio", client_id=hook.From, transport="whatsapp"
+            tenant=tenant.slug, provider="twilio", client_id=hook.From, transport="whatsapp"
         ),
         text=hook.Body,
     )
-    response = await accept(request.app[BROKER], request.app, message)
+    response = await accept(
+        request.app[BROKER],
+        request.app,
+        message,
+        tenant_per_minute=tenant.webhook_rate_limit_tenant,
+        customer_per_minute=tenant.webhook_rate_limit_customer,
+    )
     if response.status != 200:
         return response
     return web.Response(text=EMPTY_TWIML, content_type="text/xml")

@@ -8,7 +8,7 @@ A permanent refusal goes straight to the DLQ. No path drops a reply.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 
 import structlog
@@ -18,7 +18,8 @@ from orderbot import dead_letters, metrics
 from orderbot.broker import BrokerLink
 from orderbot.envelopes import Conversation, OutboundReply, encode, utcnow
 from orderbot.outbox import hand_to_outbox
-from orderbot.providers import PermanentSendError, ReplySender, TransientSendError
+from orderbot.providers import PermanentSendError, TransientSendError
+from orderbot.providers.registry import Senders
 from orderbot.reply_order import ReplyOrder
 
 log = structlog.get_logger(__name__)
@@ -28,7 +29,7 @@ class ReplyDispatcher:
     def __init__(
         self,
         broker: BrokerLink,
-        senders: Mapping[str, ReplySender],
+        senders: Senders,
         order: ReplyOrder,
         *,
         attempts: int,
@@ -84,7 +85,6 @@ class ReplyDispatcher:
                 )
 
     async def _send(self, reply: OutboundReply) -> None:
-        sender = self._senders[reply.conversation.provider]
         retrying = AsyncRetrying(
             stop=self._stop,
             wait=self._wait,
@@ -93,7 +93,9 @@ class ReplyDispatcher:
         )
         async for attempt in retrying:
             with attempt:
-                await sender.send(reply.conversation, reply.text)
+                # Looked up on every try: the tenant's credentials may have just changed,
+                # and a tenant without this channel is refused (to the DLQ, with why).
+                await self._senders.send(reply.conversation, reply.text)
         log.info("reply_sent", reply_id=reply.reply_id)
 
     def _stop(self, state: RetryCallState) -> bool:

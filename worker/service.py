@@ -19,6 +19,7 @@ from orderbot.queue_stats import watch_queue_depths
 from orderbot.reply_order import reply_order_for
 from orderbot.resources import open_postgres, open_redis
 from orderbot.settings import Settings
+from orderbot.tenants import open_tenant_directory
 from worker.rating import rating_desk
 from worker.replies import ReplyDispatcher
 from worker.step import MessageProcessor
@@ -49,7 +50,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         )
         if pool is None:
             return
-        senders = await stack.enter_async_context(open_senders(settings, redis))
+        tenants = await stack.enter_async_context(open_tenant_directory(settings, "worker"))
+        # Like PostgreSQL above: without the tenants read, no reply could be sent.
+        if not await tenants.wait_loaded(stop):
+            return
+        senders = await stack.enter_async_context(open_senders(settings, redis, tenants))
         consumer = Consumer(
             broker,
             broker.topology.messages,

@@ -1,0 +1,30 @@
+"""The server's tenant directory: an app key and its cleanup context.
+
+Kept apart from the handlers so both webhooks and the app factory can import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from orderbot import metrics
+from orderbot.tenants import TenantDirectory, open_tenant_directory
+from server.errors import json_error
+from server.ingest import SETTINGS
+
+TENANTS = web.AppKey("tenants", TenantDirectory)
+
+
+async def tenants_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_tenant_directory(app[SETTINGS], "server") as directory:
+        app[TENANTS] = directory
+        yield
+
+
+def not_loaded_yet(provider: str) -> web.Response:
+    """Until the table was read, an unknown token may be a tenant not read yet: a
+    503 makes the provider retry, where a 403 or 404 would lose the message."""
+    metrics.WEBHOOKS_REJECTED.labels(provider, "tenants_unavailable").inc()
+    return json_error(503, "tenants not loaded yet, retry later", headers={"Retry-After": "5"})
