@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install services env migrate run test test-fast lint format bench bench-quick clean
+.PHONY: install services env migrate run test test-fast test-reliability soak lint format bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,19 @@ run: migrate
 
 test: install services
 	$(BIN)/pytest
+
+# The fault and load suite (tests/reliability): every scenario for a few seconds of load
+# each, the fuzzer and the overload test; a few minutes. CI runs it after `make test`.
+test-reliability: install services
+	$(BIN)/pytest -m reliability tests/reliability
+
+# Every fault at once for RELIABILITY_SECONDS (default 10 min), the running books every
+# minute; then the books are closed. RELIABILITY_SEED replays a run's random moments.
+RELIABILITY_SECONDS ?= 600
+soak: install services
+	RELIABILITY_SECONDS=$(RELIABILITY_SECONDS) RELIABILITY_REPORT_EVERY=60 \
+	  $(BIN)/pytest -m reliability -s --timeout=0 \
+	  "tests/reliability/test_books.py::test_the_books_balance_under_faults[all]"
 
 lint: install
 	$(BIN)/ruff check .

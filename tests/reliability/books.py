@@ -53,6 +53,11 @@ class Books:
     replies_duplicated: int = 0
     replies_unexpected: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)  # "client: text" of each repeat
+    # What made each repeat: "late provider answer" (the first send timed out at the
+    # worker but reached the customer), a fault between the first send and the repeat
+    # ("kill", "redis_kill", ...), or "unexplained".
+    duplicates_by_cause: dict[str, int] = field(default_factory=dict)
+    unexplained_duplicates: list[str] = field(default_factory=list)
     late_deliveries: int = 0
     provider_refusals: dict[int, int] = field(default_factory=dict)
     left_in_queues: dict[str, int] = field(default_factory=dict)
@@ -60,17 +65,26 @@ class Books:
     dlq_unexpected: list[str] = field(default_factory=list)
     dlq_missing: list[str] = field(default_factory=list)
     reply_order_left: int = 0
+    restarts_to_finish: int = 0  # stops that found work still queued (then: go on)
+    drain_seconds: float = 0.0  # from the end of the load until nothing was left to do
     faults: list[FaultRecord] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
-    def lost(self) -> int:
+    def unfinished(self) -> bool:
+        """Work still queued when the books were closed (the drain deadline passed):
+        what is missing then may be "not yet" rather than lost."""
+        return any(self.left_in_queues.values()) or bool(self.reply_order_left)
+
+    @property
+    def missing(self) -> int:
         """Accepted messages without their effect: a step, an order or a reply missing."""
         return len(self.steps_lost) + len(self.orders_missing) + self.replies_missing
 
     @property
-    def duplicate_tolerated(self) -> bool:
-        return any(f.may_duplicate for f in self.faults)
+    def lost(self) -> int:
+        """Missing with nothing left anywhere that could still bring it: lost for good."""
+        return 0 if self.unfinished else self.missing
 
     @property
     def recovery_times(self) -> list[float]:
@@ -79,6 +93,12 @@ class Books:
     def discrepancies(self) -> list[str]:
         """Everything that does not balance; empty when the books are right."""
         found = list(self.problems)
+        if self.unfinished:
+            found.append(
+                f"not quiescent by the drain deadline: {self.missing} effects not there yet, "
+                f"still queued {self._left()}, customers with replies waiting "
+                f"{self.reply_order_left}"
+            )
         checks: list[tuple[object, str]] = [
             (self.steps_lost, "accepted messages never applied"),
             (self.dialogs_off, "dialog states that differ from the accepted messages"),
@@ -93,16 +113,20 @@ class Books:
             ([f.kind for f in self.faults if f.recovered_in is None], "faults never recovered"),
         ]
         found += [f"{what}: {value}" for value, what in checks if value]
-        if self.replies_duplicated and not self.duplicate_tolerated:
+        if self.unexplained_duplicates:
             found.append(
-                f"{self.replies_duplicated} duplicated replies, but no fault of this scenario "
-                f"can explain one: {self.duplicates[:10]}"
+                f"{len(self.unexplained_duplicates)} duplicated replies no fault explains: "
+                f"{self.unexplained_duplicates[:10]}"
             )
         return found
+
+    def _left(self) -> dict[str, int]:
+        return {k: v for k, v in self.left_in_queues.items() if v}
 
     def lines(self) -> list[str]:
         answers = ", ".join(f"{k} {v}" for k, v in sorted(self.answers.items()))
         refusals = ", ".join(f"{k}: {v}" for k, v in sorted(self.provider_refusals.items()))
+        causes = ", ".join(f"{k} {v}" for k, v in sorted(self.duplicates_by_cause.items()))
         recovery = self.recovery_times
         lines = [
             f"books [{self.scenario}] {self.seconds:.0f}s of load, "
@@ -114,9 +138,11 @@ class Books:
             f"missing {len(self.orders_missing)}, duplicated {len(self.orders_extra)}",
             f"  replies   expected {self.replies_expected}, delivered {self.replies_delivered}, "
             f"missing {self.replies_missing}, duplicated {self.replies_duplicated} "
-            f"(late provider answers {self.late_deliveries}; refusals: {refusals or 'none'})",
-            f"  queues    left {sum(self.left_in_queues.values())} "
-            f"{ {k: v for k, v in self.left_in_queues.items() if v} or '' }, dlq "
+            f"({causes or 'none'}); late provider answers {self.late_deliveries}, "
+            f"refusals: {refusals or 'none'}",
+            f"  drained   in {self.drain_seconds:.1f}s after the load "
+            f"(stops that found work still queued: {self.restarts_to_finish})",
+            f"  queues    left {sum(self.left_in_queues.values())} {self._left() or ''}, dlq "
             f"{self.dlq_expected} expected poison, {len(self.dlq_unexpected)} unexpected, "
             f"customers with replies waiting {self.reply_order_left}",
             f"  faults    {len(self.faults)} injected"
@@ -131,36 +157,60 @@ class Books:
             for f in sorted(self.faults, key=lambda f: f.at)
         ]
         lines.append(
-            f"  LOST {self.lost}, DUPLICATE ORDERS {len(self.orders_extra)}, "
-            f"DUPLICATED REPLIES {self.replies_duplicated}"
+            f"  LOST {self.lost}"
+            + (f" (NOT YET: {self.missing})" if self.unfinished else "")
+            + f", DUPLICATE ORDERS {len(self.orders_extra)}, "
+            f"DUPLICATED REPLIES {self.replies_duplicated} "
+            f"(unexplained {len(self.unexplained_duplicates)})"
         )
         return lines
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["lost"] = self.lost
+        data["missing"] = self.missing
         return data
 
 
-def match_replies(expected: list[str], delivered: list[str]) -> tuple[int, list[str], list[str]]:
-    """(missing, duplicated, unexpected) of one customer's delivered replies.
+@dataclass(frozen=True)
+class ReplyMatch:
+    missing: int  # expected replies not delivered
+    repeats: list[tuple[int, int]]  # (delivery index of the repeat, of its first delivery)
+    unexpected: list[int]  # delivery indexes of replies nobody was owed, or out of order
+
+
+def match_replies(expected: list[str], delivered: list[str]) -> ReplyMatch:
+    """How one customer's delivered replies compare with the ones owed.
 
     Delivered must be the expected replies in order, where any reply already delivered
     may come again (at least once, never zero times); anything else is unexpected.
     """
     matched = 0
-    seen: set[str] = set()
-    duplicated: list[str] = []
-    unexpected: list[str] = []
-    for text in delivered:
+    first: dict[str, int] = {}  # text -> index of its latest in-order delivery
+    repeats: list[tuple[int, int]] = []
+    unexpected: list[int] = []
+    for index, text in enumerate(delivered):
         if matched < len(expected) and text == expected[matched]:
-            seen.add(text)
+            first[text] = index
             matched += 1
-        elif text in seen:
-            duplicated.append(text[:60])
+        elif text in first:
+            repeats.append((index, first[text]))
         else:
-            unexpected.append(text[:60])
-    return len(expected) - matched, duplicated, unexpected
+            unexpected.append(index)
+    return ReplyMatch(len(expected) - matched, repeats, unexpected)
+
+
+def cause_of_repeat(
+    log: list[tuple[float, bool]], repeat: int, original: int, faults: list[FaultRecord]
+) -> str:
+    """Why the reply delivered at `original` was delivered again at `repeat`."""
+    if any(late for _, late in log[original:repeat]):
+        return "late provider answer"  # a send the worker gave up on reached the customer
+    first, again = log[original][0], log[repeat][0]
+    for fault in sorted(faults, key=lambda f: f.began):
+        if fault.explains(first, again):
+            return fault.kind
+    return "unexplained"
 
 
 @dataclass(frozen=True)
@@ -205,6 +255,8 @@ async def close_books(
     faults: list[FaultRecord],
     problems: list[str],
     poison_ids: set[str],
+    drain_seconds: float,
+    restarts_to_finish: int,
 ) -> Books:
     shoppers = [s for s in load.shoppers if s.message_ids]
     books = Books(
@@ -218,6 +270,8 @@ async def close_books(
         late_deliveries=provider.late_deliveries,
         provider_refusals=dict(provider.refusals),
         faults=list(faults),
+        drain_seconds=drain_seconds,
+        restarts_to_finish=restarts_to_finish,
         problems=[
             *problems,
             *(f"not accepted in time: {m}" for m in load.not_accepted),
@@ -258,13 +312,24 @@ async def close_books(
         books.orders_missing += [m for m, o in owed.orders.items() if placed.get(m) != o]
         books.orders_extra += [m for m in placed if m not in owed.orders]
         delivered = provider.texts_for(shopper.client_id)
-        missing, duplicated, unexpected = match_replies(owed.replies, delivered)
+        log = provider.log_for(shopper.client_id)
+        match = match_replies(owed.replies, delivered)
         books.replies_expected += len(owed.replies)
         books.replies_delivered += len(delivered)
-        books.replies_missing += missing
-        books.replies_duplicated += len(duplicated)
-        books.duplicates += [f"{shopper.client_id}: {t}" for t in duplicated]
-        books.replies_unexpected += [f"{shopper.client_id}: {t}" for t in unexpected]
+        books.replies_missing += match.missing
+        books.replies_duplicated += len(match.repeats)
+        causes: Counter[str] = Counter(books.duplicates_by_cause)
+        for repeat, original in match.repeats:
+            label = f"{shopper.client_id}: {delivered[repeat][:60]}"
+            books.duplicates.append(label)
+            cause = cause_of_repeat(log, repeat, original, books.faults)
+            causes[cause] += 1
+            if cause == "unexplained":
+                books.unexplained_duplicates.append(label)
+        books.duplicates_by_cause = dict(causes)
+        books.replies_unexpected += [
+            f"{shopper.client_id}: {delivered[i][:60]}" for i in match.unexpected
+        ]
 
     topology = Topology.from_settings(settings)
     for name in (topology.messages, topology.outbox, *(n for n, _ in topology.delay_tiers)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ class ChaosChat2Desk:
     retry_after: str = "1"  # in "throttle" mode
     requests: int = 0  # every send call that reached the provider
     delivered: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    # For each delivered text, in the same order: (time.monotonic(), delivered late?)
+    delivery_log: dict[str, list[tuple[float, bool]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     deliveries: int = 0
     late_deliveries: int = 0  # delivered after the caller had hung up (it will retry)
     refusals: Counter[int] = field(default_factory=Counter)
@@ -40,6 +45,9 @@ class ChaosChat2Desk:
 
     def texts_for(self, client_id: str) -> list[str]:
         return list(self.delivered.get(client_id, ()))
+
+    def log_for(self, client_id: str) -> list[tuple[float, bool]]:
+        return list(self.delivery_log.get(client_id, ()))
 
     def count_for(self, client_id: str) -> int:
         return len(self.delivered.get(client_id, ()))
@@ -63,10 +71,12 @@ class ChaosChat2Desk:
         if mode == "slow":
             await asyncio.sleep(self.slow_delay)
         async with self._changed:
-            self.delivered[str(body.get("client_id"))].append(str(body.get("text")))
+            client = str(body.get("client_id"))
+            late = request.transport is None or request.transport.is_closing()
+            self.delivered[client].append(str(body.get("text")))
+            self.delivery_log[client].append((time.monotonic(), late))
             self.deliveries += 1
-            if request.transport is None or request.transport.is_closing():
-                self.late_deliveries += 1
+            self.late_deliveries += late
             self._changed.notify_all()
         return web.json_response({"status": "success", "data": {"message_id": self.deliveries}})
 

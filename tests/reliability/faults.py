@@ -31,15 +31,27 @@ from tests.tcp_proxy import TcpProxy
 
 OUTAGE_SECONDS = (2.0, 4.0)  # how long Redis or the provider stays unavailable
 CONSUMERS_BACK_TIMEOUT = 15.0  # "within seconds": aio-pika retries every 5 s
+SEND_SLACK = 1.0  # a send already on the wire when its process died is recorded this late
 
 
 @dataclass(frozen=True)
 class FaultRecord:
     kind: str
-    at: float  # seconds since the load started
+    at: float  # seconds since the load started, when the fault began
+    lasted: float  # seconds it lasted (0 for an instant one: a kill, a close)
     detail: str
-    recovered_in: float | None  # seconds until a new customer was answered; None: never
-    may_duplicate: bool  # can this fault make a reply go out twice?
+    recovered_in: float | None  # seconds from its end until a new customer was answered
+    # Can this fault make a reply go out twice? A step cut after its send and before its
+    # commit (its process killed, Redis lost for the commit) sends it again on redelivery.
+    may_duplicate: bool
+    began: float  # time.monotonic() when it began
+
+    def explains(self, first: float, again: float) -> bool:
+        """Could this fault have made a reply delivered at `first` go out again at
+        `again`? Only if the fault came between the two: the first send before its end
+        (plus the provider's answer time), the repeat after its start."""
+        ended = self.began + self.lasted
+        return self.may_duplicate and first <= ended + SEND_SLACK and again >= self.began
 
 
 @dataclass
@@ -84,16 +96,27 @@ class Faults:
             await actions[self.rng.choice(list(kinds))]()
 
     async def _recovered(
-        self, kind: str, detail: str, since: float, *, may_duplicate: bool
+        self,
+        kind: str,
+        detail: str,
+        since: float,
+        *,
+        may_duplicate: bool,
+        began: float | None = None,
     ) -> None:
+        """Record the fault that began at `began` and ended at `since` once a new
+        customer was answered end to end (the recovery time is measured from `since`)."""
+        began = since if began is None else began
         answered = await self.load.probe()
         self.records.append(
             FaultRecord(
                 kind=kind,
-                at=round(since - self._started, 2),
+                at=round(began - self._started, 2),
+                lasted=round(since - began, 2),
                 detail=detail,
                 recovered_in=round(time.monotonic() - since, 2) if answered else None,
                 may_duplicate=may_duplicate,
+                began=began,
             )
         )
 
@@ -103,7 +126,10 @@ class Faults:
         since = time.monotonic()
         await self.system.kill(victim)
         await self.system.replace(victim)
-        await self._recovered("kill", f"SIGKILL {victim.role}", since, may_duplicate=True)
+        # The server sends no replies; a worker or the outbox worker may die mid-step.
+        await self._recovered(
+            "kill", f"SIGKILL {victim.role}", since, may_duplicate=victim.role != "server"
+        )
 
     async def close_broker_connections(self) -> None:
         """The broker closes every connection of this test's processes (`close_connection`)."""
@@ -151,12 +177,13 @@ class Faults:
         """Redis unreachable for a few seconds: connections refused, or hanging."""
         mode = self.rng.choice(["refuse", "blackhole"])
         seconds = self.rng.uniform(*OUTAGE_SECONDS)
+        began = time.monotonic()
         self.redis_proxy.outage(mode)
         await asyncio.sleep(seconds)  # the length of the outage
         self.redis_proxy.restore()
         since = time.monotonic()
         detail = f"{mode} for {seconds:.1f}s"
-        await self._recovered("redis_outage", detail, since, may_duplicate=True)
+        await self._recovered("redis_outage", detail, since, may_duplicate=True, began=began)
 
     async def terminate_postgres_backends(self) -> None:
         """`pg_terminate_backend` for this test's processes' backends in this database."""
@@ -177,12 +204,15 @@ class Faults:
     async def provider_outage(self, mode: Mode) -> None:
         """Chat2Desk answers 500, or 429 with Retry-After, or too slowly, for a few seconds."""
         seconds = self.rng.uniform(*OUTAGE_SECONDS)
+        began = time.monotonic()
         self.provider.set_mode(mode)
         await asyncio.sleep(seconds)  # the length of the outage
         self.provider.set_mode("ok")
         since = time.monotonic()
+        # A stalled send the worker gave up on is still delivered: the provider's log
+        # marks it late, and that explains its repeat (not the outage as a whole).
         await self._recovered(
-            f"provider_{mode}", f"{seconds:.1f}s", since, may_duplicate=mode == "slow"
+            f"provider_{mode}", f"{seconds:.1f}s", since, may_duplicate=False, began=began
         )
 
     async def sigterm_everything(self) -> None:

@@ -30,8 +30,6 @@ from tests.reliability.faults import close_broker_connections_of, rabbitmqctl_us
 from tests.reliability.load import AppliedWatcher, Load
 from tests.reliability.system import System
 
-pytestmark = pytest.mark.reliability
-
 
 @pytest.mark.parametrize("field", ["channel_id", "dialog_id"])
 async def test_a_client_message_with_a_null_optional_id_is_queued(

@@ -1,0 +1,83 @@
+"""Simulated customers order through the whole system while it is faulted; then the books
+must balance: every accepted message applied once, one order per confirmed dialog, every
+reply delivered (twice only where a fault can explain it), no queue left non-empty and
+nothing in the DLQ but the poison that was put there.
+
+Each fault has its own scenario, and one scenario has them all at once. Run longer with
+RELIABILITY_SECONDS (`make soak`).
+"""
+
+from __future__ import annotations
+
+import random
+
+import asyncpg
+import pytest
+from aio_pika.abc import AbstractChannel
+from redis.asyncio import Redis
+
+from orderbot.settings import Settings
+from tests.reliability.chaos_provider import ChaosChat2Desk
+from tests.reliability.conftest import load_seconds, report_every
+from tests.reliability.faults import rabbitmqctl_usable
+from tests.reliability.scenario import DRAIN_LIMIT, Harness
+from tests.reliability.system import System
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.reliability
+
+# Seconds from a fault (or its end) until a new customer is answered; with faults
+# overlapping in the `all` scenario one recovery may include another fault.
+RECOVERY_LIMIT = 30.0
+
+PROCESS_FAULTS = ("kill", "sigterm")
+DEPENDENCY_FAULTS = (
+    "broker",
+    "redis_kill",
+    "redis_outage",
+    "postgres",
+    "provider_fail",
+    "provider_throttle",
+    "provider_slow",
+)
+SCENARIOS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "kill": (("kill",),),
+    "broker": (("broker",),),
+    "redis": (("redis_kill", "redis_outage"),),
+    "postgres": (("postgres",),),
+    "provider": (("provider_fail", "provider_throttle", "provider_slow"),),
+    "sigterm": (("sigterm",),),
+    "all": (PROCESS_FAULTS, DEPENDENCY_FAULTS),
+}
+
+
+@pytest.fixture
+def harness(
+    system: System,
+    provider: ChaosChat2Desk,
+    redis_proxy: TcpProxy,
+    redis: Redis,
+    db: asyncpg.Connection,
+    amqp: AbstractChannel,
+    settings: Settings,
+    rng: random.Random,
+) -> Harness:
+    return Harness(system, provider, redis_proxy, redis, db, amqp, settings, rng, report_every())
+
+
+# The load, then at most DRAIN_LIMIT to finish, plus starts and stops.
+@pytest.mark.timeout(load_seconds() + DRAIN_LIMIT + 120)
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+async def test_the_books_balance_under_faults(scenario: str, harness: Harness) -> None:
+    injectors = SCENARIOS[scenario]
+    if any("broker" in kinds for kinds in injectors):
+        assert await rabbitmqctl_usable(), "broker-side closes need rabbitmqctl on the broker"
+
+    books = await harness.run(scenario, load_seconds(), *injectors)
+
+    assert not books.discrepancies(), "\n".join(books.discrepancies())
+    assert books.lost == 0
+    assert books.orders_extra == []
+    assert books.messages > 0
+    assert books.faults, "the scenario must have injected at least one fault"
+    assert max(books.recovery_times) <= RECOVERY_LIMIT
