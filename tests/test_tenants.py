@@ -28,12 +28,12 @@ from aiohttp.test_utils import TestClient
 from twilio.request_validator import RequestValidator
 
 from orderbot import tenant_store
-from orderbot.envelopes import Conversation, OutboundReply, encode
+from orderbot.envelopes import Conversation, InboundMessage, OutboundReply, encode
 from orderbot.logging import configure_logging
 from orderbot.secret_box import SecretBox, UnreadableSecret, new_key
 from orderbot.settings import ConfigError, Settings, load_settings
 from orderbot.tenants import TenantDirectory, open_tenant_directory, webhook_token_hash
-from orderbot.topology import Topology, declare_topology
+from orderbot.topology import Topology
 from server.tenancy import TENANTS
 from tests.broker_tools import depth, publish_raw, take_all, wait_depth
 from tests.conftest import PUBLIC_BASE_URL, TWILIO_TOKEN
@@ -147,15 +147,28 @@ async def a(add: Callable[..., Awaitable[Business]]) -> Business:
 
 
 @pytest.fixture
+async def disabled(add: Callable[..., Awaitable[Business]]) -> Business:
+    return await add("off", active=False)
+
+
+@pytest.fixture
 async def b(add: Callable[..., Awaitable[Business]]) -> Business:
     return await add("b")
 
 
-async def declare_queues(services: Services, settings: Settings) -> None:
-    """The queues, as a process declares them at start (to publish before one did)."""
+async def queues_declared(services: Services, settings: Settings) -> None:
+    """Until the process under test has declared its queues (the last one exists): a
+    message published before that would be dropped as unroutable."""
+    last, _ = Topology.from_settings(settings).delay_tiers[-1]
     connection = await aio_pika.connect(services.amqp_url)
-    async with connection:
-        await declare_topology(await connection.channel(), Topology.from_settings(settings))
+    async with connection, asyncio.timeout(30):
+        while True:
+            channel = await connection.channel()  # a failed passive declare closes it
+            try:
+                await channel.declare_queue(last, passive=True)
+                return
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                await asyncio.sleep(0.02)
 
 
 def chat2desk_url(business: Business, *, own_url: bool) -> str:
@@ -289,13 +302,38 @@ async def test_a_reply_for_a_disabled_tenant_is_parked_with_the_reason(
         conversation=Conversation(tenant=business.slug, provider="chat2desk", client_id="42"),
         text="hello",
     )
-    await declare_queues(services, settings)
+    await queues_declared(services, settings)
 
     await publish_raw(amqp, settings.queue("outbox"), encode(reply), message_id=reply.reply_id)
     await wait_depth(amqp, settings.queue("dlq"), 1)
 
     [parked] = await take_all(amqp, settings.queue("dlq"))
     assert f"tenant '{business.slug}' is disabled" in str(parked.headers["x-reason"])
+    assert fake.attempts == []
+
+
+async def test_a_queued_message_of_a_since_disabled_tenant_has_its_reply_parked(
+    disabled: Business,
+    services: Services,
+    worker: asyncio.Task[None],
+    amqp: AbstractChannel,
+    settings: Settings,
+    fake: FakeChat2Desk,
+) -> None:
+    a = disabled  # queued while it was served, handled after it was disabled
+    await queues_declared(services, settings)
+    message = InboundMessage(
+        message_id=f"m-{uuid.uuid4().hex}",
+        conversation=Conversation(tenant=a.slug, provider="chat2desk", client_id="42"),
+        text="Здравствуйте",
+    )
+
+    await publish_raw(amqp, settings.queue("messages"), encode(message), message_id="m")
+    await wait_depth(amqp, settings.queue("dlq"), 1)
+
+    [parked] = await take_all(amqp, settings.queue("dlq"))
+    assert f"tenant '{a.slug}' is disabled" in str(parked.headers["x-reason"])
+    assert parked.headers["x-tenant"] == a.slug
     assert fake.attempts == []
 
 
@@ -315,7 +353,7 @@ async def test_a_tenant_without_twilio_gets_its_twilio_reply_parked_with_the_rea
         conversation=Conversation(tenant=business.slug, provider="twilio", client_id="wa:+1"),
         text="hello",
     )
-    await declare_queues(services, settings)
+    await queues_declared(services, settings)
 
     await publish_raw(amqp, settings.queue("outbox"), encode(reply), message_id=reply.reply_id)
     await wait_depth(amqp, settings.queue("dlq"), 1)
@@ -395,6 +433,39 @@ async def test_a_twilio_message_to_an_unknown_number_is_404(
 
     assert response.status == 404
     assert await depth(amqp, settings.queue("messages")) == 0
+
+
+async def test_a_row_with_the_settings_tenant_s_slug_replaces_the_settings(
+    make_settings: Callable[..., Settings], db: asyncpg.Connection, box: SecretBox
+) -> None:
+    business = new_business("own")
+    settings = make_settings(tenant=business.slug)
+    await tenant_store.add(db, business.slug, business.changes(), box)
+    try:
+        async with open_tenant_directory(settings, "test") as directory:
+            await eventually(lambda: _from_table(directory, business))
+            tenant = directory.get(business.slug)
+            by_settings_token = directory.by_webhook_token(str(settings.chat2desk_webhook_token))
+    finally:
+        await db.execute("DELETE FROM tenants WHERE slug = $1", business.slug)
+
+    assert tenant is not None
+    assert tenant.from_settings is False
+    assert directory.by_webhook_token(business.webhook_token) == tenant
+    assert by_settings_token is None
+
+
+def test_without_a_master_key_the_settings_tenant_is_the_whole_directory(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(orderbot_master_key=None)
+    directory = TenantDirectory(settings)
+
+    [tenant] = directory.all()
+    assert directory.loaded
+    assert tenant.slug == settings.tenant
+    assert tenant.twilio_credentials() is not None
+    assert directory.by_twilio_number(str(settings.twilio_whatsapp_from)) == tenant
 
 
 # --- Changes reach running processes -----------------------------------------------------
@@ -600,6 +671,11 @@ async def test_secrets_of_tenants_loaded_at_run_time_are_masked_in_log_lines(
 
 async def _knows(directory: TenantDirectory, business: Business) -> bool:
     return directory.get(business.slug) is not None
+
+
+async def _from_table(directory: TenantDirectory, business: Business) -> bool:
+    tenant = directory.get(business.slug)
+    return tenant is not None and not tenant.from_settings
 
 
 async def _accepted(post: Callable[[str, dict[str, Any]], Awaitable[int]], a: Business) -> bool:
