@@ -265,7 +265,8 @@ class Stack:
             "HTTP_HOST": "127.0.0.1",
             "HTTP_PORT": str(self.http_port),
             "METRICS_PORT": "0",
-            "LOG_LEVEL": "warning",
+            # BENCH_LOG_LEVEL=info measures what a production log level costs.
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
             "LOG_FORMAT": "json",
             "SHUTDOWN_TIMEOUT": "10s",
             **self.extra_env,

@@ -28,6 +28,8 @@ from typing import Generic, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from orderbot.redis_batch import batch_for
+
 T = TypeVar("T")
 
 # (lock key, token, lease in ms) -> what the caller loaded, or None: the lock is busy.
@@ -73,8 +75,9 @@ class ClientLocks:
         self._timeout = timeout
         self._lease_ms = max(1, int(timeout * 1000))
         self._local: dict[str, _LocalLock] = {}
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        batch = batch_for(redis)
+        self._renew = batch.script(_RENEW)
+        self._release = batch.script(_RELEASE)
 
     def key(self, conversation_key: str) -> str:
         return f"{self._prefix}lock:{conversation_key}"

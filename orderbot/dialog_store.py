@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from dialog import DialogState
 from orderbot.envelopes import Conversation, InboundMessage
+from orderbot.redis_batch import batch_for
 from orderbot.reply_order import order_key
 
 # KEYS: lock, processed-marker, state, the customer's outbox order. ARGV: token, lease ms.
@@ -80,8 +81,9 @@ class DialogStore:
         self._prefix = prefix
         self._state_ttl_ms = int(state_ttl.total_seconds() * 1000)
         self._dedupe_ttl_ms = int(dedupe_ttl.total_seconds() * 1000)
-        self._commit = redis.register_script(_COMMIT)
-        self._begin = redis.register_script(_BEGIN)
+        batch = batch_for(redis)  # concurrent steps share their round trips
+        self._commit = batch.script(_COMMIT)
+        self._begin = batch.script(_BEGIN)
 
     @property
     def prefix(self) -> str:

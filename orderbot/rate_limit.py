@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from orderbot import metrics
 from orderbot.envelopes import Conversation
 from orderbot.providers.base import ReplySender, TransientSendError
+from orderbot.redis_batch import batch_for
 
 _TAKE = """
 local rate = tonumber(ARGV[1])
@@ -45,7 +46,8 @@ class TokenBucket:
     def __init__(self, redis: Redis, *, per_minute: int, burst: float | None = None) -> None:
         self._rate_per_ms = per_minute / 60_000
         self._capacity = burst if burst is not None else max(1.0, per_minute / 60)
-        self._take = redis.register_script(_TAKE)
+        # Through the process's Redis batch: concurrent steps share the round trip.
+        self._take = batch_for(redis).script(_TAKE)
 
     async def take(self, key: str) -> float:
         """Take one of `key`'s tokens if there is one; else the seconds until one is due."""

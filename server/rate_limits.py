@@ -16,17 +16,15 @@ scripts and edge keys of concurrent requests share one pipelined round trip.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from orderbot.envelopes import Conversation
+from orderbot.redis_batch import batch_for
 from orderbot.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -71,30 +69,20 @@ class Verdict:
 
 OPEN = Verdict(retry_after=None, seen=False)
 
-# A queued check: the script's keys and arguments, and where its verdict goes.
-_Check = tuple[tuple[str | float, ...], "asyncio.Future[Verdict]"]
-
 
 class WebhookLimits:
-    """The gate every webhook passes, batched: the checks (and edge keys) of all the
-    requests that reach it in one turn of the event loop go to Redis as one pipeline.
-
-    Each request still gets its own run of the script, atomic and in arrival order, so
-    the limits mean what they meant; what is shared is the round trip. One pipeline is
-    in flight at a time and the next batch gathers meanwhile, so batches grow with load
-    (group commit) and a lone request waits for nothing but its own round trip.
-    """
+    """The gate every webhook passes. Its script and the edge keys go through the
+    process's Redis batch (orderbot/redis_batch.py): the requests that reach Redis in
+    one event-loop turn share one pipelined round trip, each with its own atomic run of
+    the script in arrival order, so the limits mean what they meant."""
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
-        self._redis = redis
         self._tenant_default = settings.webhook_rate_limit_tenant
         self._customer_default = settings.webhook_rate_limit_customer
         self._prefix = f"{settings.redis_key_prefix}ratelimit:webhook"
         self._edge_ttl = max(1, int(settings.dedupe_ttl.total_seconds()))
-        self._sha = hashlib.sha1(_GATE.encode()).hexdigest()  # noqa: S324 (Redis's script id)
-        self._checks: list[_Check] = []
-        self._marks: list[str] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._batch = batch_for(redis)
+        self._gate = self._batch.script(_GATE)
 
     async def check(
         self,
@@ -110,20 +98,22 @@ class WebhookLimits:
         """
         tenant = self._tenant_default if tenant_per_minute is None else tenant_per_minute
         customer = self._customer_default if customer_per_minute is None else customer_per_minute
-        argv = (
-            f"{self._prefix}:customer:{conversation.key}",
-            f"{self._prefix}:tenant:{conversation.tenant}",
-            edge_key,
-            # A bucket holds a minute's worth: a burst of one minute's budget is fine.
-            customer / 60_000,
-            customer,
-            tenant / 60_000,
-            tenant,
-        )
-        verdict: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
-        self._checks.append((argv, verdict))
-        self._kick()
-        return await verdict
+        try:
+            wait_ms, seen = await self._gate(
+                keys=(
+                    f"{self._prefix}:customer:{conversation.key}",
+                    f"{self._prefix}:tenant:{conversation.tenant}",
+                    edge_key,
+                ),
+                # A bucket holds a minute's worth: a burst of one minute's budget is fine.
+                args=(customer / 60_000, customer, tenant / 60_000, tenant),
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("webhook_rate_limit_unavailable", error=str(exc))
+            return OPEN
+        if int(wait_ms) > 0:
+            return Verdict(retry_after=max(1, math.ceil(int(wait_ms) / 1000)), seen=False)
+        return Verdict(retry_after=None, seen=bool(int(seen)))
 
     def remember(self, edge_key: str) -> None:
         """Mark a message as queued (call only after the broker confirmed it).
@@ -132,73 +122,10 @@ class WebhookLimits:
         A re-post that arrives before the write lands is published again and absorbed
         by the worker's processed-marker (guarantee 2 never rested on this key).
         """
-        self._marks.append(edge_key)
-        self._kick()
+        self._batch.fire(
+            ("SET", edge_key, "1", "EX", self._edge_ttl), what="edge_dedupe_unavailable"
+        )
 
     async def drain(self) -> None:
-        """Wait until everything queued so far has reached Redis (tests, shutdown)."""
-        while (flusher := self._flusher) is not None:
-            await asyncio.shield(flusher)
-
-    def _kick(self) -> None:
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name="webhook-gate")
-
-    async def _flush(self) -> None:
-        # Runs after the handlers that were ready in this loop turn: they are the batch.
-        try:
-            while self._checks or self._marks:
-                checks, self._checks = self._checks, []
-                marks, self._marks = self._marks, []
-                try:
-                    replies = await self._send(checks, marks)
-                except (RedisError, OSError) as exc:
-                    log.warning("webhook_rate_limit_unavailable", error=str(exc), requests=len(checks))
-                    replies = [None] * len(checks)  # open: never refuse for this
-                except BaseException as exc:
-                    for _, verdict in checks:
-                        if not verdict.done():
-                            verdict.set_exception(exc)
-                    raise
-                for (_, verdict), reply in zip(checks, replies, strict=True):
-                    if not verdict.done():  # its request may have gone meanwhile
-                        verdict.set_result(_verdict(reply))
-        finally:
-            self._flusher = None
-
-    async def _send(self, checks: list[_Check], marks: list[str]) -> list[Any]:
-        """The replies of the checks, in order (an exception where one failed)."""
-        replies = await self._pipeline([argv for argv, _ in checks], marks)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing:  # a restarted or flushed Redis: load the script, run those again
-            self._sha = await self._redis.script_load(_GATE)
-            again = await self._pipeline([checks[i][0] for i in missing], [])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        return replies[: len(checks)]
-
-    async def _pipeline(self, checks: list[tuple[str | float, ...]], marks: list[str]) -> list[Any]:
-        pipe: Any = self._redis.pipeline(transaction=False)
-        for argv in checks:
-            pipe.evalsha(self._sha, 3, *argv)
-        for key in marks:
-            pipe.set(key, "1", ex=self._edge_ttl)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        for reply in replies[len(checks) :]:
-            if isinstance(reply, Exception):
-                log.warning("edge_dedupe_unavailable", error=str(reply))
-                break
-        return replies
-
-
-def _verdict(reply: Any) -> Verdict:
-    if reply is None:
-        return OPEN  # the batch failed; it was logged once
-    if isinstance(reply, Exception):
-        # Redis refusing the script: never refuse a customer because the limiter fails.
-        log.warning("webhook_rate_limit_unavailable", error=str(reply))
-        return OPEN
-    wait_ms, seen = reply
-    if int(wait_ms) > 0:
-        return Verdict(retry_after=max(1, math.ceil(int(wait_ms) / 1000)), seen=False)
-    return Verdict(retry_after=None, seen=bool(int(seen)))
+        """Wait until the edge keys queued so far have reached Redis (tests, shutdown)."""
+        await self._batch.drain()

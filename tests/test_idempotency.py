@@ -12,11 +12,13 @@ import asyncpg
 from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from dialog import DialogState
 from orderbot.client_lock import ClientLocks
 from orderbot.dialog_store import Begun, DialogStore
 from orderbot.envelopes import Conversation, InboundMessage, encode
+from orderbot.redis_batch import RedisBatch
 from orderbot.settings import Settings
 from tests.broker_tools import publish_raw
 from tests.customers import HAPPY_PATH_RU, Customer, converse, expected_replies, poster
@@ -146,3 +148,21 @@ async def test_begin_reads_only_under_the_lock_and_the_commit_may_release_it(
     assert taken == Begun(processed=False, waiting_replies=0, raw_state=None)
     assert lock_after_commit is None
     assert again == Begun(processed=True)
+
+
+async def test_batched_redis_calls_each_get_their_own_reply_or_error(
+    redis: Redis, settings: Settings
+) -> None:
+    batch = RedisBatch(redis)
+    incr = batch.script("return redis.call('INCR', KEYS[1])")
+    fail = batch.script("return redis.error_reply('refused')")
+    key = f"{settings.redis_key_prefix}batched"
+
+    # Made in one loop turn, so sent as one pipeline; each runs alone, in call order.
+    results = await asyncio.gather(
+        *(incr(keys=[key]) for _ in range(5)), fail(keys=[key]), return_exceptions=True
+    )
+
+    assert results[:5] == [1, 2, 3, 4, 5]
+    assert isinstance(results[5], ResponseError)
+    assert "refused" in str(results[5])

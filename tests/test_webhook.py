@@ -287,18 +287,22 @@ async def test_redis_down_accepts_without_limits_or_edge_dedupe(
 
 
 async def test_the_gate_reloads_its_script_when_redis_has_lost_it(
-    client: Client, amqp: AbstractChannel, settings: Settings, webhook_url: Callable[[str], str]
+    make_settings: Callable[..., Settings], amqp: AbstractChannel, webhook_url: Callable[[str], str]
 ) -> None:
-    app = client.app
-    assert app is not None
-    limits = app[LIMITS]
-    limits._sha = "0" * 40  # as after a Redis restart: EVALSHA answers NOSCRIPT
-
+    settings = make_settings(webhook_rate_limit_customer=2)
+    app = create_app(settings)
     customer = Customer()
-    statuses = [
-        (await client.post(webhook_url(""), json=customer.says(f"m {i}"))).status for i in range(3)
-    ]
+    async with TestClient(TestServer(app)) as client:
+        await app[BROKER].wait_connected()
+        gate = app[LIMITS]._gate
+        real = gate.sha
+        gate.sha = "0" * 40  # as after a Redis restart: EVALSHA answers NOSCRIPT
+        statuses = [
+            (await client.post(webhook_url(""), json=customer.says(f"m {i}"))).status
+            for i in range(3)
+        ]
 
-    assert statuses == [200, 200, 200]
-    assert limits._sha != "0" * 40
-    assert await depth(amqp, settings.queue("messages")) == 3
+    # Reloaded and run: the customer's limit of two still holds.
+    assert statuses == [200, 200, 429]
+    assert gate.sha == real
+    assert await depth(amqp, settings.queue("messages")) == 2

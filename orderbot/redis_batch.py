@@ -1,0 +1,152 @@
+"""Redis commands of concurrent callers, sent together: one pipelined round trip per
+turn of the event loop instead of one per command.
+
+Profiles of the server and the worker under load (bench/README.md) showed a third of
+their CPU in the Redis client, most of it the loopback `send()` and reply handling
+that every single command pays. The calls of all tasks that reach Redis in the same
+loop turn go out as one pipeline (not a transaction): each script still runs on its
+own, atomically, in the order the calls were made, and each caller gets its own
+reply or error, so nothing about what a call means changes. One pipeline is in flight
+at a time; the calls made meanwhile form the next one, so batches grow with load
+(group commit) and a lone call waits for nothing but its own round trip.
+
+Scripts go by EVALSHA; a NOSCRIPT (Redis restarted or flushed) loads the script and
+runs those calls again. Whatever makes the whole pipeline fail (Redis unreachable)
+is raised to every caller of that batch, as the single command would have raised it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+log = structlog.get_logger(__name__)
+
+Arg = str | int | float
+
+
+class Script:
+    """A Lua script run through the batch: `await script(keys=[...], args=[...])`."""
+
+    def __init__(self, batch: RedisBatch, source: str) -> None:
+        self.batch = batch
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 (Redis's script id)
+
+    def __call__(self, *, keys: Sequence[str], args: Sequence[Arg] = ()) -> asyncio.Future[Any]:
+        return self.batch.call((len(keys), *keys, *args), script=self)
+
+
+class _Call:
+    __slots__ = ("command", "future", "script")
+
+    def __init__(
+        self, command: tuple[Arg, ...], future: asyncio.Future[Any], script: Script | None
+    ) -> None:
+        self.command = command
+        self.future = future
+        self.script = script
+
+
+class RedisBatch:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._pending: list[_Call] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def script(self, source: str) -> Script:
+        return Script(self, source)
+
+    def call(
+        self, command: tuple[Arg, ...], *, script: Script | None = None
+    ) -> asyncio.Future[Any]:
+        """Queue one command (a script's: its key count, keys and arguments); the future
+        is its reply (or its error)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a client reused on a new loop: forget the old one's
+            self._loop, self._pending, self._flusher = loop, [], None
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append(_Call(command, future, script))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="redis-batch")
+        return future
+
+    def fire(self, command: tuple[Arg, ...], *, what: str) -> None:
+        """Queue a best-effort command nobody waits for; a failure is logged as `what`."""
+        self.call(command).add_done_callback(lambda f: _log_failure(f, what))
+
+    async def drain(self) -> None:
+        """Wait until every call queued so far has been answered."""
+        while (flusher := self._flusher) is not None:
+            await asyncio.shield(flusher)
+
+    async def _flush(self) -> None:
+        # Runs after the tasks that were ready in this loop turn: their calls are the batch.
+        try:
+            while self._pending:
+                calls, self._pending = self._pending, []
+                await self._run(calls)
+        finally:
+            self._flusher = None
+
+    async def _run(self, calls: list[_Call]) -> None:
+        try:
+            replies = await self._execute(calls)
+            unknown = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            if unknown:
+                scripts = {id(s): s for i in unknown if (s := calls[i].script) is not None}
+                for script in scripts.values():
+                    script.sha = await self._redis.script_load(script.source)
+                again = await self._execute([calls[i] for i in unknown])
+                for i, reply in zip(unknown, again, strict=True):
+                    replies[i] = reply
+        except asyncio.CancelledError:
+            for call in calls:
+                call.future.cancel()
+            raise
+        except Exception as exc:
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+            return
+        for call, reply in zip(calls, replies, strict=True):
+            if call.future.done():  # its caller was cancelled meanwhile
+                continue
+            if isinstance(reply, Exception):
+                call.future.set_exception(reply)
+            else:
+                call.future.set_result(reply)
+
+    async def _execute(self, calls: list[_Call]) -> list[Any]:
+        pipe: Any = self._redis.pipeline(transaction=False)
+        for call in calls:
+            if call.script is None:
+                pipe.execute_command(*call.command)
+            else:
+                pipe.execute_command("EVALSHA", call.script.sha, *call.command)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+
+def _log_failure(future: asyncio.Future[Any], what: str) -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        log.warning(what, error=str(exc))
+
+
+_batches: weakref.WeakKeyDictionary[Redis, RedisBatch] = weakref.WeakKeyDictionary()
+
+
+def batch_for(redis: Redis) -> RedisBatch:
+    """The one batch of a client, shared by every store of the process that uses it."""
+    batch = _batches.get(redis)
+    if batch is None:
+        batch = _batches[redis] = RedisBatch(redis)
+    return batch
