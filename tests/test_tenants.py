@@ -12,7 +12,7 @@ import base64
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,14 +105,48 @@ def box(master_key: str) -> SecretBox:
 
 
 @pytest.fixture
+def issued() -> list[Business]:
+    """Every business (with its secrets) this test made up."""
+    return []
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_captured_output(
+    issued: list[Business],
+    master_key: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> Iterator[None]:
+    """Guarantee 9 for every test here: no log line of the in-process server, worker,
+    outbox worker or tenant directory holds a tenant's secret or the master key."""
+    yield
+    captured = capsys.readouterr()
+    output = captured.out + captured.err + caplog.text
+    for business in issued:
+        for secret in (business.api_token, business.webhook_token, business.twilio_token):
+            assert secret not in output
+    assert master_key not in output
+
+
+@pytest.fixture
+def issue(issued: list[Business]) -> Callable[[str], Business]:
+    def make(label: str) -> Business:
+        business = new_business(label)
+        issued.append(business)
+        return business
+
+    return make
+
+
+@pytest.fixture
 async def add(
-    db: asyncpg.Connection, box: SecretBox
+    db: asyncpg.Connection, box: SecretBox, issue: Callable[[str], Business]
 ) -> AsyncIterator[Callable[..., Awaitable[Business]]]:
     """Create a tenant in the table (as `orderbot tenants add` does); removed afterwards."""
     added: list[str] = []
 
     async def create(label: str, **overrides: Any) -> Business:
-        business = new_business(label)
+        business = issue(label)
         await tenant_store.add(db, business.slug, business.changes(**overrides), box)
         added.append(business.slug)
         return business
@@ -421,10 +455,13 @@ async def test_twilio_routes_by_to_and_checks_that_tenant_s_own_signature(
 
 
 async def test_a_twilio_message_to_an_unknown_number_is_404(
-    client: Client, amqp: AbstractChannel, settings: Settings
+    client: Client,
+    amqp: AbstractChannel,
+    settings: Settings,
+    issue: Callable[[str], Business],
 ) -> None:
     await tenants_loaded(client)
-    stranger = new_business("x")
+    stranger = issue("x")
     form = twilio_form(stranger, "whatsapp:+996555000222", "hi")
 
     response = await client.post(
@@ -436,9 +473,12 @@ async def test_a_twilio_message_to_an_unknown_number_is_404(
 
 
 async def test_a_row_with_the_settings_tenant_s_slug_replaces_the_settings(
-    make_settings: Callable[..., Settings], db: asyncpg.Connection, box: SecretBox
+    make_settings: Callable[..., Settings],
+    db: asyncpg.Connection,
+    box: SecretBox,
+    issue: Callable[[str], Business],
 ) -> None:
-    business = new_business("own")
+    business = issue("own")
     settings = make_settings(tenant=business.slug)
     await tenant_store.add(db, business.slug, business.changes(), box)
     try:
@@ -686,9 +726,13 @@ async def _accepted(post: Callable[[str, dict[str, Any]], Awaitable[int]], a: Bu
 
 
 async def test_cli_add_list_update_disable_and_reencrypt_round_trip(
-    config: dict[str, str], db: asyncpg.Connection, master_key: str, tmp_path: Path
+    config: dict[str, str],
+    db: asyncpg.Connection,
+    master_key: str,
+    tmp_path: Path,
+    issue: Callable[[str], Business],
 ) -> None:
-    business = new_business("cli")
+    business = issue("cli")
     secrets = {
         "T_API": business.api_token,
         "T_HOOK": business.webhook_token,
