@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 
 class MasterKeyError(ValueError):
-    """The master key is missing or malformed; the message is one line for an operator."""
+    """The master key is malformed; one line for an operator, naming no part of the key."""
 
 
 class UnreadableSecret(Exception):
@@ -25,7 +25,7 @@ def parse_keys(value: str) -> list[Fernet]:
     """Every key of a comma list, first the one that encrypts."""
     items = [item.strip() for item in value.split(",") if item.strip()]
     if not items:
-        raise MasterKeyError("ORDERBOT_MASTER_KEY is empty")
+        raise MasterKeyError("no key given")
     keys: list[Fernet] = []
     for position, item in enumerate(items, start=1):
         try:
@@ -33,7 +33,7 @@ def parse_keys(value: str) -> list[Fernet]:
         except ValueError:
             # Never echo the value: it is (a typo of) a secret.
             raise MasterKeyError(
-                f"ORDERBOT_MASTER_KEY: key {position} is not a Fernet key "
+                f"key {position} is not a Fernet key "
                 "(32 url-safe base64-encoded bytes; `orderbot tenants new-key` makes one)"
             ) from None
     return keys

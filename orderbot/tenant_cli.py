@@ -75,6 +75,13 @@ def _changes(args: argparse.Namespace) -> tenant_store.TenantChanges:
         raise CliError(f"{option}: {first['msg']}", 2) from None
 
 
+def _check_slug(slug: str) -> None:
+    try:
+        tenant_store.TenantSlug(slug=slug)
+    except ValidationError:
+        raise CliError("the slug may hold only a-z, 0-9, - and _ (at most 63)", 2) from None
+
+
 def _box(settings: Settings) -> SecretBox:
     if settings.orderbot_master_key is None:
         raise CliError(
@@ -91,6 +98,8 @@ async def run_tenants(settings: Settings, args: argparse.Namespace) -> int:
         if command == "new-key":
             print(new_key())
             return 0
+        if command == "add":
+            _check_slug(args.slug)  # before any connection: a typo is the likelier mistake
         box = _box(settings) if command in ("add", "update", "reencrypt") else None
         changes = _changes(args) if command in ("add", "update") else None
         try:
