@@ -146,9 +146,10 @@ class TenantDirectory:
                 waiter.cancel()
         return self.loaded
 
-    def _replace(self, rows: Iterable[Tenant]) -> None:
+    def _replace(self, rows: Iterable[Tenant], unreadable: frozenset[str] = frozenset()) -> None:
         by_slug = {tenant.slug: tenant for tenant in rows}
-        by_slug.setdefault(self._settings_tenant.slug, self._settings_tenant)
+        if self._settings_tenant.slug not in unreadable:  # a broken row is not overridden
+            by_slug.setdefault(self._settings_tenant.slug, self._settings_tenant)
         register_secrets(s for tenant in by_slug.values() for s in tenant.secrets())
         by_hash: dict[str, Tenant] = {}
         by_number: dict[str, Tenant] = {}
@@ -177,14 +178,17 @@ class TenantDirectory:
     async def reload(self, conn: asyncpg.Connection, box: SecretBox) -> None:
         rows = await conn.fetch("SELECT * FROM tenants")
         tenants: list[Tenant] = []
+        unreadable: set[str] = set()
         for row in rows:
             try:
                 tenants.append(tenant_from_row(row, box))
             except UnreadableSecret:
-                # Fail closed for this tenant only: its webhooks are refused and its
-                # replies parked with a reason, while every other tenant goes on.
+                # Fail closed for this tenant only, loudly: it is unknown to this process
+                # (webhooks refused, replies retried through the outbox until the key is
+                # fixed or they give up into the DLQ); every other tenant goes on.
                 log.error("tenant_unreadable", tenant=row["slug"], error="wrong master key")
-        self._replace(tenants)
+                unreadable.add(row["slug"])
+        self._replace(tenants, frozenset(unreadable))
         if not self.loaded:
             log.info("tenants_loaded", count=len(tenants))
         self._loaded.set()

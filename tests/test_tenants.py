@@ -495,6 +495,25 @@ async def test_a_row_with_the_settings_tenant_s_slug_replaces_the_settings(
     assert by_settings_token is None
 
 
+async def test_a_row_under_another_master_key_fails_closed_for_that_tenant_only(
+    make_settings: Callable[..., Settings],
+    db: asyncpg.Connection,
+    add: Callable[..., Awaitable[Business]],
+    issue: Callable[[str], Business],
+) -> None:
+    readable, foreign = await add("fine"), issue("foreign")
+    settings = make_settings(tenant=foreign.slug)  # not even the settings stand in for it
+    await tenant_store.add(db, foreign.slug, foreign.changes(), SecretBox(new_key()))
+    try:
+        async with open_tenant_directory(settings, "test") as directory:
+            await eventually(lambda: _knows(directory, readable))
+            assert directory.get(foreign.slug) is None
+            assert directory.by_webhook_token(foreign.webhook_token) is None
+            assert directory.by_twilio_number(foreign.number) is None
+    finally:
+        await db.execute("DELETE FROM tenants WHERE slug = $1", foreign.slug)
+
+
 def test_without_a_master_key_the_settings_tenant_is_the_whole_directory(
     make_settings: Callable[..., Settings],
 ) -> None:
