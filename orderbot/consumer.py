@@ -19,11 +19,12 @@ old handlers finish, a process can hold up to twice its prefetch after a reconne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import aiormq
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from orderbot import metrics
 from orderbot.broker import BrokerLink
@@ -60,12 +61,10 @@ class Consumer:
         """Consume until `stop` is set, then drain."""
         if not await self._broker.wait_connected(stop):
             return
-        channel = await self._broker.connection.channel()
-        await channel.set_qos(prefetch_count=self._prefetch)
-        # declare_queue (passive) registers the queue with the robust channel, which
-        # then restores it and its consumer after a reconnect; get_queue does not.
-        queue = await channel.declare_queue(self._queue, passive=True)
-        tag = await queue.consume(self._on_message)
+        subscribed = await self._subscribe(stop)
+        if subscribed is None:
+            return
+        channel, queue, tag = subscribed
         metrics.CONSUMER_PREFETCH.labels(self._queue).set(self._prefetch)
         log.info("consuming", queue=self._queue, prefetch=self._prefetch)
         try:
@@ -77,6 +76,38 @@ class Consumer:
             await self._drain()
             await _bounded(channel.close(), "channel_close_failed")
         log.info("consumer_stopped", queue=self._queue)
+
+    async def _subscribe(
+        self, stop: asyncio.Event
+    ) -> tuple[AbstractChannel, AbstractQueue, str] | None:
+        """Open a channel and start consuming, retried until it works or `stop` is set.
+
+        The broker can refuse a consume for a while (a queue not declared yet, a quorum
+        queue still electing its leader, an INTERNAL_ERROR that closes the connection):
+        that is an outage to wait out, not a reason for the process to die.
+        """
+        delay = 0.2
+        while not stop.is_set():
+            channel: AbstractChannel | None = None
+            try:
+                channel = await self._broker.connection.channel()
+                await channel.set_qos(prefetch_count=self._prefetch)
+                # declare_queue (passive) registers the queue with the robust channel,
+                # which then restores it and its consumer after a reconnect; get_queue
+                # does not.
+                queue = await channel.declare_queue(self._queue, passive=True)
+                tag = await queue.consume(self._on_message)
+            except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                log.warning("consume_failed", queue=self._queue, error=repr(exc), retry_in=delay)
+                if channel is not None:
+                    await _bounded(channel.close(), "channel_close_failed")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
+                delay = min(delay * 2, 5.0)
+                continue
+            return channel, queue, tag
+        return None
 
     async def _drain(self) -> None:
         if not self._inflight:

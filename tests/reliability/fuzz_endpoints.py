@@ -8,21 +8,30 @@ field rules of the hook. Where the two JSON parsers may legitimately differ (num
 beyond 64 bits, lone surrogates, nesting deeper than a parser's limit) the oracle
 demands only "a 4xx or a 2xx, never a 5xx".
 
-To fuzz a new endpoint (the Twilio hook, the operator API), add an `Endpoint` to
-`ENDPOINTS` with its strategy and oracle.
+To fuzz a new endpoint, add an `Endpoint` to `ENDPOINTS` with its strategy and
+oracle. (The operator API is fuzzed from its OpenAPI document: tests/test_openapi_fuzz.py.)
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode
 
 from hypothesis import strategies as st
+from multidict import MultiDict
+from twilio.request_validator import RequestValidator
 
-from tests.conftest import WEBHOOK_TOKEN
+from tests.conftest import (
+    PUBLIC_BASE_URL,
+    TWILIO_NUMBER,
+    TWILIO_SID,
+    TWILIO_TOKEN,
+    WEBHOOK_TOKEN,
+)
 
 Expect = Literal["queued", "ignored", "refused", "any"]
 MAX_BODY = 1024 * 1024  # HTTP_MAX_BODY's default
@@ -53,6 +62,8 @@ class Probe:
     body: bytes
     expect: Expect
     message_id: str | None = None  # what would be queued, for a valid client message
+    headers: tuple[tuple[str, str], ...] = ()
+    provider: str = "chat2desk"  # whose message it would be (its processed-marker's name)
 
     def describe(self) -> str:
         return f"{self.method} {self.path} [{self.content_type}] {self.body[:200]!r}"
@@ -252,7 +263,132 @@ def any_route_probes(draw: st.DrawFn) -> Probe:
     )
 
 
+TWILIO_PATH = "/webhook/twilio"
+TWILIO_FIELDS = (
+    "MessageSid",
+    "AccountSid",
+    "From",
+    "To",
+    "Body",
+    "NumMedia",
+    "ProfileName",
+    "WaId",
+)
+FORM = "application/x-www-form-urlencoded"
+_PRINTABLE = re.compile(r"[\x21-\x7e]+")
+# Twilio's field rules, from its documentation: ids and numbers are printable ASCII.
+_TWILIO_LIMITS = {"MessageSid": 64, "AccountSid": 64, "From": 64, "To": 64, "WaId": 64}
+FORM_VALUES = st.one_of(
+    EDGE_TEXT,
+    EDGE_NUMBERS.map(str),
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=60, max_size=70),
+)
+
+
+@st.composite
+def _twilio_pairs(draw: st.DrawFn) -> list[tuple[str, str]]:
+    """A Twilio form: mostly well formed, with edge values, dropped and repeated keys."""
+    fields = {
+        "MessageSid": f"SM{draw(st.integers(0, 2**128)):032x}",
+        "AccountSid": draw(st.sampled_from([TWILIO_SID, TWILIO_SID, "AC" + "0" * 32])),
+        "From": f"whatsapp:+996{draw(st.integers(0, 10**9 - 1)):09d}",
+        "To": draw(st.sampled_from([TWILIO_NUMBER, TWILIO_NUMBER, "whatsapp:+10000000000"])),
+        "Body": draw(EDGE_TEXT),
+        "NumMedia": draw(st.sampled_from(["0", "1", "100", "101", "-1", "x", " 5", "1e3"])),
+        "ProfileName": draw(EDGE_TEXT),
+        "WaId": draw(st.text(max_size=70)),
+    }
+    for key in draw(st.sets(st.sampled_from(TWILIO_FIELDS), max_size=2)):
+        fields[key] = draw(FORM_VALUES)
+    for key in draw(st.sets(st.sampled_from([k for k in TWILIO_FIELDS if k != "To"]), max_size=1)):
+        del fields[key]
+    pairs = list(fields.items())
+    pairs += draw(st.lists(st.tuples(st.text(max_size=8), FORM_VALUES), max_size=2))
+    for key in draw(st.lists(st.sampled_from(sorted(fields)), max_size=1)):  # a repeated key
+        pairs.insert(draw(st.integers(0, len(pairs))), (key, draw(FORM_VALUES)))
+    return pairs
+
+
+@st.composite
+def twilio_probes(draw: st.DrawFn) -> Probe:
+    """POST /webhook/twilio: forms signed right, wrong or not at all, and other bodies."""
+    pairs = draw(_twilio_pairs())
+    body = urlencode(pairs).encode()
+    content_type = draw(st.sampled_from([FORM, FORM, FORM, f"{FORM}; charset=utf-8"]))
+    kind = draw(st.sampled_from(["form", "form", "form", "form", "bytes", "json", "type"]))
+    if kind == "bytes":
+        body = draw(st.binary(max_size=200))
+    elif kind == "json":
+        body, content_type = json.dumps(dict(pairs)).encode(), "application/json"
+    elif kind == "type":
+        content_type = draw(CONTENT_TYPES)
+    signing = draw(st.sampled_from(["valid", "valid", "valid", "wrong", "none"]))
+    expect, message_id = twilio_contract(content_type, body, signing)
+    headers: list[tuple[str, str]] = []
+    if signing != "none":
+        signed = server_view(body) or []
+        signature = RequestValidator(TWILIO_TOKEN).compute_signature(
+            f"{PUBLIC_BASE_URL}{TWILIO_PATH}", MultiDict(signed)
+        )
+        headers.append(("X-Twilio-Signature", signature if signing == "valid" else "x" + signature))
+    return Probe(
+        method="POST",
+        path=TWILIO_PATH,
+        content_type=content_type,
+        body=body,
+        expect=expect,
+        message_id=message_id,
+        headers=tuple(headers),
+        provider="twilio",
+    )
+
+
+def server_view(body: bytes) -> list[tuple[str, str]] | None:
+    """The form as any form parser reads it; None when the body is not UTF-8."""
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def twilio_contract(content_type: str, body: bytes, signing: str) -> tuple[Expect, str | None]:
+    """What POST /webhook/twilio must answer: a message for the tenant's number, signed
+    with its auth token, with Twilio's fields valid, is queued; anything else refused."""
+    if content_type.split(";")[0].strip().lower() != FORM:
+        return ("refused" if content_type in (FORM, "application/json", "") else "any"), None
+    pairs = server_view(body)
+    if pairs is None:
+        return "refused", None
+    to = next((value for name, value in pairs if name == "To"), None)
+    if to != TWILIO_NUMBER or signing != "valid":
+        return "refused", None  # 404 for another number, 403 for the signature
+    names = [name for name, _ in pairs if name in TWILIO_FIELDS]
+    if len(names) != len(set(names)):
+        return "refused", None  # a Twilio field given twice
+    fields = dict(pairs)
+    required = ("MessageSid", "AccountSid", "From", "To")
+    if any(name not in fields for name in required):
+        return "refused", None
+    for name, limit in _TWILIO_LIMITS.items():
+        value = fields.get(name)
+        if value is not None and name in required and not _PRINTABLE.fullmatch(value):
+            return "refused", None
+        if value is not None and len(value) > limit:
+            return "refused", None
+    if len(fields.get("Body", "")) > 20_000 or len(fields.get("ProfileName", "")) > 256:
+        return "refused", None
+    media = fields.get("NumMedia", "0")
+    if not re.fullmatch(r"[0-9]{1,3}", media):
+        return "any", None  # how lax an integer parser is, is its own business
+    if int(media) > 100:
+        return "refused", None
+    if fields["AccountSid"] != TWILIO_SID:
+        return "refused", None  # signed with this tenant's token, for another account
+    return "queued", fields["MessageSid"]
+
+
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("chat2desk webhook", chat2desk_probes()),
+    Endpoint("twilio webhook", twilio_probes()),
     Endpoint("other routes", any_route_probes()),
 )

@@ -80,9 +80,11 @@ class AppliedWatcher:
     cost Redis one command per tick.
     """
 
-    def __init__(self, redis: Redis, key_prefix: str, tenant: str) -> None:
+    def __init__(
+        self, redis: Redis, key_prefix: str, tenant: str, provider: str = "chat2desk"
+    ) -> None:
         self._redis = redis
-        self._prefix = f"{key_prefix}processed:{tenant}:chat2desk:"
+        self._prefix = f"{key_prefix}processed:{tenant}:{provider}:"
         self._pending: dict[str, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self.applied = 0

@@ -2,7 +2,7 @@
 to the one fault that shows it, deterministically.
 
 Each failed before its fix (1: the null id got a 500; 2: the release hung; 3: the
-customer got the greeting twice) and passes with it.
+customer got the greeting twice; 4: the consumer's process died) and passes with it.
 """
 
 from __future__ import annotations
@@ -14,14 +14,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from aio_pika.abc import AbstractChannel
+import structlog.testing
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
+from orderbot.broker import BrokerLink
 from orderbot.client_lock import ClientLocks
+from orderbot.consumer import Consumer, ack
 from orderbot.resources import open_redis
 from orderbot.settings import Settings
+from tests.broker_tools import publish_raw
 from tests.conftest import WEBHOOK_TOKEN
 from tests.customers import Customer, expected_replies
 from tests.processes import free_port
@@ -94,3 +98,35 @@ async def test_a_step_cut_by_a_broker_side_close_does_not_send_its_reply_twice(
 
     assert [e.status for e in exits] == [0, 0, 0]
     assert provider.texts_for(customer.client_id) == expected_replies(["Hello", "Main street 12"])
+
+
+async def test_a_consumer_the_broker_refuses_at_first_keeps_trying_instead_of_dying(
+    settings: Settings, amqp: AbstractChannel
+) -> None:
+    # Found when RabbitMQ refused a worker's consume with INTERNAL_ERROR: the worker
+    # exited. The same refusal, made certain: the queue does not exist yet.
+    late_queue = settings.queue("declared-late")
+    handled = asyncio.Event()
+
+    async def handler(message: AbstractIncomingMessage) -> None:
+        handled.set()
+        await ack(message)
+
+    stop = asyncio.Event()
+    async with BrokerLink(settings, "test") as broker:
+        consumer = Consumer(broker, late_queue, handler, prefetch=1, shutdown_timeout=5)
+        with structlog.testing.capture_logs() as logs:
+            running = asyncio.create_task(consumer.run(stop))
+            async with asyncio.timeout(10):  # until the broker has refused it once
+                while not running.done() and not any(e["event"] == "consume_failed" for e in logs):
+                    await asyncio.sleep(0.01)
+        assert not running.done(), "the consumer gave up when the broker refused it"
+        await amqp.declare_queue(late_queue, durable=True)
+        try:
+            await publish_raw(amqp, late_queue, b"{}", message_id="late")
+            await asyncio.wait_for(handled.wait(), 30)
+            assert not running.done()
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 30)
+            await amqp.queue_delete(late_queue)

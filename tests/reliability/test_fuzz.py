@@ -21,11 +21,11 @@ from redis.asyncio import Redis
 
 from orderbot.settings import Settings
 from tests.broker_tools import depth
-from tests.conftest import WEBHOOK_TOKEN
+from tests.conftest import TWILIO_TOKEN, WEBHOOK_TOKEN
 from tests.reliability.books import record_lines
 from tests.reliability.chaos_provider import ChaosChat2Desk
 from tests.reliability.conftest import is_soak
-from tests.reliability.fuzz_endpoints import ENDPOINTS, Endpoint, Probe
+from tests.reliability.fuzz_endpoints import ENDPOINTS, TWILIO_PATH, Endpoint, Probe, server_view
 from tests.reliability.load import AppliedWatcher
 from tests.reliability.system import System
 
@@ -38,8 +38,10 @@ EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", 2000 if is_soak() els
 class FuzzLedger:
     probes: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
-    queued: set[str] = field(default_factory=set)  # ids of valid messages answered "queued"
+    # (provider, message id) of the messages answered "queued"
+    queued: set[tuple[str, str]] = field(default_factory=set)
     queued_answers: int = 0
+    twilio_accepted: set[str] = field(default_factory=set)  # MessageSids answered 200
     violations: list[str] = field(default_factory=list)
 
     def check(self, probe: Probe, status: int, body: bytes) -> None:
@@ -47,22 +49,34 @@ class FuzzLedger:
         self.statuses[status] = self.statuses.get(status, 0) + 1
         problems = []
         answer: object = None
+        twiml = probe.path == TWILIO_PATH and status == 200
         try:
-            answer = json.loads(body) if body else None
+            answer = json.loads(body) if body and not twiml else None
         except ValueError:
             if status >= 400 or probe.path.startswith("/webhook/"):  # /metrics is text
                 problems.append("the answer is not JSON")
+        if twiml:
+            # Twilio is answered TwiML; the server tells a first from a repeat only by
+            # queueing it, so a MessageSid's first 200 is the queued one.
+            if not body.startswith(b"<?xml"):
+                problems.append("a 200 to Twilio that is not TwiML")
+            sid = dict(server_view(probe.body) or []).get("MessageSid", "")
+            answer = {"status": "duplicate" if sid in self.twilio_accepted else "queued"}
+            self.twilio_accepted.add(sid)
         if status >= 500:
             problems.append(f"{status}")
         if status >= 400 and not (isinstance(answer, dict) and answer.get("error")):
             problems.append("an error without a JSON reason")
-        if WEBHOOK_TOKEN.encode() in body:
-            problems.append("the answer echoes the webhook token")
+        if WEBHOOK_TOKEN.encode() in body or TWILIO_TOKEN.encode() in body:
+            problems.append("the answer echoes a secret token")
         outcome = answer.get("status") if isinstance(answer, dict) else None
         if outcome == "queued":
             self.queued_answers += 1
-            if probe.message_id is not None:
-                self.queued.add(probe.message_id)
+            if probe.provider == "twilio":
+                sid = dict(server_view(probe.body) or []).get("MessageSid", "")
+                self.queued.add(("twilio", sid))
+            elif probe.message_id is not None:
+                self.queued.add((probe.provider, probe.message_id))
         if probe.expect == "queued" and not (status == 200 and outcome in ("queued", "duplicate")):
             problems.append(f"a valid client message answered {status} {outcome}")
         if probe.expect == "ignored" and not (status == 200 and outcome == "ignored"):
@@ -81,6 +95,8 @@ def _send(port: int, probe: Probe) -> tuple[int, bytes]:
         connection.putrequest(probe.method, probe.path, skip_accept_encoding=True)
         if probe.content_type is not None:
             connection.putheader("Content-Type", probe.content_type)
+        for name, value in probe.headers:
+            connection.putheader(name, value)
         connection.putheader("Content-Length", str(len(probe.body)))
         connection.endheaders(probe.body)
         response = connection.getresponse()
@@ -123,9 +139,15 @@ async def test_no_request_to_any_endpoint_gets_a_5xx_or_queues_an_invalid_messag
 
     await system.start_role("worker")
     await system.start_role("outbox_worker")
-    watcher = AppliedWatcher(redis, settings.redis_key_prefix, settings.tenant)
-    applied = await asyncio.gather(*(watcher.wait(m, timeout=60) for m in sorted(ledger.queued)))
-    await watcher.close()
+    watchers = {
+        provider: AppliedWatcher(redis, settings.redis_key_prefix, settings.tenant, provider)
+        for provider in ("chat2desk", "twilio")
+    }
+    applied = await asyncio.gather(
+        *(watchers[p].wait(m, timeout=60) for p, m in sorted(ledger.queued))
+    )
+    for watcher in watchers.values():
+        await watcher.close()
     exits = await system.stop_all()
     parked = await depth(amqp, settings.queue("dlq"))
     left = await depth(amqp, settings.queue("messages"))
@@ -134,7 +156,8 @@ async def test_no_request_to_any_endpoint_gets_a_5xx_or_queues_an_invalid_messag
         [
             f"fuzz: {ledger.probes} requests over {len(ENDPOINTS)} endpoints, answers "
             + ", ".join(f"{k}: {v}" for k, v in sorted(ledger.statuses.items())),
-            f"  queued {queued} (answered queued: {ledger.queued_answers}), applied "
+            f"  queued {queued} (answered queued: {ledger.queued_answers}, of them Twilio "
+            f"{len([m for m in ledger.queued if m[0] == 'twilio'])}), applied "
             f"{sum(applied)}, parked {parked}, violations {len(ledger.violations)}",
         ],
     )
