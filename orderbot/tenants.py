@@ -148,6 +148,7 @@ class TenantDirectory:
 
     def _replace(self, rows: Iterable[Tenant], unreadable: frozenset[str] = frozenset()) -> None:
         by_slug = {tenant.slug: tenant for tenant in rows}
+        self._unreadable = unreadable
         if self._settings_tenant.slug not in unreadable:  # a broken row is not overridden
             by_slug.setdefault(self._settings_tenant.slug, self._settings_tenant)
         register_secrets(s for tenant in by_slug.values() for s in tenant.secrets())
@@ -167,10 +168,20 @@ class TenantDirectory:
 
     def by_webhook_token(self, token: str) -> Tenant | None:
         # A hash lookup: its timing says nothing about the stored token.
-        return self._by_hash.get(webhook_token_hash(token))
+        return self.by_webhook_token_hash(webhook_token_hash(token))
+
+    def by_webhook_token_hash(self, digest: str) -> Tenant | None:
+        return self._by_hash.get(digest)
 
     def by_twilio_number(self, number: str) -> Tenant | None:
         return self._by_number.get(number)
+
+    def unavailable(self, key: str) -> bool:
+        """Whether a lookup that found nothing may be a tenant this process cannot read
+        yet: the table was not read once, or `key` (a slug, webhook token hash or Twilio
+        number) belongs to a row that does not decrypt. Such a webhook must be answered
+        "retry later", not refused: the provider drops a message refused with a 4xx."""
+        return not self.loaded or key in self._unreadable
 
     def all(self) -> list[Tenant]:
         return sorted(self._by_slug.values(), key=lambda t: t.slug)
@@ -187,7 +198,16 @@ class TenantDirectory:
                 # (webhooks refused, replies retried through the outbox until the key is
                 # fixed or they give up into the DLQ); every other tenant goes on.
                 log.error("tenant_unreadable", tenant=row["slug"], error="wrong master key")
-                unreadable.add(row["slug"])
+                # The plain columns still name it, so its webhooks get a 503, not a 4xx.
+                unreadable.update(
+                    key
+                    for key in (
+                        row["slug"],
+                        row["chat2desk_webhook_token_sha256"],
+                        row["twilio_whatsapp_from"],
+                    )
+                    if key
+                )
         self._replace(tenants, frozenset(unreadable))
         if not self.loaded:
             log.info("tenants_loaded", count=len(tenants))

@@ -19,7 +19,7 @@ from orderbot.envelopes import Conversation, InboundMessage
 from orderbot.tenants import Tenant, webhook_token_hash
 from server.errors import json_error
 from server.ingest import BROKER, accept, read_json, validation_error
-from server.tenancy import TENANTS, not_loaded_yet
+from server.tenancy import TENANTS, tenant_unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -78,10 +78,11 @@ def _refused(status: int, reason: str, error: str) -> web.Response:
 async def chat2desk_webhook(request: web.Request) -> web.Response:
     """`/webhook/chat2desk/{token}`: the token alone names the tenant."""
     directory = request.app[TENANTS]
-    tenant = directory.by_webhook_token(request.match_info["token"])
+    digest = webhook_token_hash(request.match_info["token"])
+    tenant = directory.by_webhook_token_hash(digest)
     if tenant is None:
-        if not directory.loaded:
-            return not_loaded_yet("chat2desk")
+        if directory.unavailable(digest):
+            return tenant_unavailable("chat2desk")
         return _refused(403, "bad_token", "invalid webhook token")
     return await _serve(request, tenant)
 
@@ -92,8 +93,8 @@ async def chat2desk_tenant_webhook(request: web.Request) -> web.Response:
     directory = request.app[TENANTS]
     tenant = directory.get(request.match_info["tenant"])
     if tenant is None:
-        if not directory.loaded:
-            return not_loaded_yet("chat2desk")
+        if directory.unavailable(request.match_info["tenant"]):
+            return tenant_unavailable("chat2desk")
         return json_error(404, "unknown tenant")  # counted as not_found by the middleware
     expected = tenant.webhook_token_sha256
     given = webhook_token_hash(request.match_info["token"])

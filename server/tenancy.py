@@ -23,8 +23,8 @@ async def tenants_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def not_loaded_yet(provider: str) -> web.Response:
-    """Until the table was read, an unknown token may be a tenant not read yet: a
-    503 makes the provider retry, where a 403 or 404 would lose the message."""
+def tenant_unavailable(provider: str) -> web.Response:
+    """A tenant not read yet (or whose row does not decrypt with this process's master
+    key): a 503 makes the provider retry, where a 403 or 404 would lose the message."""
     metrics.WEBHOOKS_REJECTED.labels(provider, "tenants_unavailable").inc()
-    return json_error(503, "tenants not loaded yet, retry later", headers={"Retry-After": "5"})
+    return json_error(503, "tenant not available, retry later", headers={"Retry-After": "5"})

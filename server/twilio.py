@@ -18,7 +18,7 @@ from orderbot.envelopes import Conversation, InboundMessage
 from server import twilio_signature
 from server.errors import json_error
 from server.ingest import BROKER, SETTINGS, accept, validation_error
-from server.tenancy import TENANTS, not_loaded_yet
+from server.tenancy import TENANTS, tenant_unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -75,8 +75,8 @@ async def twilio_webhook(request: web.Request) -> web.Response:
     tenant = directory.by_twilio_number(to) if to else None
     credentials = tenant.twilio_credentials() if tenant else None
     if tenant is None or credentials is None:
-        if not directory.loaded:
-            return not_loaded_yet("twilio")
+        if directory.unavailable(to or ""):
+            return tenant_unavailable("twilio")
         _rejected("unknown_number")
         return json_error(404, "unknown number")
     account_sid, token, _ = credentials

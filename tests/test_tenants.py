@@ -321,6 +321,46 @@ async def test_a_disabled_tenant_is_refused_on_every_webhook_and_nothing_is_queu
     assert await depth(amqp, settings.queue("messages")) == 0
 
 
+async def test_a_tenant_sealed_with_another_key_is_answered_retry_later_not_refused(
+    client: Client,
+    amqp: AbstractChannel,
+    settings: Settings,
+    db: asyncpg.Connection,
+    issue: Callable[[str], Business],
+) -> None:
+    """A wrong master key is an operator's mistake to fix, not a reason to lose the
+    messages: a 4xx makes the provider drop them, a 503 makes it send them again."""
+    business = issue("sealed")
+    await tenant_store.add(db, business.slug, business.changes(), SecretBox(new_key()))
+    try:
+        app = client.app
+        assert app is not None
+        directory = app[TENANTS]
+
+        async def seen_unreadable() -> bool:
+            return bool(directory.loaded and directory.unavailable(business.slug))
+
+        await eventually(seen_unreadable)  # the NOTIFY of the insert reached the server
+        form = twilio_form(business, "whatsapp:+996555000111", "hi")
+
+        chat2desk = [
+            await client.post(chat2desk_url(business, own_url=own), json=Customer().says("hi"))
+            for own in (True, False)
+        ]
+        twilio = await client.post(
+            "/webhook/twilio",
+            data=urlencode(form),
+            headers=twilio_headers(form, business.twilio_token),
+        )
+
+        assert [r.status for r in chat2desk] == [503, 503]
+        assert twilio.status == 503
+        assert all(r.headers["Retry-After"] == "5" for r in [*chat2desk, twilio])
+        assert await depth(amqp, settings.queue("messages")) == 0
+    finally:
+        await db.execute("DELETE FROM tenants WHERE slug = $1", business.slug)
+
+
 async def test_a_reply_for_a_disabled_tenant_is_parked_with_the_reason(
     services: Services,
     outbox_worker: asyncio.Task[None],
