@@ -53,6 +53,32 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+def _segment(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        # One path segment, and not "." or ".." (which a URL resolves away).
+        "schema": {"type": "string", "pattern": "^[^{}/]*[^{}/.][^{}/]*$"},
+    }
+
+
+def _chat2desk_hook(operation_id: str, summary: str, *parameters: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "parameters": list(parameters),
+            "requestBody": {"required": True, "content": _json(_CHAT2DESK_HOOK)},
+            "responses": _responses(
+                {"description": "queued, duplicate or ignored", "content": _json(_STATUS)},
+                *(400, 403, 404, 413, 422, 429, 503),
+            ),
+        }
+    }
+
+
 def _responses(ok: dict[str, Any], *errors: int) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": ok}
     for status in errors:
@@ -158,35 +184,17 @@ def openapi_document() -> dict[str, Any]:
                 ),
             }
         },
-        "/webhook/chat2desk/{token}": {
-            "post": {
-                "operationId": "chat2deskWebhook",
-                "summary": "Chat2Desk's hook: a client message is queued, other events ignored",
-                "parameters": [
-                    {
-                        "name": "token",
-                        "in": "path",
-                        "required": True,
-                        "description": "CHAT2DESK_WEBHOOK_TOKEN",
-                        # One path segment, and not "." or ".." (which a URL resolves away).
-                        "schema": {"type": "string", "pattern": "^[^{}/]*[^{}/.][^{}/]*$"},
-                    }
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": _json(_CHAT2DESK_HOOK),
-                },
-                "responses": _responses(
-                    {"description": "queued, duplicate or ignored", "content": _json(_STATUS)},
-                    400,
-                    403,
-                    413,
-                    422,
-                    429,
-                    503,
-                ),
-            }
-        },
+        "/webhook/chat2desk/{token}": _chat2desk_hook(
+            "chat2deskWebhook",
+            "Chat2Desk's hook: a client message is queued, other events ignored",
+            _segment("token", "a tenant's Chat2Desk webhook token (CHAT2DESK_WEBHOOK_TOKEN)"),
+        ),
+        "/webhook/chat2desk/{tenant}/{token}": _chat2desk_hook(
+            "chat2deskTenantWebhook",
+            "Chat2Desk's hook at a tenant's own URL: the token must be that tenant's",
+            _segment("tenant", "the tenant's slug"),
+            _segment("token", "the tenant's Chat2Desk webhook token"),
+        ),
         "/webhook/twilio": {
             "post": {
                 "operationId": "twilioWebhook",
