@@ -90,12 +90,17 @@ CREATE TABLE IF NOT EXISTS tenants (
     webhook_rate_limit_tenant      INTEGER     CHECK (webhook_rate_limit_tenant > 0),
     webhook_rate_limit_customer    INTEGER     CHECK (webhook_rate_limit_customer > 0),
     send_rate_limit                INTEGER     CHECK (send_rate_limit > 0),
+    -- The operator API key of this business, as its SHA-256 (the key is shown once, at add).
+    operator_api_key_sha256        TEXT        UNIQUE,
     created_at                     TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at                     TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
 -- Every process caches the table and LISTENs here, so a change reaches them without a
 -- restart (they also re-read it every TENANTS_RELOAD_INTERVAL in case a NOTIFY is missed).
+-- Added after the table first shipped: a database migrated before gets the column too.
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS operator_api_key_sha256 TEXT UNIQUE;
+
 CREATE OR REPLACE FUNCTION orderbot_tenants_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -63,6 +63,10 @@ def _tenants_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         for limit in ("webhook-rate-limit-tenant", "webhook-rate-limit-customer"):
             command.add_argument(f"--{limit}", type=int, help="per minute")
         command.add_argument("--send-rate-limit", type=int, help="send calls per minute")
+        command.add_argument(
+            "--operator-api-key",
+            help=f"bearer key of this tenant's /api/ (at least 16 characters) {_HIDDEN_HELP}",
+        )
         if name == "update":
             command.add_argument("--enable", action="store_true", help="serve it again")
     listing = tenants_sub.add_parser("list", help="show tenants (never their secrets)")

@@ -19,7 +19,12 @@ from orderbot import tenant_store
 from orderbot.secret_box import SecretBox, UnreadableSecret, new_key
 from orderbot.settings import Settings
 
-_SECRETS = ("chat2desk_api_token", "chat2desk_webhook_token", "twilio_auth_token")
+_SECRETS = (
+    "chat2desk_api_token",
+    "chat2desk_webhook_token",
+    "twilio_auth_token",
+    "operator_api_key",
+)
 _FIELDS = (
     "name",
     *_SECRETS,

@@ -12,7 +12,12 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
 from orderbot.secret_box import SecretBox
-from orderbot.tenants import SLUG_PATTERN, tenant_from_row, webhook_token_hash
+from orderbot.tenants import (
+    SLUG_PATTERN,
+    operator_key_hash,
+    tenant_from_row,
+    webhook_token_hash,
+)
 
 
 class TenantExists(Exception):
@@ -42,6 +47,8 @@ class TenantChanges(BaseModel):
     webhook_rate_limit_tenant: int | None = Field(default=None, ge=1)
     webhook_rate_limit_customer: int | None = Field(default=None, ge=1)
     send_rate_limit: int | None = Field(default=None, ge=1)
+    # The same rule as OPERATOR_API_KEY: a short key can be guessed.
+    operator_api_key: str | None = Field(default=None, min_length=16, max_length=512)
 
     def columns(self, box: SecretBox | None) -> dict[str, Any]:
         """Column values, secrets encrypted (a box is needed only when one is given)."""
@@ -52,6 +59,8 @@ class TenantChanges(BaseModel):
             for name in (*plain, *limits)
             if getattr(self, name) is not None
         }
+        if self.operator_api_key is not None:  # only its hash: it opens the API, not a box
+            values["operator_api_key_sha256"] = operator_key_hash(self.operator_api_key)
         secrets = (self.chat2desk_api_token, self.twilio_auth_token, self.chat2desk_webhook_token)
         if box is None:
             if any(secret is not None for secret in secrets):
@@ -83,7 +92,14 @@ _SECRET_COLUMNS = (
 def _conflict(exc: asyncpg.UniqueViolationError) -> Exception:
     if exc.constraint_name == "tenants_pkey":
         return TenantExists("a tenant with this slug exists")
-    what = "webhook token" if "webhook" in (exc.constraint_name or "") else "WhatsApp number"
+    constraint = exc.constraint_name or ""
+    what = (
+        "webhook token"
+        if "webhook" in constraint
+        else "operator API key"
+        if "operator" in constraint
+        else "WhatsApp number"
+    )
     return TenantConflict(f"another tenant already uses this {what}")
 
 
@@ -134,6 +150,7 @@ async def listing(conn: asyncpg.Connection) -> list[dict[str, Any]]:
             "webhook_rate_limit_tenant": row["webhook_rate_limit_tenant"],
             "webhook_rate_limit_customer": row["webhook_rate_limit_customer"],
             "send_rate_limit": row["send_rate_limit"],
+            "operator_api": row["operator_api_key_sha256"] is not None,
             "updated_at": row["updated_at"].isoformat(),
         }
         for row in rows

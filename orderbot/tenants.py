@@ -38,6 +38,12 @@ def webhook_token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def operator_key_hash(key: str) -> str:
+    """The lookup key of an operator API key: keys are long and random, so a plain
+    SHA-256 is enough, and the table holds nothing that opens the API."""
+    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+
+
 class Tenant(BaseModel):
     """One business: its credentials (decrypted, in memory only) and its limits.
 
@@ -57,6 +63,7 @@ class Tenant(BaseModel):
     webhook_rate_limit_tenant: int | None = None
     webhook_rate_limit_customer: int | None = None
     send_rate_limit: int | None = None
+    operator_api_key_sha256: str | None = None
     from_settings: bool = False
 
     @property
@@ -113,6 +120,7 @@ def tenant_from_row(row: asyncpg.Record, box: SecretBox) -> Tenant:
         webhook_rate_limit_tenant=row["webhook_rate_limit_tenant"],
         webhook_rate_limit_customer=row["webhook_rate_limit_customer"],
         send_rate_limit=row["send_rate_limit"],
+        operator_api_key_sha256=row["operator_api_key_sha256"],
     )
 
 
@@ -154,14 +162,18 @@ class TenantDirectory:
         register_secrets(s for tenant in by_slug.values() for s in tenant.secrets())
         by_hash: dict[str, Tenant] = {}
         by_number: dict[str, Tenant] = {}
+        by_operator_key: dict[str, Tenant] = {}
         # The settings' tenant first, so a row claiming the same token or number wins.
         for tenant in sorted(by_slug.values(), key=lambda t: not t.from_settings):
             if (digest := tenant.webhook_token_sha256) is not None:
                 by_hash[digest] = tenant
             if tenant.twilio_whatsapp_from:
                 by_number[tenant.twilio_whatsapp_from] = tenant
+            if tenant.operator_api_key_sha256:
+                by_operator_key[tenant.operator_api_key_sha256] = tenant
         # Swapped in whole: a reader never sees half of a reload.
         self._by_slug, self._by_hash, self._by_number = by_slug, by_hash, by_number
+        self._by_operator_key = by_operator_key
 
     def get(self, slug: str) -> Tenant | None:
         return self._by_slug.get(slug)
@@ -172,6 +184,9 @@ class TenantDirectory:
 
     def by_webhook_token_hash(self, digest: str) -> Tenant | None:
         return self._by_hash.get(digest)
+
+    def by_operator_key(self, key: str) -> Tenant | None:
+        return self._by_operator_key.get(operator_key_hash(key))
 
     def by_twilio_number(self, number: str) -> Tenant | None:
         return self._by_number.get(number)

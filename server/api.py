@@ -32,6 +32,7 @@ from server.auth import KeyAuthenticator, Principal
 from server.errors import json_error
 from server.ingest import BROKER, REDIS, SETTINGS
 from server.openapi import openapi_document
+from server.tenancy import TENANTS
 
 log = structlog.get_logger(__name__)
 
@@ -65,9 +66,9 @@ def register_api(app: web.Application) -> None:
 
 async def _api_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    auth = KeyAuthenticator.from_settings(settings)
+    auth = KeyAuthenticator.from_settings(settings, app[TENANTS])
     if auth is None:
-        log.info("operator_api_disabled", reason="OPERATOR_API_KEY is not set")
+        log.info("operator_api_disabled", reason="neither OPERATOR_API_KEY nor tenant keys")
         yield
         return
     # min_size=0: the server starts (and takes webhooks) while the database is down.

@@ -32,13 +32,19 @@ from orderbot.envelopes import Conversation, InboundMessage, OutboundReply, enco
 from orderbot.logging import configure_logging
 from orderbot.secret_box import SecretBox, UnreadableSecret, new_key
 from orderbot.settings import ConfigError, Settings, load_settings
-from orderbot.tenants import TenantDirectory, open_tenant_directory, webhook_token_hash
+from orderbot.tenants import (
+    TenantDirectory,
+    open_tenant_directory,
+    operator_key_hash,
+    webhook_token_hash,
+)
 from orderbot.topology import Topology
 from server.tenancy import TENANTS
 from tests.broker_tools import depth, publish_raw, take_all, wait_depth
 from tests.conftest import PUBLIC_BASE_URL, TWILIO_TOKEN
 from tests.customers import HAPPY_PATH_RU, Customer, expected_replies
 from tests.fake_provider import FakeChat2Desk, SentMessage
+from tests.operator_tools import bearer, insert_order
 from tests.processes import free_port, orderbot_cli, wait_http_ok
 from tests.services import Services
 
@@ -57,6 +63,7 @@ class Business:
     twilio_sid: str
     twilio_token: str
     number: str
+    operator_key: str
 
     def changes(self, **overrides: Any) -> tenant_store.TenantChanges:
         values: dict[str, Any] = {
@@ -66,6 +73,7 @@ class Business:
             "twilio_account_sid": self.twilio_sid,
             "twilio_auth_token": self.twilio_token,
             "twilio_whatsapp_from": self.number,
+            "operator_api_key": self.operator_key,
         }
         return tenant_store.TenantChanges(**{**values, **overrides})
 
@@ -83,6 +91,7 @@ def new_business(label: str) -> Business:
         twilio_sid=f"AC{tag}",
         twilio_token=f"tw-{label}-{tag}",
         number=f"whatsapp:+1{uuid.uuid4().int % 10**10:010d}",
+        operator_key=f"ops-{label}-{tag}",
     )
 
 
@@ -123,7 +132,12 @@ def no_secret_in_captured_output(
     captured = capsys.readouterr()
     output = captured.out + captured.err + caplog.text
     for business in issued:
-        for secret in (business.api_token, business.webhook_token, business.twilio_token):
+        for secret in (
+            business.api_token,
+            business.webhook_token,
+            business.twilio_token,
+            business.operator_key,
+        ):
             assert secret not in output
     assert master_key not in output
 
@@ -670,6 +684,40 @@ async def _update_silently(
         await tenant_store.update(db, slug, changes, box)
 
 
+# --- Operator API -------------------------------------------------------------------------
+
+
+async def test_each_tenants_operator_key_sees_and_moves_only_its_own_orders(
+    a: Business, b: Business, client: Client, db: asyncpg.Connection
+) -> None:
+    await tenants_loaded(client, a, b)
+    ours = await insert_order(db, tenant=a.slug, client_id="42")
+    theirs = await insert_order(db, tenant=b.slug, client_id="42")
+
+    listed = await client.get("/api/orders", headers=bearer(a.operator_key))
+    foreign = await client.get(f"/api/orders/{theirs}", headers=bearer(a.operator_key))
+    moved = await client.post(
+        f"/api/orders/{theirs}/status", json={"status": "PREPARING"}, headers=bearer(b.operator_key)
+    )
+
+    assert listed.status == 200
+    assert [order["id"] for order in (await listed.json())["orders"]] == [ours]
+    assert foreign.status == 404
+    assert moved.status == 200, await moved.text()
+    assert await db.fetchval("SELECT status FROM orders WHERE id = $1", ours) == "CONFIRMED"
+
+
+async def test_a_disabled_tenants_operator_key_gets_401(
+    add: Callable[..., Awaitable[Business]], client: Client
+) -> None:
+    business = await add("off", active=False)
+    await tenants_loaded(client, business)
+
+    response = await client.get("/api/orders", headers=bearer(business.operator_key))
+
+    assert response.status == 401
+
+
 # --- Secrets -----------------------------------------------------------------------------
 
 
@@ -796,6 +844,7 @@ async def test_cli_add_list_update_disable_and_reencrypt_round_trip(
         "T_API": business.api_token,
         "T_HOOK": business.webhook_token,
         "T_TWILIO": business.twilio_token,
+        "T_OPS": business.operator_key,
     }
     env = {**config, **secrets}
 
@@ -820,6 +869,8 @@ async def test_cli_add_list_update_disable_and_reencrypt_round_trip(
             business.number,
             "--webhook-rate-limit-customer",
             "5",
+            "--operator-api-key",
+            "env:T_OPS",
         )
         again = await cli("add", business.slug, "--name", "twice")
         updated = await cli(
@@ -855,6 +906,7 @@ async def test_cli_add_list_update_disable_and_reencrypt_round_trip(
         business.number,
     )
     assert (mine["webhook_rate_limit_customer"], mine["send_rate_limit"]) == (5, 9)
+    assert mine["operator_api"] is True
     assert business.slug in table[1]
     output = "".join(
         out + err for _, out, err in (added, updated, disabled, listed, table, rotated)
@@ -862,6 +914,7 @@ async def test_cli_add_list_update_disable_and_reencrypt_round_trip(
     for secret in secrets.values():
         assert secret not in output
     assert row is not None
+    assert row["operator_api_key_sha256"] == operator_key_hash(business.operator_key)
     assert SecretBox(rotated_key).decrypt(row["twilio_auth_token_enc"]) == business.twilio_token
     with pytest.raises(UnreadableSecret):
         SecretBox(master_key).decrypt(row["twilio_auth_token_enc"])
