@@ -16,11 +16,16 @@ import aio_pika
 import aiormq
 import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from yarl import URL
 
 from orderbot.settings import Settings
 from orderbot.topology import Topology, declare_topology
 
 log = structlog.get_logger(__name__)
+
+# The first connection, its channel and the topology must be done within this many
+# PUBLISH_TIMEOUTs, or the attempt is abandoned and made again.
+FIRST_CONNECT_TIMEOUTS = 3
 
 
 class BrokerUnavailable(Exception):
@@ -58,13 +63,20 @@ class BrokerLink:
         while True:
             connection: AbstractRobustConnection | None = None
             try:
-                connection = await aio_pika.connect_robust(
-                    self._url,
-                    client_properties={"connection_name": f"orderbot-{self._role}"},
-                    timeout=self._timeout,
-                )
-                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                await declare_topology(channel, self.topology)
+                # Bounded as a whole: a first attempt that times out can leave aio-pika's
+                # connect waiting forever (its reconnect loop never reports back), and a
+                # process that never connects and never says so is worse than a retry.
+                async with asyncio.timeout(FIRST_CONNECT_TIMEOUTS * self._timeout):
+                    # The name goes in the URL (aiormq reads it there): connect_robust
+                    # dropped its client_properties once given a URL.
+                    connection = aio_pika.RobustConnection(
+                        URL(self._url).update_query(name=f"orderbot-{self._role}")
+                    )
+                    await connection.connect(timeout=self._timeout)
+                    channel = await connection.channel(
+                        publisher_confirms=True, on_return_raises=True
+                    )
+                    await declare_topology(channel, self.topology)
             except aiormq.exceptions.ChannelPreconditionFailed as exc:
                 # An existing queue was declared with other arguments: retrying cannot help.
                 log.error("broker_topology_mismatch", error=str(exc))

@@ -58,6 +58,9 @@ class Books:
     # ("kill", "redis_kill", ...), or "unexplained".
     duplicates_by_cause: dict[str, int] = field(default_factory=dict)
     unexplained_duplicates: list[str] = field(default_factory=list)
+    # For each customer with an unexplained repeat: owed replies, then every delivery
+    # with its time since the load began (and "late"), for the JSON report.
+    evidence: dict[str, list[str]] = field(default_factory=dict)
     late_deliveries: int = 0
     provider_refusals: dict[int, int] = field(default_factory=dict)
     left_in_queues: dict[str, int] = field(default_factory=dict)
@@ -257,6 +260,7 @@ async def close_books(
     poison_ids: set[str],
     drain_seconds: float,
     restarts_to_finish: int,
+    started: float,  # time.monotonic() when the load began
 ) -> Books:
     shoppers = [s for s in load.shoppers if s.message_ids]
     books = Books(
@@ -325,7 +329,17 @@ async def close_books(
             cause = cause_of_repeat(log, repeat, original, books.faults)
             causes[cause] += 1
             if cause == "unexplained":
-                books.unexplained_duplicates.append(label)
+                first, again = log[original][0] - started, log[repeat][0] - started
+                books.unexplained_duplicates.append(
+                    f"{label} (first at {first:.2f}s, again at {again:.2f}s)"
+                )
+                books.evidence[shopper.client_id] = [
+                    *(f"owed: {text[:50]}" for text in owed.replies),
+                    *(
+                        f"{at - started:7.2f}s{' late' if late else ''}: {text[:50]}"
+                        for (at, late), text in zip(log, delivered, strict=True)
+                    ),
+                ]
         books.duplicates_by_cause = dict(causes)
         books.replies_unexpected += [
             f"{shopper.client_id}: {delivered[i][:60]}" for i in match.unexpected

@@ -115,6 +115,7 @@ class Harness:
                 poison_ids=poison_ids,
                 drain_seconds=drained,
                 restarts_to_finish=restarts,
+                started=started,
             )
         print("\n".join(books.lines()), flush=True)
         return books

@@ -81,11 +81,18 @@ class System:
         return await self.spawn(role, **env)
 
     async def _ready(self, process: OrderbotProcess) -> None:
-        if process.role == "server":
-            await process.wait_log('"broker_connected"', timeout=READY_TIMEOUT)
-            await wait_http_ok(f"{self.base_url}/health", timeout=READY_TIMEOUT)
-        else:
-            await process.wait_log('"consuming"', timeout=READY_TIMEOUT)
+        try:
+            if process.role == "server":
+                await process.wait_log('"broker_connected"', timeout=READY_TIMEOUT)
+                await wait_http_ok(f"{self.base_url}/health", timeout=READY_TIMEOUT)
+            else:
+                await process.wait_log('"consuming"', timeout=READY_TIMEOUT)
+        except TimeoutError:
+            await self._dump_tasks([process])  # where its start-up waits
+            raise AssertionError(
+                f"{process.log_path.stem} not ready in {READY_TIMEOUT}s; its log and tasks:\n"
+                + process.logs()[-6000:]
+            ) from None
 
     async def replace(self, dead: OrderbotProcess) -> OrderbotProcess:
         """Start a new process in the role of `dead` (which has exited) and wait until ready."""
@@ -122,7 +129,10 @@ class System:
 
     async def dump_tasks(self) -> None:
         """Have every live process log its asyncio tasks (tests/reliability/taskdump)."""
-        live = [p for p in self.processes if p.process and p.process.returncode is None]
+        await self._dump_tasks(self.processes)
+
+    async def _dump_tasks(self, processes: list[OrderbotProcess]) -> None:
+        live = [p for p in processes if p.process and p.process.returncode is None]
         marks = {p: p.logs().count('"task_dump_end"') for p in live}
         for process in live:
             process.send(signal.SIGUSR1)

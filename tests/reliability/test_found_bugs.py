@@ -2,7 +2,8 @@
 to the one fault that shows it, deterministically.
 
 Each failed before its fix (1: the null id got a 500; 2: the release hung; 3: the
-customer got the greeting twice; 4: the consumer's process died) and passes with it.
+customer got the greeting twice; 4: the consumer's process died; 5: the process never
+connected) and passes with it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+import aio_pika
 import pytest
 import structlog.testing
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
@@ -130,3 +132,30 @@ async def test_a_consumer_the_broker_refuses_at_first_keeps_trying_instead_of_dy
             stop.set()
             await asyncio.wait_for(running, 30)
             await amqp.queue_delete(late_queue)
+
+
+async def test_a_first_broker_connection_that_hangs_is_abandoned_and_made_again(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found when a server restarted on an overloaded machine never connected and never
+    # said so: aio-pika's connect_robust, whose first try was cancelled, waited forever.
+    # The hang, made certain: the first connect never returns; later ones work.
+    connect = aio_pika.RobustConnection.connect
+    tries = 0
+
+    async def hang_the_first_time(connection: aio_pika.RobustConnection, **kwargs: Any) -> None:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            await asyncio.Event().wait()  # never set: a connect that never returns
+        await connect(connection, **kwargs)
+
+    monkeypatch.setattr(aio_pika.RobustConnection, "connect", hang_the_first_time)
+    settings = make_settings(publish_timeout="300ms")
+    async with BrokerLink(settings, "test") as broker:
+        assert await asyncio.wait_for(broker.wait_connected(), 20)
+        assert broker.is_ready
+        assert tries == 2
+        channel = await broker.connection.channel()
+        for name in broker.topology.all_queues:
+            await channel.queue_delete(name)
