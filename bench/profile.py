@@ -81,6 +81,14 @@ IDLE_LEAVES = (
     "_worker (concurrent/futures/thread.py",
     "Runner.run (asyncio/runners.py",
 )
+# A sample whose last Python frame is one of these is in the kernel's send(): asyncio's
+# transport is Python; uvloop's is C, so the stream writer calling it is the leaf.
+_SEND_LEAVES = (
+    "_SelectorSocketTransport.write",
+    "StreamWriter.write (",
+    "StreamWriter.writelines (",
+    "StreamWriter._writelines (",
+)
 _LOOP_FILES = (
     "(asyncio/",
     "(selectors.py",
@@ -142,7 +150,7 @@ def summarize(path: Path, top: int = 25) -> dict[str, Any]:
         for frame in set(frames):
             inclusive[frame] += count
         components[component(frames)] += count
-        if frames[-1].startswith("_SelectorSocketTransport.write"):
+        if frames[-1].startswith(_SEND_LEAVES):
             writes[component(frames)] += count
 
     def table(counter: collections.Counter[str]) -> list[tuple[str, float]]:
