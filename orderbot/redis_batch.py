@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 log = structlog.get_logger(__name__)
@@ -137,7 +138,10 @@ class RedisBatch:
         """
         conn = self._conn
         if conn is None:
-            conn = self._conn = await self._redis.connection_pool.get_connection()
+            try:
+                conn = self._conn = await self._redis.connection_pool.get_connection()
+            except RuntimeError as exc:
+                raise _lost(exc) from exc
         commands = [
             call.command if call.script is None else ("EVALSHA", call.script.sha, *call.command)
             for call in calls
@@ -150,12 +154,21 @@ class RedisBatch:
                     replies.append(await conn.read_response())
                 except ResponseError as exc:
                     replies.append(exc)
-        except BaseException:
+        except BaseException as exc:
             self._conn = None
             await conn.disconnect(nowait=True)
             await self._redis.connection_pool.release(conn)
+            if isinstance(exc, RuntimeError):
+                raise _lost(exc) from exc
             raise
         return replies
+
+
+def _lost(exc: RuntimeError) -> RedisConnectionError:
+    """uvloop reports a write to a transport Redis closed (CLIENT KILL, a restart, a cut
+    mid-handshake) as RuntimeError, which redis-py passes on as it is; callers treat a
+    lost connection as a dependency outage (fail open, wait and retry), never a 500."""
+    return RedisConnectionError(f"connection lost: {exc}")
 
 
 def _log_failure(future: asyncio.Future[Any], what: str) -> None:

@@ -27,6 +27,8 @@ from tests.reliability.chaos_provider import ChaosChat2Desk
 from tests.reliability.faults import FaultRecord
 from tests.reliability.load import Load, Shopper
 
+EVIDENCE_WINDOW = 3.0  # seconds of deliveries kept around an unexplained repeat
+
 # The report lines of every run in this pytest session, for the terminal summary.
 RECORDED: list[list[str]] = []
 
@@ -58,8 +60,8 @@ class Books:
     # ("kill", "redis_kill", ...), or "unexplained".
     duplicates_by_cause: dict[str, int] = field(default_factory=dict)
     unexplained_duplicates: list[str] = field(default_factory=list)
-    # For each customer with an unexplained repeat: owed replies, then every delivery
-    # with its time since the load began (and "late"), for the JSON report.
+    # For each unexplained repeat: the customer's deliveries around it, with their time
+    # since the load began (and "late"), for the JSON report.
     evidence: dict[str, list[str]] = field(default_factory=dict)
     late_deliveries: int = 0
     provider_refusals: dict[int, int] = field(default_factory=dict)
@@ -204,11 +206,18 @@ def match_replies(expected: list[str], delivered: list[str]) -> ReplyMatch:
 
 
 def cause_of_repeat(
-    log: list[tuple[float, bool]], repeat: int, original: int, faults: list[FaultRecord]
+    delivered: list[str],
+    log: list[tuple[float, bool]],
+    repeat: int,
+    original: int,
+    faults: list[FaultRecord],
 ) -> str:
     """Why the reply delivered at `original` was delivered again at `repeat`."""
-    if any(late for _, late in log[original:repeat]):
-        return "late provider answer"  # a send the worker gave up on reached the customer
+    copies = [i for i in range(original, repeat + 1) if delivered[i] == delivered[repeat]]
+    if any(log[i][1] for i in copies):
+        # A send the worker gave up on reached the customer anyway, before or after
+        # the try that the worker saw succeed.
+        return "late provider answer"
     first, again = log[original][0], log[repeat][0]
     for fault in sorted(faults, key=lambda f: f.began):
         if fault.explains(first, again):
@@ -326,19 +335,18 @@ async def close_books(
         for repeat, original in match.repeats:
             label = f"{shopper.client_id}: {delivered[repeat][:60]}"
             books.duplicates.append(label)
-            cause = cause_of_repeat(log, repeat, original, books.faults)
+            cause = cause_of_repeat(delivered, log, repeat, original, books.faults)
             causes[cause] += 1
             if cause == "unexplained":
                 first, again = log[original][0] - started, log[repeat][0] - started
                 books.unexplained_duplicates.append(
                     f"{label} (first at {first:.2f}s, again at {again:.2f}s)"
                 )
-                books.evidence[shopper.client_id] = [
-                    *(f"owed: {text[:50]}" for text in owed.replies),
-                    *(
-                        f"{at - started:7.2f}s{' late' if late else ''}: {text[:50]}"
-                        for (at, late), text in zip(log, delivered, strict=True)
-                    ),
+                # The deliveries around the two, with their times and late marks.
+                books.evidence[label] = [
+                    f"{at - started:7.2f}s{' late' if late else ''}: {text[:50]}"
+                    for (at, late), text in zip(log, delivered, strict=True)
+                    if first - EVIDENCE_WINDOW <= at - started <= again + EVIDENCE_WINDOW
                 ]
         books.duplicates_by_cause = dict(causes)
         books.replies_unexpected += [

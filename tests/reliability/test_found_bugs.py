@@ -3,7 +3,7 @@ to the one fault that shows it, deterministically.
 
 Each failed before its fix (1: the null id got a 500; 2: the release hung; 3: the
 customer got the greeting twice; 4: the consumer's process died; 5: the process never
-connected) and passes with it.
+connected; 6: a valid webhook got a 500) and passes with it.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ import structlog.testing
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import AbstractConnection, Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from orderbot.broker import BrokerLink
 from orderbot.client_lock import ClientLocks
 from orderbot.consumer import Consumer, ack
+from orderbot.redis_batch import RedisBatch
 from orderbot.resources import open_redis
 from orderbot.settings import Settings
 from tests.broker_tools import publish_raw
@@ -35,6 +37,7 @@ from tests.reliability.chaos_provider import ChaosChat2Desk
 from tests.reliability.faults import close_broker_connections_of, rabbitmqctl_usable
 from tests.reliability.load import AppliedWatcher, Load
 from tests.reliability.system import System
+from tests.services import Services
 
 
 @pytest.mark.parametrize("field", ["channel_id", "dialog_id"])
@@ -159,3 +162,33 @@ async def test_a_first_broker_connection_that_hangs_is_abandoned_and_made_again(
         channel = await broker.connection.channel()
         for name in broker.topology.all_queues:
             await channel.queue_delete(name)
+
+
+@pytest.mark.parametrize("where", ["handshake", "command"])
+async def test_a_redis_connection_closed_under_a_batch_is_a_connection_error(
+    services: Services, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # Found as a 500 to a valid webhook while Redis dropped its clients: on uvloop, a
+    # write to a transport Redis has closed raises RuntimeError, which redis-py passes
+    # on, so the webhook gate (which fails open on a Redis ConnectionError) did not
+    # catch it. The same error, raised where uvloop raised it.
+    closed = RuntimeError(
+        "unable to perform operation on <TCPTransport closed=True>; the handler is closed"
+    )
+
+    async def write_to_a_closed_transport(*_: object, **__: object) -> None:
+        raise closed
+
+    async with Redis.from_url(services.redis_url) as client:
+        batch = RedisBatch(client)
+        if where == "command":
+            assert await batch.call(("PING",)) == b"PONG"  # its own connection is open now
+        target = "connect" if where == "handshake" else "send_packed_command"
+        monkeypatch.setattr(AbstractConnection, target, write_to_a_closed_transport)
+
+        with pytest.raises(RedisConnectionError) as raised:
+            await batch.call(("PING",))
+
+        assert raised.value.__cause__ is closed
+        monkeypatch.undo()
+        assert await batch.call(("PING",)) == b"PONG"  # and the next call reconnects
