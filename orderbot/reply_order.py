@@ -41,6 +41,11 @@ return redis.call('ZSCORE', KEYS[1], ARGV[1])
 """
 
 _MY_TURN = """
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 2
+end
 local now = redis.call('TIME')
 local ms = now[1] * 1000 + math.floor(now[2] / 1000)
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
@@ -64,8 +69,17 @@ end
 _DONE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+if ARGV[2] ~= '0' then
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+end
 return redis.call('ZCARD', KEYS[1])
 """
+
+# What the outbox is to do with a reply: send it now, wait behind an earlier one, or
+# nothing: it was sent already (a copy whose ack was lost, e.g. to a broker-side close,
+# or published twice by a step that was retried after its publish).
+SEND, WAIT, SENT = "send", "wait", "sent"
+_TURNS = {0: WAIT, 1: SEND, 2: SENT}
 
 
 # (order key, whether replies are waiting), for the task running one worker step.
@@ -114,12 +128,18 @@ class ReplyOrder:
             await self._enqueue(keys=self._keys(conversation), args=[reply_id, self._ttl_ms])
         )
 
-    async def is_turn(self, conversation: Conversation, reply_id: str) -> bool:
-        keys = self._keys(conversation)[:2]
-        return bool(await self._my_turn(keys=keys, args=[reply_id, self._grace_ms]))
+    def _sent_key(self, conversation: Conversation, reply_id: str) -> str:
+        return f"{self._prefix}outbox:{conversation.key}:sent:{reply_id}"
 
-    async def done(self, conversation: Conversation, reply_id: str) -> None:
-        await self._done(keys=self._keys(conversation)[:2], args=[reply_id])
+    async def turn(self, conversation: Conversation, reply_id: str) -> str:
+        """SEND, WAIT (an earlier reply of the customer is still waiting) or SENT."""
+        keys = [*self._keys(conversation)[:2], self._sent_key(conversation, reply_id)]
+        return _TURNS[int(await self._my_turn(keys=keys, args=[reply_id, self._grace_ms]))]
+
+    async def done(self, conversation: Conversation, reply_id: str, *, sent: bool) -> None:
+        """The reply left the order: `sent`, or parked (then a replay may send it)."""
+        keys = [*self._keys(conversation)[:2], self._sent_key(conversation, reply_id)]
+        await self._done(keys=keys, args=[reply_id, self._ttl_ms if sent else 0])
 
 
 def reply_order_for(redis: Redis, settings: Settings) -> ReplyOrder:

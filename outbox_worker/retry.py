@@ -21,7 +21,7 @@ from orderbot.consumer import ack
 from orderbot.envelopes import OutboundReply, PoisonMessage, decode, utcnow
 from orderbot.providers import PermanentSendError, TransientSendError
 from orderbot.providers.registry import Senders
-from orderbot.reply_order import ReplyOrder
+from orderbot.reply_order import SENT, WAIT, ReplyOrder
 from orderbot.transient import until_done
 
 log = structlog.get_logger(__name__)
@@ -92,7 +92,12 @@ class OutboxDelivery:
         attempts = _int_header(message, dead_letters.ATTEMPTS)
         retries = _int_header(message, dead_letters.RETRIES)
         first_failure = _first_failure(message, reply)
-        if not await self._order.is_turn(reply.conversation, reply.reply_id):
+        turn = await self._order.turn(reply.conversation, reply.reply_id)
+        if turn == SENT:
+            log.info("reply_already_sent")
+            _processed("duplicate")
+            return
+        if turn == WAIT:
             log.debug("reply_waits_for_earlier")
             await self._republish(message, self._delays[0], dict(message.headers or {}))
             _processed("waiting")
@@ -140,7 +145,7 @@ class OutboxDelivery:
                 message, reply, reason, attempts, retries, first_failure, exc.reason
             )
             return
-        await self._order.done(reply.conversation, reply.reply_id)
+        await self._order.done(reply.conversation, reply.reply_id, sent=True)
         log.info("reply_sent", attempts=attempts + 1)
         _processed("sent")
 
@@ -184,5 +189,5 @@ class OutboxDelivery:
                 dead_letters.CLIENT: reply.conversation.client_id,
             },
         )
-        await self._order.done(reply.conversation, reply.reply_id)
+        await self._order.done(reply.conversation, reply.reply_id, sent=False)
         _processed("dead_lettered")

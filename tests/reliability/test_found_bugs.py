@@ -3,7 +3,7 @@ to the one fault that shows it, deterministically.
 
 Each failed before its fix (1: the null id got a 500; 2: the release hung; 3: the
 customer got the greeting twice; 4: the consumer's process died; 5: the process never
-connected; 6: a valid webhook got a 500) and passes with it.
+connected; 6: a valid webhook got a 500; 7: a reply went out twice) and passes with it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 import structlog.testing
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -26,12 +27,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from orderbot.broker import BrokerLink
 from orderbot.client_lock import ClientLocks
 from orderbot.consumer import Consumer, ack
+from orderbot.envelopes import Conversation, OutboundReply
+from orderbot.outbox import hand_to_outbox
 from orderbot.redis_batch import RedisBatch
+from orderbot.reply_order import reply_order_for
 from orderbot.resources import open_redis
 from orderbot.settings import Settings
 from tests.broker_tools import publish_raw
 from tests.conftest import WEBHOOK_TOKEN
 from tests.customers import Customer, expected_replies
+from tests.fake_provider import FakeChat2Desk
 from tests.processes import free_port
 from tests.reliability.chaos_provider import ChaosChat2Desk
 from tests.reliability.faults import close_broker_connections_of, rabbitmqctl_usable
@@ -192,3 +197,45 @@ async def test_a_redis_connection_closed_under_a_batch_is_a_connection_error(
         assert raised.value.__cause__ is closed
         monkeypatch.undo()
         assert await batch.call(("PING",)) == b"PONG"  # and the next call reconnects
+
+
+def _outbox_outcomes() -> float:
+    return sum(
+        REGISTRY.get_sample_value(
+            "orderbot_messages_processed_total", {"queue": "outbox", "outcome": outcome}
+        )
+        or 0.0
+        for outcome in ("sent", "duplicate")
+    )
+
+
+async def test_a_reply_the_outbox_gets_twice_is_sent_once(
+    settings: Settings,
+    redis: Redis,
+    amqp: AbstractChannel,
+    fake: FakeChat2Desk,
+    outbox_worker: asyncio.Task[None],
+) -> None:
+    # Found as replies delivered twice after broker-side closes: the outbox worker sent a
+    # reply, its ack was lost with the connection, and the redelivered copy was sent
+    # again (a step retried after its publish makes a second copy too). Two copies of
+    # one reply, the second arriving after the first was sent, made certain.
+    customer = Customer()
+    conversation = Conversation(
+        tenant=settings.tenant, provider="chat2desk", client_id=customer.client_id
+    )
+    reply = OutboundReply(
+        reply_id="m-1:0", correlation_id="m-1", conversation=conversation, text="Hello once"
+    )
+    order = reply_order_for(redis, settings)
+    handled = _outbox_outcomes()
+    async with BrokerLink(settings, "test") as broker:
+        await broker.wait_connected()
+        for copy in (1, 2):
+            await hand_to_outbox(broker, order, reply, attempts=0, last_error=f"copy {copy}")
+            async with asyncio.timeout(30):  # until the outbox worker has handled it
+                while _outbox_outcomes() < handled + copy:
+                    await asyncio.sleep(0.02)
+
+    assert fake.texts_for(customer.client_id) == ["Hello once"]
+    assert not await order.has_waiting(conversation)  # the copy holds nobody's replies back
