@@ -64,30 +64,43 @@ class RedisBatch:
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: AbstractConnection | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def script(self, source: str) -> Script:
         return Script(self, source)
 
     def call(
-        self, command: tuple[Arg, ...], *, script: Script | None = None
+        self, command: tuple[Arg, ...], *, script: Script | None = None, within: float = 0.0
     ) -> asyncio.Future[Any]:
         """Queue one command (a script's: its key count, keys and arguments); the future
-        is its reply (or its error)."""
+        is its reply (or its error). `within` > 0: it need not go before that many
+        seconds, so it rides with the next call that must go now, if any comes."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a client reused on a new loop: forget the old one's
             self._loop, self._pending, self._flusher, self._conn = loop, [], None, None
+            self._timer = None
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append(_Call(command, future, script))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name="redis-batch")
+        if within <= 0:
+            self._start()
+        elif self._timer is None and self._flusher is None:
+            self._timer = loop.call_later(within, self._start)
         return future
 
-    def fire(self, command: tuple[Arg, ...], *, what: str) -> None:
+    def fire(self, command: tuple[Arg, ...], *, what: str, within: float = 0.0) -> None:
         """Queue a best-effort command nobody waits for; a failure is logged as `what`."""
-        self.call(command).add_done_callback(lambda f: _log_failure(f, what))
+        self.call(command, within=within).add_done_callback(lambda f: _log_failure(f, what))
+
+    def _start(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flusher is None and self._pending:
+            self._flusher = asyncio.create_task(self._flush(), name="redis-batch")
 
     async def drain(self) -> None:
         """Wait until every call queued so far has been answered."""
+        self._start()
         while (flusher := self._flusher) is not None:
             await asyncio.shield(flusher)
 

@@ -166,3 +166,21 @@ async def test_batched_redis_calls_each_get_their_own_reply_or_error(
     assert results[:5] == [1, 2, 3, 4, 5]
     assert isinstance(results[5], ResponseError)
     assert "refused" in str(results[5])
+
+
+async def test_a_call_that_may_wait_rides_with_the_next_one_or_goes_alone(
+    redis: Redis, settings: Settings
+) -> None:
+    batch = RedisBatch(redis)
+    key = f"{settings.redis_key_prefix}lazy"
+    get = batch.script("return redis.call('GET', KEYS[1])")
+
+    lazy = batch.call(("SET", key, "1"), within=60)
+    await asyncio.sleep(0.01)
+    waited = lazy.done()
+    seen = await get(keys=[key])  # must go now, and takes the waiting call first
+    alone = batch.call(("SET", key, "2"), within=0.01)
+    await asyncio.wait_for(alone, 5)
+
+    assert (waited, seen, lazy.done()) == (False, "1", True)
+    assert await redis.get(key) == "2"
