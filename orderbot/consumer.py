@@ -156,7 +156,11 @@ async def _settle(message: AbstractIncomingMessage, *, requeue: bool | None = No
     An ack written to a closed aiormq channel would wait for ever on a connection
     nobody writes to any more, so a closed channel is skipped and the rest bounded.
     """
-    if message.channel.is_closed:
+    try:
+        closed = message.channel.is_closed
+    except aiormq.exceptions.ChannelInvalidStateError:  # aio-pika's answer for a closed one
+        closed = True
+    if closed:
         log.info("settle_skipped_channel_closed", message_id=message.message_id)
         return
     settlement = message.ack() if requeue is None else message.nack(requeue=requeue)

@@ -108,6 +108,9 @@ async def test_a_step_cut_by_a_broker_side_close_does_not_send_its_reply_twice(
 
     assert [e.status for e in exits] == [0, 0, 0]
     assert provider.texts_for(customer.client_id) == expected_replies(["Hello", "Main street 12"])
+    # The cut step's ack on the dead channel is skipped, not a failed handler.
+    assert '"settle_skipped_channel_closed"' in worker.logs()
+    assert '"handler_failed"' not in worker.logs()
 
 
 async def test_a_consumer_the_broker_refuses_at_first_keeps_trying_instead_of_dying(
