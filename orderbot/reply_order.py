@@ -46,16 +46,26 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('HDEL', KEYS[2], ARGV[1])
   return 2
 end
+local function claim()
+  if redis.call('SET', KEYS[4], ARGV[3], 'NX', 'PX', ARGV[4]) then
+    return 1
+  end
+  if redis.call('GET', KEYS[4]) == ARGV[3] then
+    redis.call('PEXPIRE', KEYS[4], ARGV[4])
+    return 1
+  end
+  return 0
+end
 local now = redis.call('TIME')
 local ms = now[1] * 1000 + math.floor(now[2] / 1000)
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return 1
+  return claim()
 end
 redis.call('HSET', KEYS[2], ARGV[1], ms)
 while true do
   local head = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
   if head == ARGV[1] then
-    return 1
+    return claim()
   end
   local seen = tonumber(redis.call('HGET', KEYS[2], head) or '0')
   if ms - seen <= tonumber(ARGV[2]) then
@@ -72,12 +82,20 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 if ARGV[2] ~= '0' then
   redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
 end
+redis.call('DEL', KEYS[4])
 return redis.call('ZCARD', KEYS[1])
 """
 
-# What the outbox is to do with a reply: send it now, wait behind an earlier one, or
-# nothing: it was sent already (a copy whose ack was lost, e.g. to a broker-side close,
-# or published twice by a step that was retried after its publish).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+"""
+
+# What the outbox is to do with a reply: send it now, wait (behind an earlier reply, or
+# while another copy of it is being sent), or nothing: it was sent already (a copy whose
+# ack was lost, e.g. to a broker-side close, or published twice by a step that was
+# retried after its publish). Copies exist; the claim lets one of them send at a time.
 SEND, WAIT, SENT = "send", "wait", "sent"
 _TURNS = {0: WAIT, 1: SEND, 2: SENT}
 
@@ -102,11 +120,21 @@ def known_waiting(prefix: str, conversation: Conversation, waiting: bool) -> Ite
 
 
 class ReplyOrder:
-    def __init__(self, redis: Redis, prefix: str, *, grace: timedelta, ttl: timedelta) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        *,
+        grace: timedelta,
+        ttl: timedelta,
+        claim: timedelta = timedelta(seconds=35),
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._grace_ms = int(grace.total_seconds() * 1000)
         self._ttl_ms = int(ttl.total_seconds() * 1000)
+        self._claim_ms = int(claim.total_seconds() * 1000)
+        self._release = redis.register_script(_RELEASE)
         self._enqueue = redis.register_script(_ENQUEUE)
         self._my_turn = redis.register_script(_MY_TURN)
         self._done = redis.register_script(_DONE)
@@ -128,17 +156,28 @@ class ReplyOrder:
             await self._enqueue(keys=self._keys(conversation), args=[reply_id, self._ttl_ms])
         )
 
-    def _sent_key(self, conversation: Conversation, reply_id: str) -> str:
-        return f"{self._prefix}outbox:{conversation.key}:sent:{reply_id}"
+    def _reply_keys(self, conversation: Conversation, reply_id: str) -> list[str]:
+        base = f"{self._prefix}outbox:{conversation.key}"
+        return [
+            *self._keys(conversation)[:2],
+            f"{base}:sent:{reply_id}",
+            f"{base}:sending:{reply_id}",
+        ]
 
-    async def turn(self, conversation: Conversation, reply_id: str) -> str:
-        """SEND, WAIT (an earlier reply of the customer is still waiting) or SENT."""
-        keys = [*self._keys(conversation)[:2], self._sent_key(conversation, reply_id)]
-        return _TURNS[int(await self._my_turn(keys=keys, args=[reply_id, self._grace_ms]))]
+    async def turn(self, conversation: Conversation, reply_id: str, claimant: str) -> str:
+        """SEND (and `claimant` holds the reply's claim until `done` or `release`), WAIT
+        (an earlier reply is waiting, or another copy is being sent) or SENT."""
+        keys = self._reply_keys(conversation, reply_id)
+        args: list[str | int] = [reply_id, self._grace_ms, claimant, self._claim_ms]
+        return _TURNS[int(await self._my_turn(keys=keys, args=args))]
+
+    async def release(self, conversation: Conversation, reply_id: str, claimant: str) -> None:
+        """Give the claim up without sending (the send failed; a retry is scheduled)."""
+        await self._release(keys=self._reply_keys(conversation, reply_id)[3:], args=[claimant])
 
     async def done(self, conversation: Conversation, reply_id: str, *, sent: bool) -> None:
         """The reply left the order: `sent`, or parked (then a replay may send it)."""
-        keys = [*self._keys(conversation)[:2], self._sent_key(conversation, reply_id)]
+        keys = self._reply_keys(conversation, reply_id)
         await self._done(keys=keys, args=[reply_id, self._ttl_ms if sent else 0])
 
 
@@ -154,4 +193,5 @@ def reply_order_for(redis: Redis, settings: Settings) -> ReplyOrder:
         settings.redis_key_prefix,
         grace=max(3 * longest + timedelta(minutes=1), timedelta(hours=1)),
         ttl=settings.outbox_max_age + timedelta(days=1),
+        claim=3 * settings.send_timeout + timedelta(seconds=5),  # one send, and then some
     )

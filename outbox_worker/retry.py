@@ -85,14 +85,17 @@ class OutboxDelivery:
             tenant=reply.conversation.tenant,
             client_id=reply.conversation.client_id,
         ):
-            await until_done(lambda: self._deliver(message, reply), self._stop)
+            claimant = uuid.uuid4().hex  # this delivery of the reply, through its retries
+            await until_done(lambda: self._deliver(message, reply, claimant), self._stop)
             await ack(message)
 
-    async def _deliver(self, message: AbstractIncomingMessage, reply: OutboundReply) -> None:
+    async def _deliver(
+        self, message: AbstractIncomingMessage, reply: OutboundReply, claimant: str
+    ) -> None:
         attempts = _int_header(message, dead_letters.ATTEMPTS)
         retries = _int_header(message, dead_letters.RETRIES)
         first_failure = _first_failure(message, reply)
-        turn = await self._order.turn(reply.conversation, reply.reply_id)
+        turn = await self._order.turn(reply.conversation, reply.reply_id, claimant)
         if turn == SENT:
             log.info("reply_already_sent")
             _processed("duplicate")
@@ -118,6 +121,7 @@ class OutboxDelivery:
             )
             return
         except TransientSendError as exc:
+            await self._order.release(reply.conversation, reply.reply_id, claimant)
             attempts += 1
             age = utcnow() - first_failure
             if attempts >= self._max_attempts:

@@ -242,3 +242,44 @@ async def test_a_reply_the_outbox_gets_twice_is_sent_once(
 
     assert fake.texts_for(customer.client_id) == ["Hello once"]
     assert not await order.has_waiting(conversation)  # the copy holds nobody's replies back
+
+
+def _outbox_count(outcome: str) -> float:
+    sample = {"queue": "outbox", "outcome": outcome}
+    return REGISTRY.get_sample_value("orderbot_messages_processed_total", sample) or 0.0
+
+
+async def test_two_copies_of_a_reply_at_the_same_time_are_sent_once(
+    settings: Settings,
+    redis: Redis,
+    amqp: AbstractChannel,
+    fake: FakeChat2Desk,
+    outbox_worker: asyncio.Task[None],
+) -> None:
+    # Found as one reply delivered twice in the same instant after a broker-side close:
+    # the copy redelivered from the dead channel and the copy republished meanwhile came
+    # back together, and each found it its turn. Copy 2 arrives while copy 1 is sending.
+    customer = Customer()
+    conversation = Conversation(
+        tenant=settings.tenant, provider="chat2desk", client_id=customer.client_id
+    )
+    reply = OutboundReply(
+        reply_id="m-2:0", correlation_id="m-2", conversation=conversation, text="Hello once"
+    )
+    order = reply_order_for(redis, settings)
+    handled, waited = _outbox_outcomes(), _outbox_count("waiting")
+    sending = fake.hold_requests()
+    async with BrokerLink(settings, "test") as broker:
+        await broker.wait_connected()
+        await hand_to_outbox(broker, order, reply, attempts=0, last_error="copy 1")
+        await fake.wait_attempts(1)  # copy 1 is being sent
+        await hand_to_outbox(broker, order, reply, attempts=0, last_error="copy 2")
+        async with asyncio.timeout(10):  # copy 2 is told to wait
+            while _outbox_count("waiting") <= waited:
+                await asyncio.sleep(0.02)
+        sending.set()
+        async with asyncio.timeout(30):  # copy 1 sent; copy 2 back from its delay: sent
+            while _outbox_outcomes() < handled + 2:
+                await asyncio.sleep(0.02)
+
+    assert fake.texts_for(customer.client_id) == ["Hello once"]
