@@ -182,6 +182,7 @@ class ReplyMatch:
     missing: int  # expected replies not delivered
     repeats: list[tuple[int, int]]  # (delivery index of the repeat, of its first delivery)
     unexpected: list[int]  # delivery indexes of replies nobody was owed, or out of order
+    owed_index: dict[int, int]  # delivery index of an in-order delivery -> its owed index
 
 
 def match_replies(expected: list[str], delivered: list[str]) -> ReplyMatch:
@@ -194,15 +195,17 @@ def match_replies(expected: list[str], delivered: list[str]) -> ReplyMatch:
     first: dict[str, int] = {}  # text -> index of its latest in-order delivery
     repeats: list[tuple[int, int]] = []
     unexpected: list[int] = []
+    owed_index: dict[int, int] = {}
     for index, text in enumerate(delivered):
         if matched < len(expected) and text == expected[matched]:
             first[text] = index
+            owed_index[index] = matched
             matched += 1
         elif text in first:
             repeats.append((index, first[text]))
         else:
             unexpected.append(index)
-    return ReplyMatch(len(expected) - matched, repeats, unexpected)
+    return ReplyMatch(len(expected) - matched, repeats, unexpected, owed_index)
 
 
 def cause_of_repeat(
@@ -210,17 +213,19 @@ def cause_of_repeat(
     log: list[tuple[float, bool]],
     repeat: int,
     original: int,
+    born: float,
     faults: list[FaultRecord],
 ) -> str:
-    """Why the reply delivered at `original` was delivered again at `repeat`."""
+    """Why the reply delivered at `original` was delivered again at `repeat`; `born`:
+    when the message that owes it was accepted."""
     copies = [i for i in range(original, repeat + 1) if delivered[i] == delivered[repeat]]
     if any(log[i][1] for i in copies):
         # A send the worker gave up on reached the customer anyway, before or after
         # the try that the worker saw succeed.
         return "late provider answer"
-    first, again = log[original][0], log[repeat][0]
+    first = log[original][0]
     for fault in sorted(faults, key=lambda f: f.began):
-        if fault.explains(first, again):
+        if fault.explains(born, first):
             return fault.kind
     return "unexplained"
 
@@ -230,6 +235,7 @@ class Owed:
     state: DialogState
     replies: list[str]
     orders: dict[str, tuple[str, str, int]]  # source message id -> (phone, address, quantity)
+    owed_for: list[int]  # for each reply, the index of the accepted message that owes it
 
 
 def owed_to(shopper: Shopper) -> Owed:
@@ -237,14 +243,18 @@ def owed_to(shopper: Shopper) -> Owed:
     state = DialogState()
     replies: list[str] = []
     orders: dict[str, tuple[str, str, int]] = {}
-    for text, message_id in zip(shopper.texts, shopper.message_ids, strict=True):
+    owed_for: list[int] = []
+    for index, (text, message_id) in enumerate(
+        zip(shopper.texts, shopper.message_ids, strict=True)
+    ):
         result = advance(state, text)
         state = result.state
         replies.extend(result.replies)
+        owed_for += [index] * len(result.replies)
         if result.order is not None:
             draft = result.order
             orders[message_id] = (draft.phone, draft.address, draft.quantity)
-    return Owed(state, replies, orders)
+    return Owed(state, replies, orders, owed_for)
 
 
 async def _mget(redis: Redis, keys: list[str]) -> list[str | None]:
@@ -335,7 +345,8 @@ async def close_books(
         for repeat, original in match.repeats:
             label = f"{shopper.client_id}: {delivered[repeat][:60]}"
             books.duplicates.append(label)
-            cause = cause_of_repeat(delivered, log, repeat, original, books.faults)
+            born = shopper.accepted_at[owed.owed_for[match.owed_index[original]]]
+            cause = cause_of_repeat(delivered, log, repeat, original, born, books.faults)
             causes[cause] += 1
             if cause == "unexplained":
                 first, again = log[original][0] - started, log[repeat][0] - started

@@ -31,7 +31,7 @@ from tests.tcp_proxy import TcpProxy
 
 OUTAGE_SECONDS = (2.0, 4.0)  # how long Redis or the provider stays unavailable
 CONSUMERS_BACK_TIMEOUT = 15.0  # "within seconds": aio-pika retries every 5 s
-SEND_SLACK = 1.0  # a send already on the wire when its process died is recorded this late
+SEND_SLACK = 1.0  # seconds between a step's send and its commit, a 2xx and its arrival
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,16 @@ class FaultRecord:
     may_duplicate: bool
     began: float  # time.monotonic() when it began
 
-    def explains(self, first: float, again: float) -> bool:
-        """Could this fault have made a reply delivered at `first` go out again at
-        `again`? Only if the fault came between the two: the first send before its end
-        (plus the provider's answer time), the repeat after its start."""
+    def explains(self, born: float, first: float) -> bool:
+        """Could this fault have made a reply go out twice, whose message was accepted at
+        `born` and which was first delivered at `first`? Only if it struck while the
+        reply was on its way: not before the message came in, and not after the step
+        that sent it committed (just after `first`). Copies made meanwhile (a step
+        retried after publishing the reply to the outbox) may go out much later."""
         ended = self.began + self.lasted
-        return self.may_duplicate and first <= ended + SEND_SLACK and again >= self.began
+        return (
+            self.may_duplicate and born <= ended + SEND_SLACK and self.began <= first + SEND_SLACK
+        )
 
 
 @dataclass

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,7 @@ class Shopper:
     customer: Customer = field(default_factory=Customer)
     texts: list[str] = field(default_factory=list)  # accepted, in the order they were sent
     message_ids: list[str] = field(default_factory=list)
+    accepted_at: list[float] = field(default_factory=list)  # time.monotonic() of each 2xx
     is_probe: bool = False
     dialog: DialogState = field(default_factory=DialogState)  # after the accepted texts
     replies_owed: int = 0  # how many replies those texts call for
@@ -194,6 +196,7 @@ class Load:
             return False
         shopper.texts.append(text)
         shopper.message_ids.append(message_id)
+        shopper.accepted_at.append(time.monotonic())
         step = advance(shopper.dialog, text)
         shopper.dialog, shopper.replies_owed = step.state, shopper.replies_owed + len(step.replies)
         if self.rng.random() < REPOST_PROBABILITY:
