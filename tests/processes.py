@@ -7,6 +7,7 @@ SIGTERM go to a child, and its exit status and log are what the test reads.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import socket
@@ -16,6 +17,15 @@ from pathlib import Path
 import aiohttp
 
 MODULES = {"server": "server", "worker": "worker", "outbox_worker": "outbox_worker"}
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when the test run dies. A killed pytest
+    never reaches its fixtures' teardown, and orphans would go on consuming (and so
+    keep) the run's queues."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class OrderbotProcess:
@@ -36,6 +46,7 @@ class OrderbotProcess:
             cwd=self.cwd,
             stdout=log,
             stderr=log,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         return self
