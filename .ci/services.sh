@@ -41,4 +41,11 @@ if command -v rabbitmqctl >/dev/null; then
     wait_port RabbitMQ 5672
     timeout 90 rabbitmqctl -q await_startup --timeout 60 >/dev/null
   fi
+  # RabbitMQ 3.10's supervisor of at-least-once dead-letter workers gives up for good
+  # when a quorum queue is deleted while its worker starts (a test that deletes its
+  # queues at once can do that); every new such queue then fails. Restart just it.
+  if [ "$(timeout 30 rabbitmqctl -q eval 'whereis(rabbit_fifo_dlx_sup).' 2>/dev/null)" = "undefined" ]; then
+    echo "services: RabbitMQ's dead-letter supervisor is down; restarting it" >&2
+    timeout 30 rabbitmqctl -q eval 'supervisor:restart_child(rabbit_sup, rabbit_fifo_dlx_sup).'
+  fi
 fi
