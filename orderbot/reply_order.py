@@ -27,6 +27,7 @@ from datetime import timedelta
 from redis.asyncio import Redis
 
 from orderbot.envelopes import Conversation
+from orderbot.redis_batch import batch_for
 from orderbot.settings import Settings
 
 _ENQUEUE = """
@@ -134,10 +135,14 @@ class ReplyOrder:
         self._grace_ms = int(grace.total_seconds() * 1000)
         self._ttl_ms = int(ttl.total_seconds() * 1000)
         self._claim_ms = int(claim.total_seconds() * 1000)
-        self._release = redis.register_script(_RELEASE)
-        self._enqueue = redis.register_script(_ENQUEUE)
-        self._my_turn = redis.register_script(_MY_TURN)
-        self._done = redis.register_script(_DONE)
+        # Through the process's Redis batch: concurrent callers share round trips, and a
+        # connection lost under uvloop surfaces as redis' ConnectionError (a dependency
+        # outage to wait out), not as the loop's RuntimeError.
+        self._batch = batch_for(redis)
+        self._release = self._batch.script(_RELEASE)
+        self._enqueue = self._batch.script(_ENQUEUE)
+        self._my_turn = self._batch.script(_MY_TURN)
+        self._done = self._batch.script(_DONE)
 
     def _keys(self, conversation: Conversation) -> list[str]:
         base = f"{self._prefix}outbox:{conversation.key}"
@@ -148,7 +153,7 @@ class ReplyOrder:
         known = _KNOWN.get()
         if known is not None and known[0] == key:
             return known[1]
-        return bool(await self._redis.zcard(key))
+        return bool(await self._batch.call(("ZCARD", key)))
 
     async def enqueue(self, conversation: Conversation, reply_id: str) -> int:
         """Register a reply before it is published to the outbox; returns its position."""
