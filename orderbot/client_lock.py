@@ -70,12 +70,11 @@ class Lease(Generic[T]):
 
 class ClientLocks:
     def __init__(self, redis: Redis, prefix: str, timeout: float) -> None:
-        self._redis = redis
         self._prefix = prefix
         self._timeout = timeout
         self._lease_ms = max(1, int(timeout * 1000))
         self._local: dict[str, _LocalLock] = {}
-        batch = batch_for(redis)
+        batch = self._batch = batch_for(redis)
         self._renew = batch.script(_RENEW)
         self._release = batch.script(_RELEASE)
 
@@ -89,7 +88,8 @@ class ClientLocks:
             yield lease.token
 
     async def _take_plain(self, key: str, token: str, lease_ms: int) -> bool | None:
-        return bool(await self._redis.set(key, token, nx=True, px=lease_ms)) or None
+        taken = await self._batch.call(("SET", key, token, "NX", "PX", lease_ms))
+        return True if taken else None
 
     @contextlib.asynccontextmanager
     async def hold_loading(

@@ -77,7 +77,6 @@ class DialogStore:
         state_ttl: timedelta,
         dedupe_ttl: timedelta,
     ) -> None:
-        self._redis = redis
         self._prefix = prefix
         self._state_ttl_ms = int(state_ttl.total_seconds() * 1000)
         self._dedupe_ttl_ms = int(dedupe_ttl.total_seconds() * 1000)
@@ -117,15 +116,6 @@ class DialogStore:
             )
 
         return take
-
-    async def is_processed(self, message: InboundMessage) -> bool:
-        return bool(await self._redis.exists(self.processed_key(message)))
-
-    async def load(self, conversation: Conversation) -> DialogState:
-        raw = await self._redis.get(self.state_key(conversation))
-        if raw is None:
-            return DialogState()
-        return DialogState.model_validate_json(raw)
 
     async def commit(
         self,
