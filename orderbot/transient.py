@@ -56,6 +56,10 @@ def is_transient(exc: BaseException) -> bool:
         return "connection" in str(exc).lower()  # e.g. "connection is closed"
     if isinstance(exc, redis.exceptions.ResponseError):
         return str(exc).startswith(_REDIS_BUSY_PREFIXES)
+    if isinstance(exc, RuntimeError):
+        # uvloop's word for a write to a connection the peer closed (redis-py and
+        # asyncpg pass it on unchanged); any other RuntimeError is a bug.
+        return "the handler is closed" in str(exc)
     return False
 
 

@@ -26,6 +26,11 @@ TRANSIENT = [
     asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle"),
     BrokerUnavailable("not confirmed"),
     ConnectionRefusedError(),
+    # uvloop (handles/handle.pyx) on a write to a connection the peer closed
+    RuntimeError(
+        "unable to perform operation on <TCPTransport closed=True reading=False 0x7f>; "
+        "the handler is closed"
+    ),
 ]
 PERMANENT = [
     redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"),
@@ -33,6 +38,7 @@ PERMANENT = [
     asyncpg.exceptions.UniqueViolationError("duplicate key"),
     ValueError("a bug"),
     KeyError("a bug"),
+    RuntimeError("a bug"),
 ]
 
 
