@@ -59,7 +59,9 @@ class _Call:
 
 class RedisBatch:
     def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+        # Weak: the process-wide map below is keyed weakly by the client, and a strong
+        # reference from its value would keep every client (and its pool) alive for ever.
+        self._redis: Redis = weakref.proxy(redis)
         self._pending: list[_Call] = []
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

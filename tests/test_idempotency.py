@@ -4,6 +4,8 @@ and creates at most one order."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -18,11 +20,12 @@ from dialog import DialogState
 from orderbot.client_lock import ClientLocks
 from orderbot.dialog_store import Begun, DialogStore
 from orderbot.envelopes import Conversation, InboundMessage, encode
-from orderbot.redis_batch import RedisBatch
+from orderbot.redis_batch import RedisBatch, batch_for
 from orderbot.settings import Settings
 from tests.broker_tools import publish_raw
 from tests.customers import HAPPY_PATH_RU, Customer, converse, expected_replies, poster
 from tests.fake_provider import FakeChat2Desk
+from tests.services import Services
 
 
 def envelope(settings: Settings, customer: Customer, text: str, message_id: str) -> bytes:
@@ -184,3 +187,17 @@ async def test_a_call_that_may_wait_rides_with_the_next_one_or_goes_alone(
 
     assert (waited, seen, lazy.done()) == (False, "1", True)
     assert await redis.get(key) == "2"
+
+
+async def test_the_shared_batch_of_a_client_does_not_keep_the_client_alive(
+    services: Services,
+) -> None:
+    client = Redis.from_url(services.redis_url)
+    batch_for(client)
+    gone = weakref.ref(client)
+
+    await client.aclose()
+    del client
+    gc.collect()
+
+    assert gone() is None
