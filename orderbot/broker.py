@@ -84,6 +84,12 @@ class BrokerLink:
                 self._connected.set()
                 await _close_quietly(connection)
                 return
+            except asyncio.CancelledError:
+                # The process stops mid-attempt. Without a close, aio-pika's reconnect
+                # task swallows the cancel ("reconnecting after 5 s") and outlives the
+                # role, so the process did not exit after "stopped".
+                await _close_quietly(connection)
+                raise
             except Exception as exc:
                 log.warning("broker_connect_failed", error=str(exc), retry_in=delay)
                 await _close_quietly(connection)

@@ -62,9 +62,15 @@ class OrderbotProcess:
             self.process.send_signal(signum)
 
     async def wait(self, timeout: float = 60) -> int:
+        """The exit status; TimeoutError if it still runs after `timeout`, carrying the
+        end of its log, which says where it was stuck."""
         assert self.process is not None
-        async with asyncio.timeout(timeout):
-            return await self.process.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.process.wait()
+        except TimeoutError:
+            tail = self.logs()[-3000:]
+            raise TimeoutError(f"{self.role} still running after {timeout}s:\n{tail}") from None
 
     async def stop(self, timeout: float = 60) -> int:
         self.send(signal.SIGTERM)

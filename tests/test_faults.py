@@ -98,3 +98,21 @@ async def test_sigterm_while_postgres_is_unreachable_exits_promptly(
     await worker.wait_log('"postgres_connect_failed"')
     worker.send(signal.SIGTERM)
     assert await worker.wait(timeout=10) == 0
+
+
+async def test_sigterm_during_a_hanging_first_broker_connect_exits_promptly(
+    spawn: Callable[..., Any], settings: Settings
+) -> None:
+    async with running_proxy(urlsplit(settings.amqp_url).port or 5672) as broker:
+        broker.outage("blackhole")  # the AMQP handshake is never answered
+        worker = await spawn(
+            "worker",
+            AMQP_URL=_via(settings.amqp_url, broker.port),
+            DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+        )
+        await worker.wait_log('"postgres_connect_failed"')
+        async with asyncio.timeout(30):
+            while broker.connections == 0:  # the first connect is under way
+                await asyncio.sleep(0.02)
+        worker.send(signal.SIGTERM)
+        assert await worker.wait(timeout=10) == 0
