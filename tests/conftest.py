@@ -16,6 +16,12 @@ from typing import Any
 
 import aio_pika
 import asyncpg
+
+# Imported now rather than by hypothesis' pytest plugin at the end of the session: on
+# Python 3.11 pytest's assertion rewriter then parses it amid the session's garbage,
+# and a collection inside the parse can fail it with "AST constructor recursion depth
+# mismatch" (CPython gh-106905), turning a green run red.
+import hypothesis  # noqa: F401
 import pytest
 from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient, TestServer
