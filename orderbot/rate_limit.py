@@ -17,25 +17,29 @@ from orderbot.envelopes import Conversation
 from orderbot.providers.base import ReplySender, TransientSendError
 from orderbot.redis_batch import batch_for
 
-_TAKE = """
-local rate = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local now_parts = redis.call('TIME')
-local now = now_parts[1] * 1000 + now_parts[2] / 1000
-local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(bucket[1]) or capacity
-local ts = tonumber(bucket[2]) or now
-tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
-local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-else
-  wait = math.ceil((1 - tokens) / rate)
+# The bucket as a Lua function, shared by every script that takes a token (the webhook
+# gate takes two and checks the edge key in the same script). `now` is Redis' clock in
+# ms, the same for every process; returns 0 (taken) or the ms until a token is due.
+TAKE_FUNCTION = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+local function take(key, rate, capacity)
+  local bucket = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(bucket[1]) or capacity
+  local ts = tonumber(bucket[2]) or now
+  tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+  local wait = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+  else
+    wait = math.ceil((1 - tokens) / rate)
+  end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', key, math.ceil(capacity / rate) + 1000)
+  return wait
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate) + 1000)
-return wait
 """
+_TAKE = TAKE_FUNCTION + "return take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
 
 
 class TokenBucket:

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orderbot.envelopes import Conversation
+from orderbot.rate_limit import TAKE_FUNCTION
 from orderbot.redis_batch import batch_for
 from orderbot.settings import Settings
 
@@ -32,30 +33,16 @@ log = structlog.get_logger(__name__)
 # KEYS: customer bucket, tenant bucket, edge key.
 # ARGV: customer tokens per ms, customer capacity, tenant tokens per ms, tenant capacity.
 # Returns {wait_ms, seen}: wait_ms > 0 means refused (seen is then 0, not looked at).
-_GATE = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + t[2] / 1000
-local function take(key, rate, capacity)
-  local bucket = redis.call('HMGET', key, 'tokens', 'ts')
-  local tokens = tonumber(bucket[1]) or capacity
-  local ts = tonumber(bucket[2]) or now
-  tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
-  local wait = 0
-  if tokens >= 1 then
-    tokens = tokens - 1
-  else
-    wait = math.ceil((1 - tokens) / rate)
-  end
-  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
-  redis.call('PEXPIRE', key, math.ceil(capacity / rate) + 1000)
-  return wait
-end
+_GATE = (
+    TAKE_FUNCTION
+    + """
 local wait = take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
 if wait > 0 then return {wait, 0} end
 wait = take(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
 if wait > 0 then return {wait, 0} end
 return {0, redis.call('EXISTS', KEYS[3])}
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
