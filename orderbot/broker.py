@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from yarl import URL
 
 from orderbot.settings import Settings
+from orderbot.stopping import until_set_or_stopped
 from orderbot.topology import Topology, declare_topology
 
 log = structlog.get_logger(__name__)
@@ -107,13 +108,7 @@ class BrokerLink:
         if stop is None:
             await self._connected.wait()
         else:
-            waiters = {
-                asyncio.ensure_future(self._connected.wait()),
-                asyncio.ensure_future(stop.wait()),
-            }
-            _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in pending:
-                waiter.cancel()
+            await until_set_or_stopped(self._connected, stop)
         if self._fatal is not None:
             raise self._fatal
         return self._connected.is_set()

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from orderbot.logging import register_secrets
 from orderbot.secret_box import SecretBox, UnreadableSecret
 from orderbot.settings import Settings
+from orderbot.stopping import until_set_or_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -144,15 +145,7 @@ class TenantDirectory:
 
     async def wait_loaded(self, stop: asyncio.Event) -> bool:
         """Wait for the first read of the table; False if stopped first."""
-        if not self.loaded:
-            waiters = {
-                asyncio.ensure_future(self._loaded.wait()),
-                asyncio.ensure_future(stop.wait()),
-            }
-            _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in pending:
-                waiter.cancel()
-        return self.loaded
+        return await until_set_or_stopped(self._loaded, stop)
 
     def _replace(self, rows: Iterable[Tenant], unreadable: frozenset[str] = frozenset()) -> None:
         by_slug = {tenant.slug: tenant for tenant in rows}
