@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from dialog import Lang
 from orderbot.envelopes import Conversation
+from orderbot.redis_batch import batch_for
 
 RATING_TTL = timedelta(days=7)  # an answer a week later is not about that delivery any more
 
@@ -53,6 +54,7 @@ class OwedRating(BaseModel):
 class OwedRatings:
     def __init__(self, redis: Redis, prefix: str, *, ttl: timedelta = RATING_TTL) -> None:
         self._redis = redis
+        self._batch = batch_for(redis)  # the read of every idle step rides with the others
         self._prefix = prefix
         self._ttl_ms = int(ttl.total_seconds() * 1000)
         self._expect = redis.register_script(_EXPECT)
@@ -69,13 +71,14 @@ class OwedRatings:
         )
 
     async def get(self, conversation: Conversation) -> OwedRating | None:
-        raw = await self._redis.get(self.key(conversation))
+        key = self.key(conversation)
+        raw = await self._batch.call(("GET", key))
         if raw is None:
             return None
         try:
             return OwedRating.model_validate_json(raw)
         except ValidationError:
-            await self._redis.delete(self.key(conversation))  # unreadable: ask nothing
+            await self._batch.call(("DEL", key))  # unreadable: ask nothing
             return None
 
     async def save(self, conversation: Conversation, owed: OwedRating) -> None:
