@@ -8,11 +8,11 @@ everything else is acknowledged with 200 so Chat2Desk does not retry it.
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
 from orderbot import metrics
 from orderbot.envelopes import Conversation, InboundMessage
@@ -70,6 +70,33 @@ class Chat2DeskInbound(BaseModel):
     dialog_id: OptionalId = None
 
 
+class Chat2DeskClientHook(Chat2DeskInbound, Chat2DeskEvent):
+    """Both at once: the common body (a valid client message) is validated once. Any
+    failure falls back to the two models in turn, whose verdicts and errors stand."""
+
+
+def _validate(
+    body: dict[str, Any],
+) -> tuple[Chat2DeskEvent, Chat2DeskInbound | None] | web.Response:
+    """The event and, for a client message, the message; or the 422. One validation for
+    the common body; the two models in turn (their errors, their order) otherwise."""
+    try:
+        both = Chat2DeskClientHook.model_validate(body)
+    except ValidationError:
+        pass
+    else:
+        return (both, both) if both.is_client_message else (both, None)
+    event = validation_error(Chat2DeskEvent, body)
+    if isinstance(event, web.Response):
+        return event
+    if not event.is_client_message:
+        return event, None
+    hook = validation_error(Chat2DeskInbound, body)
+    if isinstance(hook, web.Response):
+        return hook
+    return event, hook
+
+
 def _refused(status: int, reason: str, error: str) -> web.Response:
     metrics.WEBHOOKS_REJECTED.labels("chat2desk", reason).inc()
     return json_error(status, error)
@@ -111,16 +138,14 @@ async def _serve(request: web.Request, tenant: Tenant) -> web.Response:
     if not isinstance(body, dict):
         metrics.WEBHOOKS_REJECTED.labels("chat2desk", "invalid").inc()
         return json_error(422, "invalid body", detail="expected a JSON object")
-    event = validation_error(Chat2DeskEvent, body)
-    if isinstance(event, web.Response):
-        return event
-    if not event.is_client_message:
+    verdict = _validate(body)
+    if isinstance(verdict, web.Response):
+        return verdict
+    event, hook = verdict
+    if hook is None:
         log.info("event_ignored", tenant=tenant.slug, type=event.type, hook_type=event.hook_type)
         metrics.WEBHOOKS_IGNORED.labels("chat2desk", "not_client_message").inc()
         return web.json_response({"status": "ignored"})
-    hook = validation_error(Chat2DeskInbound, body)
-    if isinstance(hook, web.Response):
-        return hook
     message = InboundMessage(
         message_id=hook.message_id,
         conversation=Conversation(
