@@ -16,7 +16,7 @@ from orderbot.resources import open_redis
 from orderbot.settings import Settings
 from server.api import register_api
 from server.chat2desk import chat2desk_tenant_webhook, chat2desk_webhook
-from server.errors import error_middleware, webhook_metrics_middleware
+from server.errors import server_middleware
 from server.ingest import BROKER, LIMITS, POSTGRES, REDIS, SETTINGS
 from server.rate_limits import WebhookLimits
 from server.tenancy import tenants_ctx
@@ -89,7 +89,7 @@ async def metrics(_: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.http_max_body,
-        middlewares=[webhook_metrics_middleware, error_middleware],
+        middlewares=[server_middleware],
     )
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([_broker_ctx, _redis_ctx, _postgres_ctx, tenants_ctx])

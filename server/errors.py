@@ -37,36 +37,68 @@ _REJECTION = {
 }
 
 
+_ERROR_TEXT = {413: "request body too large", 404: "not found", 405: "method not allowed"}
+_EXPOSED_HEADERS = ("Allow", "Retry-After")
+
+
+class _WebhookMetrics:
+    """A provider's metric children, taken once: `.labels()` is a lock and a dict
+    lookup each, on the path every webhook takes. Created on first use, so a provider
+    that never posts shows no series (the exact-count tests rely on that)."""
+
+    __slots__ = ("received", "seconds")
+
+    def __init__(self, provider: str) -> None:
+        self.received = metrics.WEBHOOKS_RECEIVED.labels(provider)
+        self.seconds = metrics.WEBHOOK_SECONDS.labels(provider)
+
+
+_webhook_metrics: dict[str, _WebhookMetrics] = {}
+_KNOWN_PROVIDERS = 16  # any /webhook/<name> gets counted; only so many are kept here
+
+
+def _metrics_of(provider: str) -> _WebhookMetrics:
+    found = _webhook_metrics.get(provider)
+    if found is None:
+        found = _WebhookMetrics(provider)
+        if len(_webhook_metrics) < _KNOWN_PROVIDERS:
+            _webhook_metrics[provider] = found
+    return found
+
+
 @web.middleware
-async def webhook_metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every webhook request, whatever its outcome."""
-    parts = request.path.split("/")
-    if len(parts) < 3 or parts[1] != "webhook":
-        return await handler(request)
+async def server_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as a JSON body; every webhook request counted and timed, whatever
+    its outcome (errors included, as their JSON answer). One middleware, not two: each
+    is a coroutine and a handler wrapper per request."""
+    path = request.path
+    if not path.startswith("/webhook/"):
+        return await _answer(request, handler)
+    parts = path.split("/", 3)
     provider = parts[2]
-    metrics.WEBHOOKS_RECEIVED.labels(provider).inc()
+    counted = _metrics_of(provider)
+    counted.received.inc()
     started = time.perf_counter()
     try:
-        response = await handler(request)
+        response = await _answer(request, handler)
     finally:
-        metrics.WEBHOOK_SECONDS.labels(provider).observe(time.perf_counter() - started)
-    if response.status in _REJECTION:
-        metrics.WEBHOOKS_REJECTED.labels(provider, _REJECTION[response.status]).inc()
+        counted.seconds.observe(time.perf_counter() - started)
+    rejection = _REJECTION.get(response.status)
+    if rejection is not None:
+        metrics.WEBHOOKS_REJECTED.labels(provider, rejection).inc()
     return response
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        reason = {413: "request body too large", 404: "not found", 405: "method not allowed"}
         return json_error(
             exc.status,
-            reason.get(exc.status, exc.reason),
-            headers={k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")},
+            _ERROR_TEXT.get(exc.status, exc.reason),
+            headers={k: v for k, v in exc.headers.items() if k in _EXPOSED_HEADERS},
         )
     except Exception:
         log.exception("request_failed", path=request.rel_url.path.split("/webhook/")[0])
