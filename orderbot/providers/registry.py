@@ -46,7 +46,10 @@ class Senders:
         self._redis = redis
         self._session = session
         self._tenants = tenants
-        self._cache: dict[tuple[str, str], tuple[bytes, ReplySender]] = {}
+        # Per tenant and provider: the Tenant the sender was built for (frozen; the
+        # directory replaces it on any change), the fingerprint of what it was built
+        # from, and the sender.
+        self._cache: dict[tuple[str, str], tuple[Tenant, bytes, ReplySender]] = {}
 
     def for_conversation(self, conversation: Conversation) -> ReplySender:
         """Raises TransientSendError while the directory is not read yet or does not
@@ -61,12 +64,15 @@ class Senders:
             raise TransientSendError(f"unknown tenant {slug!r}")
         if not tenant.active:
             raise SenderUnavailable(f"tenant {slug!r} is disabled")
-        fingerprint = self._fingerprint(tenant, provider)
         cached = self._cache.get((slug, provider))
-        if cached is not None and cached[0] == fingerprint:
-            return cached[1]
+        if cached is not None and cached[0] is tenant:
+            return cached[2]  # the very object it was built for: nothing can differ
+        fingerprint = self._fingerprint(tenant, provider)
+        if cached is not None and cached[1] == fingerprint:
+            self._cache[(slug, provider)] = (tenant, fingerprint, cached[2])
+            return cached[2]
         sender = self._build(tenant, provider)
-        self._cache[(slug, provider)] = (fingerprint, sender)
+        self._cache[(slug, provider)] = (tenant, fingerprint, sender)
         return sender
 
     async def send(self, conversation: Conversation, text: str) -> None:
