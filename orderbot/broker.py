@@ -24,6 +24,8 @@ from orderbot.topology import Topology, declare_topology
 
 log = structlog.get_logger(__name__)
 
+_PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
+
 # The first connection, its channel and the topology must be done within this many
 # PUBLISH_TIMEOUTs, or the attempt is abandoned and made again.
 FIRST_CONNECT_TIMEOUTS = 3
@@ -145,18 +147,28 @@ class BrokerLink:
         """
         if not self.is_ready or self._channel is None:
             raise BrokerUnavailable("not connected to the broker")
-        message = aio_pika.Message(
-            body,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        channel = self._channel
+        # The properties aio_pika.Message would build, without building one: its
+        # constructor (a guarded __setattr__ per field, enum and type coercions) was
+        # 3 % of the server under ingest. Same frames on the wire.
+        properties = aiormq.spec.Basic.Properties(
             content_type="application/json",
-            message_id=message_id,
             correlation_id=correlation_id,
-            headers=dict(headers) if headers else None,  # type: ignore[arg-type]
+            delivery_mode=_PERSISTENT,
+            headers=dict(headers) if headers else {},  # type: ignore[arg-type]
+            message_id=message_id,
+            priority=0,
             timestamp=datetime.now(UTC),
         )
         try:
             async with asyncio.timeout(self._timeout):
-                await self._channel.default_exchange.publish(message, queue, mandatory=True)
+                # What aio-pika's Exchange.publish does for the default exchange.
+                if channel.is_closed:
+                    raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+                underlay = await channel.get_underlay_channel()
+                await underlay.basic_publish(
+                    body, exchange="", routing_key=queue, properties=properties, mandatory=True
+                )
         except (aiormq.exceptions.AMQPError, TimeoutError, ConnectionError) as exc:
             raise BrokerUnavailable(f"publish to {queue} not confirmed: {exc!r}") from exc
         except Exception as exc:
