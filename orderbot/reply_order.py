@@ -20,6 +20,7 @@ race (one without a defined order) as it always was between the ZCARD and the se
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import timedelta
@@ -42,7 +43,7 @@ return redis.call('ZSCORE', KEYS[1], ARGV[1])
 """
 
 _MY_TURN = """
-if redis.call('EXISTS', KEYS[3]) == 1 then
+if redis.call('GET', KEYS[3]) == ARGV[5] then
   redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
   return 2
@@ -81,7 +82,7 @@ _DONE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 if ARGV[2] ~= '0' then
-  redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+  redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])
 end
 redis.call('DEL', KEYS[4])
 return redis.call('ZCARD', KEYS[1])
@@ -169,21 +170,39 @@ class ReplyOrder:
             f"{base}:sending:{reply_id}",
         ]
 
-    async def turn(self, conversation: Conversation, reply_id: str, claimant: str) -> str:
+    async def turn(
+        self, conversation: Conversation, reply_id: str, text: str, claimant: str
+    ) -> str:
         """SEND (and `claimant` holds the reply's claim until `done` or `release`), WAIT
-        (an earlier reply is waiting, or another copy is being sent) or SENT."""
+        (an earlier reply is waiting, or another copy is being sent) or SENT (this very
+        text went out under this id: a step replayed on a newer state can say something
+        else under the same id, and that must still be sent)."""
         keys = self._reply_keys(conversation, reply_id)
-        args: list[str | int] = [reply_id, self._grace_ms, claimant, self._claim_ms]
+        args: list[str | int] = [
+            reply_id,
+            self._grace_ms,
+            claimant,
+            self._claim_ms,
+            _fingerprint(text),
+        ]
         return _TURNS[int(await self._my_turn(keys=keys, args=args))]
 
     async def release(self, conversation: Conversation, reply_id: str, claimant: str) -> None:
         """Give the claim up without sending (the send failed; a retry is scheduled)."""
         await self._release(keys=self._reply_keys(conversation, reply_id)[3:], args=[claimant])
 
-    async def done(self, conversation: Conversation, reply_id: str, *, sent: bool) -> None:
-        """The reply left the order: `sent`, or parked (then a replay may send it)."""
+    async def done(self, conversation: Conversation, reply_id: str, *, sent: str | None) -> None:
+        """The reply left the order: `sent` (its text), or parked (None: a replay may
+        send it)."""
         keys = self._reply_keys(conversation, reply_id)
-        await self._done(keys=keys, args=[reply_id, self._ttl_ms if sent else 0])
+        marker = _fingerprint(sent) if sent is not None else ""
+        await self._done(
+            keys=keys, args=[reply_id, self._ttl_ms if sent is not None else 0, marker]
+        )
+
+
+def _fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def reply_order_for(redis: Redis, settings: Settings) -> ReplyOrder:

@@ -86,8 +86,22 @@ class OutboxDelivery:
             client_id=reply.conversation.client_id,
         ):
             claimant = uuid.uuid4().hex  # this delivery of the reply, through its retries
-            await until_done(lambda: self._deliver(message, reply, claimant), self._stop)
+            try:
+                await until_done(lambda: self._deliver(message, reply, claimant), self._stop)
+            except BaseException:
+                # The redelivery comes with another claimant: a claim left behind would
+                # make it WAIT and be republished (a fresh delivery count) for ever,
+                # so a reply whose send keeps failing would never reach the DLQ.
+                await self._release_quietly(reply, claimant)
+                raise
             await ack(message)
+
+    async def _release_quietly(self, reply: OutboundReply, claimant: str) -> None:
+        try:
+            async with asyncio.timeout(2):
+                await self._order.release(reply.conversation, reply.reply_id, claimant)
+        except Exception as exc:  # the claim expires by itself (35 s)
+            log.warning("reply_claim_not_released", error=str(exc))
 
     async def _deliver(
         self, message: AbstractIncomingMessage, reply: OutboundReply, claimant: str
@@ -95,7 +109,7 @@ class OutboxDelivery:
         attempts = _int_header(message, dead_letters.ATTEMPTS)
         retries = _int_header(message, dead_letters.RETRIES)
         first_failure = _first_failure(message, reply)
-        turn = await self._order.turn(reply.conversation, reply.reply_id, claimant)
+        turn = await self._order.turn(reply.conversation, reply.reply_id, reply.text, claimant)
         if turn == SENT:
             log.info("reply_already_sent")
             _processed("duplicate")
@@ -149,7 +163,7 @@ class OutboxDelivery:
                 message, reply, reason, attempts, retries, first_failure, exc.reason
             )
             return
-        await self._order.done(reply.conversation, reply.reply_id, sent=True)
+        await self._order.done(reply.conversation, reply.reply_id, sent=reply.text)
         log.info("reply_sent", attempts=attempts + 1)
         _processed("sent")
 
@@ -193,5 +207,5 @@ class OutboxDelivery:
                 dead_letters.CLIENT: reply.conversation.client_id,
             },
         )
-        await self._order.done(reply.conversation, reply.reply_id, sent=False)
+        await self._order.done(reply.conversation, reply.reply_id, sent=None)
         _processed("dead_lettered")

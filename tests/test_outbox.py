@@ -11,13 +11,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from orderbot.envelopes import Conversation, OutboundReply, encode
+from orderbot.providers.registry import Senders
+from orderbot.reply_order import SEND, SENT, reply_order_for
 from orderbot.settings import Settings
-from orderbot.topology import Topology
+from orderbot.topology import Topology, declare_topology
+from outbox_worker.service import run_outbox_worker
 from tests.broker_tools import depth, publish_raw, take_all, wait_depth
+from tests.conftest import _in_process
 from tests.customers import Customer, converse, expected_replies, poster
 from tests.fake_provider import FakeChat2Desk
 from tests.processes import orderbot_cli
@@ -307,3 +313,53 @@ async def test_send_rate_limit_holds_across_processes(
     assert busiest <= allowed
     senders = [p for p in processes if '"reply_sent"' in p.logs()]
     assert len(senders) >= 2, "the limit must have been shared by more than one process"
+
+
+async def test_a_reply_whose_send_fails_with_a_bug_every_time_ends_in_the_dlq(
+    make_settings: Callable[..., Settings],
+    amqp: AbstractChannel,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not transient, not a refusal: the quorum queue's delivery limit parks it. A claim
+    left by the failed try made each redelivery wait and be republished with a fresh
+    delivery count, so the reply circled for ever and held back the customer's others."""
+    settings = make_settings(messages_delivery_limit=3)
+    tries = 0
+
+    async def bug(self: Senders, conversation: Conversation, text: str) -> None:
+        nonlocal tries
+        tries += 1
+        raise ValueError("a bug that raises every time")
+
+    monkeypatch.setattr(Senders, "send", bug)
+    await declare_topology(amqp, Topology.from_settings(settings))
+    reply = OutboundReply(
+        reply_id="m1:0",
+        correlation_id="m1",
+        conversation=Conversation(tenant=settings.tenant, provider="chat2desk", client_id="c1"),
+        text="hi",
+    )
+
+    async with _in_process(run_outbox_worker, settings):
+        await publish_raw(amqp, settings.queue("outbox"), encode(reply), message_id="m1:0")
+        await wait_depth(amqp, settings.queue("dlq"), 1)
+
+    assert tries == 1 + settings.messages_delivery_limit  # the first try, then redeliveries
+    assert await queues_empty(amqp, settings)
+
+
+async def test_a_reply_counts_as_sent_only_for_the_text_that_went_out(
+    redis: Redis, settings: Settings
+) -> None:
+    """A step replayed on a newer state (its lock was lost) can say something else under
+    the same reply id; that answer must still reach the customer, the same one not twice."""
+    order = reply_order_for(redis, settings)
+    conversation = Conversation(tenant=settings.tenant, provider="chat2desk", client_id="c1")
+
+    first = await order.turn(conversation, "m1:0", "Your address?", "delivery-1")
+    await order.done(conversation, "m1:0", sent="Your address?")
+    same = await order.turn(conversation, "m1:0", "Your address?", "delivery-2")
+    other = await order.turn(conversation, "m1:0", "Your phone?", "delivery-3")
+
+    assert (first, same, other) == (SEND, SENT, SEND)
