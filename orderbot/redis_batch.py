@@ -77,6 +77,10 @@ class RedisBatch:
         """Queue one command (a script's: its key count, keys and arguments); the future
         is its reply (or its error). `within` > 0: it need not go before that many
         seconds, so it rides with the next call that must go now, if any comes."""
+        for arg in command:
+            if not isinstance(arg, str | int | float | bytes) or isinstance(arg, bool):
+                # Raised to this caller alone: in the pipeline it would fail the whole batch.
+                raise TypeError(f"a Redis argument must be str, bytes or a number, not {arg!r}")
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a client reused on a new loop: forget the old one's
             self._loop, self._pending, self._flusher, self._conn = loop, [], None, None
@@ -85,7 +89,7 @@ class RedisBatch:
         self._pending.append(_Call(command, future, script))
         if within <= 0:
             self._start()
-        elif self._timer is None and self._flusher is None:
+        elif self._timer is None and (self._flusher is None or self._flusher.done()):
             self._timer = loop.call_later(within, self._start)
         return future
 
@@ -97,13 +101,24 @@ class RedisBatch:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._flusher is None and self._pending:
+        if (self._flusher is None or self._flusher.done()) and self._pending:
             self._flusher = asyncio.create_task(self._flush(), name="redis-batch")
+            self._flusher.add_done_callback(self._flusher_done)
+
+    def _flusher_done(self, flusher: asyncio.Task[None]) -> None:
+        if self._flusher is flusher:  # cancelled before it ran: its `finally` did not
+            self._flusher = None
+        if flusher.cancelled():
+            # Cancelled (perhaps before it ever ran): nobody will send what was queued,
+            # and its callers must not wait for ever.
+            for call in self._pending:
+                call.future.cancel()
+            self._pending = []
 
     async def drain(self) -> None:
         """Wait until every call queued so far has been answered."""
         self._start()
-        while (flusher := self._flusher) is not None:
+        while (flusher := self._flusher) is not None and not flusher.done():
             await asyncio.shield(flusher)
 
     async def _flush(self) -> None:
@@ -116,32 +131,36 @@ class RedisBatch:
             self._flusher = None
 
     async def _run(self, calls: list[_Call]) -> None:
-        try:
-            replies = await self._execute(calls)
-            unknown = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-            if unknown:
-                scripts = {id(s): s for i in unknown if (s := calls[i].script) is not None}
-                for script in scripts.values():
+        replies = await self._answer(calls)
+        if replies is None:
+            return
+        unknown = [call for call, reply in zip(calls, replies, strict=True) if _unknown(reply)]
+        _settle([c for c in calls if c not in unknown], [r for r in replies if not _unknown(r)])
+        if unknown:
+            # Redis restarted or was flushed: load the scripts and run just those again.
+            # The others are answered already: a failure here is not theirs.
+            try:
+                for script in {id(s): s for c in unknown if (s := c.script)}.values():
                     script.sha = await self._redis.script_load(script.source)
-                again = await self._execute([calls[i] for i in unknown])
-                for i, reply in zip(unknown, again, strict=True):
-                    replies[i] = reply
+            except Exception as exc:
+                _fail(unknown, exc)
+                return
+            again = await self._answer(unknown)
+            if again is not None:
+                _settle(unknown, again)
+
+    async def _answer(self, calls: list[_Call]) -> list[Any] | None:
+        """The replies of `calls`, or None when the pipeline failed (each caller then
+        has the error, as its single command would have raised it)."""
+        try:
+            return await self._execute(calls)
         except asyncio.CancelledError:
             for call in calls:
                 call.future.cancel()
             raise
         except Exception as exc:
-            for call in calls:
-                if not call.future.done():
-                    call.future.set_exception(exc)
-            return
-        for call, reply in zip(calls, replies, strict=True):
-            if call.future.done():  # its caller was cancelled meanwhile
-                continue
-            if isinstance(reply, Exception):
-                call.future.set_exception(reply)
-            else:
-                call.future.set_result(reply)
+            _fail(calls, exc)
+            return None
 
     async def _execute(self, calls: list[_Call]) -> list[Any]:
         """Send the calls as one pipeline on the batch's own connection; read every reply.
@@ -177,6 +196,26 @@ class RedisBatch:
                 raise _lost(exc) from exc
             raise
         return replies
+
+
+def _unknown(reply: Any) -> bool:
+    return isinstance(reply, NoScriptError)
+
+
+def _settle(calls: list[_Call], replies: list[Any]) -> None:
+    for call, reply in zip(calls, replies, strict=True):
+        if call.future.done():  # its caller was cancelled meanwhile
+            continue
+        if isinstance(reply, Exception):
+            call.future.set_exception(reply)
+        else:
+            call.future.set_result(reply)
+
+
+def _fail(calls: list[_Call], exc: Exception) -> None:
+    for call in calls:
+        if not call.future.done():
+            call.future.set_exception(exc)
 
 
 def _lost(exc: RuntimeError) -> RedisConnectionError:

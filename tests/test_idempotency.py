@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
@@ -201,3 +202,35 @@ async def test_the_shared_batch_of_a_client_does_not_keep_the_client_alive(
     gc.collect()
 
     assert gone() is None
+
+
+async def test_a_bad_argument_fails_its_own_call_not_the_batch(
+    redis: Redis, settings: Settings
+) -> None:
+    batch = RedisBatch(redis)
+    key = f"{settings.redis_key_prefix}bad-arg"
+    before = batch.call(("SET", key, "1"))
+
+    with pytest.raises(TypeError):
+        batch.call(("SET", key, None))  # type: ignore[arg-type]
+    after = batch.call(("GET", key))
+
+    assert (await before, await after) == ("OK", "1")
+
+
+async def test_a_batch_whose_flusher_was_cancelled_still_answers_later_calls(
+    redis: Redis, settings: Settings
+) -> None:
+    batch = RedisBatch(redis)
+    key = f"{settings.redis_key_prefix}flusher"
+    lost = batch.call(("SET", key, "1"))
+    flusher = batch._flusher
+    assert flusher is not None
+    flusher.cancel()  # before it ever ran: as at a loop's teardown
+
+    with pytest.raises(asyncio.CancelledError):
+        await lost
+    answered = await asyncio.wait_for(batch.call(("SET", key, "2")), 5)
+
+    assert answered == "OK"
+    assert await redis.get(key) == "2"
