@@ -3,6 +3,8 @@ refusal): the line between a slow system and a DLQ full of healthy messages."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 import redis.exceptions
@@ -14,7 +16,7 @@ from orderbot.providers import PermanentSendError, TransientSendError
 from orderbot.providers.chat2desk import Chat2DeskSender
 from orderbot.resources import open_http
 from orderbot.settings import Settings
-from orderbot.transient import is_transient
+from orderbot.transient import Stopping, is_transient, until_done
 
 TRANSIENT = [
     redis.exceptions.ConnectionError("reset"),
@@ -90,3 +92,40 @@ async def test_token_echoed_at_the_truncation_edge_is_still_redacted() -> None:
     error = await _send_once(body, 401, token)
     assert isinstance(error, PermanentSendError)
     assert "secret-api" not in error.reason
+
+
+async def test_an_outage_is_waited_out_until_the_dependency_answers() -> None:
+    failures = [redis.exceptions.ConnectionError("down")] * 3
+
+    async def operation() -> str:
+        if failures:
+            raise failures.pop()
+        return "done"
+
+    assert await until_done(operation, asyncio.Event()) == "done"
+
+
+async def test_a_stop_during_an_outage_ends_the_wait() -> None:
+    stop = asyncio.Event()
+
+    async def operation() -> str:
+        stop.set()  # SIGTERM arrives while the dependency is still down
+        raise redis.exceptions.ConnectionError("down")
+
+    with pytest.raises(Stopping):
+        await until_done(operation, stop)
+
+
+async def test_a_bug_is_raised_at_once_not_waited_out() -> None:
+    tries = 0
+
+    async def operation() -> str:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            raise redis.exceptions.ConnectionError("down")
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        await until_done(operation, asyncio.Event())
+    assert tries == 2
