@@ -10,12 +10,20 @@ process is asked to stop (then the message is left unacknowledged for redelivery
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
 import redis.exceptions
 import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_when_event_set,
+    wait_exponential,
+)
 
 from orderbot.broker import BrokerUnavailable
 from orderbot.dialog_store import LockLost
@@ -73,19 +81,53 @@ async def until_done(
     *,
     max_delay: float = 5.0,
 ) -> T:
-    delay = 0.05
-    while True:
-        try:
-            return await operation()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            if stop.is_set():
-                raise Stopping(f"stopping while a dependency is unavailable: {exc!r}") from exc
-            log.warning("dependency_unavailable", error=repr(exc), retry_in=round(delay, 3))
-            try:
-                async with asyncio.timeout(delay):
-                    await stop.wait()
-            except TimeoutError:
-                pass
-            delay = min(delay * 2, max_delay)
+    """`operation`'s result, retried with backoff (50 ms doubling to `max_delay`) while it
+    fails for a transient reason; Stopping once the process is asked to stop. The first
+    try is a plain call: this runs for every message, and tenacity's set-up is paid only
+    when a dependency is actually down."""
+    try:
+        return await operation()
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        _check_stopping(stop, exc)
+        log.warning("dependency_unavailable", error=repr(exc), retry_in=0.05)
+
+    async def wait_or_stop(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await stop.wait()
+
+    def stopping(state: RetryCallState) -> T:
+        failure = state.outcome.exception() if state.outcome else None
+        raise Stopping(f"stopping while a dependency is unavailable: {failure!r}") from failure
+
+    def warn(state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning("dependency_unavailable", error=repr(failure), retry_in=round(wait, 3))
+
+    retrying = AsyncRetrying(
+        sleep=wait_or_stop,
+        # 100 ms doubling: the first wait (50 ms) was taken above, before tenacity.
+        wait=wait_exponential(multiplier=0.1, exp_base=2, max=max_delay),
+        retry=retry_if_exception(is_transient),
+        stop=stop_when_event_set(stop),  # type: ignore[arg-type]  # only its is_set() is used
+        before_sleep=warn,
+        retry_error_callback=stopping,
+        reraise=True,
+    )
+
+    async def attempt() -> T:
+        # A coroutine function of our own: tenacity awaits only what it can tell is one,
+        # and takes the coroutine a plain callable (a lambda, as the worker passes)
+        # returns for the result, so the step would be acknowledged without being run.
+        return await operation()
+
+    await wait_or_stop(0.05)
+    return await retrying(attempt)
+
+
+def _check_stopping(stop: asyncio.Event, failure: Exception) -> None:
+    if stop.is_set():
+        raise Stopping(f"stopping while a dependency is unavailable: {failure!r}") from failure

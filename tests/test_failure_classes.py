@@ -102,7 +102,8 @@ async def test_an_outage_is_waited_out_until_the_dependency_answers() -> None:
             raise failures.pop()
         return "done"
 
-    assert await until_done(operation, asyncio.Event()) == "done"
+    # Passed as the worker passes its step: a lambda returning a coroutine.
+    assert await until_done(lambda: operation(), asyncio.Event()) == "done"
 
 
 async def test_a_stop_during_an_outage_ends_the_wait() -> None:
