@@ -72,7 +72,9 @@ class ChaosChat2Desk:
             await asyncio.sleep(self.slow_delay)
         async with self._changed:
             client = str(body.get("client_id"))
-            late = request.transport is None or request.transport.is_closing()
+            # A slow answer comes after the sender's SEND_TIMEOUT by construction, so the
+            # sender has given up on it whether or not its close has reached us yet.
+            late = mode == "slow" or request.transport is None or request.transport.is_closing()
             self.delivered[client].append(str(body.get("text")))
             self.delivery_log[client].append((time.monotonic(), late))
             self.deliveries += 1
