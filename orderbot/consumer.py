@@ -19,7 +19,6 @@ old handlers finish, a process can hold up to twice its prefetch after a reconne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import aiormq
@@ -28,6 +27,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from orderbot import metrics
 from orderbot.broker import BrokerLink
+from orderbot.stopping import sleep_unless_set
 
 log = structlog.get_logger(__name__)
 
@@ -101,9 +101,7 @@ class Consumer:
                 log.warning("consume_failed", queue=self._queue, error=repr(exc), retry_in=delay)
                 if channel is not None:
                     await _bounded(channel.close(), "channel_close_failed")
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await stop.wait()
+                await sleep_unless_set(delay, stop)
                 delay = min(delay * 2, 5.0)
                 continue
             return channel, queue, tag

@@ -16,6 +16,7 @@ import structlog
 from redis.asyncio import Redis
 
 from orderbot.settings import Settings
+from orderbot.stopping import sleep_unless_set
 
 log = structlog.get_logger(__name__)
 
@@ -55,9 +56,7 @@ async def open_postgres(
             if isinstance(exc, asyncpg.InvalidCatalogNameError):
                 raise  # the database does not exist: `orderbot migrate` was not run
             log.warning("postgres_connect_failed", error=str(exc), retry_in=delay)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await stop.wait()
+            await sleep_unless_set(delay, stop)
             delay = min(delay * 2, 5.0)
     try:
         yield pool

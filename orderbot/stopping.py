@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 
 async def until_set_or_stopped(event: asyncio.Event, stop: asyncio.Event) -> bool:
@@ -14,3 +15,11 @@ async def until_set_or_stopped(event: asyncio.Event, stop: asyncio.Event) -> boo
         for waiter in pending:
             waiter.cancel()
     return event.is_set()
+
+
+async def sleep_unless_set(seconds: float, event: asyncio.Event) -> None:
+    """Sleep `seconds`, or less if `event` is set meanwhile: a backoff that a stop (or a
+    wake-up) cuts short instead of being waited out."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from orderbot.logging import register_secrets
 from orderbot.secret_box import SecretBox, UnreadableSecret
 from orderbot.settings import Settings
-from orderbot.stopping import until_set_or_stopped
+from orderbot.stopping import sleep_unless_set, until_set_or_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -272,8 +272,7 @@ class _Follower:
                 delay = 0.2
             except Exception as exc:
                 log.warning("tenants_follow_failed", error=repr(exc), retry_in=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                await sleep_unless_set(delay, self._wake)
                 delay = min(delay * 2, 5.0)
 
     async def _follow(self) -> None:
@@ -290,8 +289,7 @@ class _Follower:
             self._wake.clear()
             await self._directory.reload(conn, self._box)
             while not self._stopping:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._interval)
+                await sleep_unless_set(self._interval, self._wake)
                 self._wake.clear()
                 if self._stopping:
                     return

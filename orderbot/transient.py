@@ -10,7 +10,7 @@ process is asked to stop (then the message is left unacknowledged for redelivery
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -27,6 +27,7 @@ from tenacity import (
 
 from orderbot.broker import BrokerUnavailable
 from orderbot.dialog_store import LockLost
+from orderbot.stopping import sleep_unless_set
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +76,10 @@ class Stopping(Exception):
     """The process is shutting down while a dependency is still unavailable."""
 
 
+def _stopping(failure: BaseException | None) -> Stopping:
+    return Stopping(f"stopping while a dependency is unavailable: {failure!r}")
+
+
 async def until_done(
     operation: Callable[[], Awaitable[T]],
     stop: asyncio.Event,
@@ -90,17 +95,13 @@ async def until_done(
     except Exception as exc:
         if not is_transient(exc):
             raise
-        _check_stopping(stop, exc)
+        if stop.is_set():
+            raise _stopping(exc) from exc
         log.warning("dependency_unavailable", error=repr(exc), retry_in=0.05)
-
-    async def wait_or_stop(seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await stop.wait()
 
     def stopping(state: RetryCallState) -> T:
         failure = state.outcome.exception() if state.outcome else None
-        raise Stopping(f"stopping while a dependency is unavailable: {failure!r}") from failure
+        raise _stopping(failure) from failure
 
     def warn(state: RetryCallState) -> None:
         failure = state.outcome.exception() if state.outcome else None
@@ -108,7 +109,7 @@ async def until_done(
         log.warning("dependency_unavailable", error=repr(failure), retry_in=round(wait, 3))
 
     retrying = AsyncRetrying(
-        sleep=wait_or_stop,
+        sleep=functools.partial(sleep_unless_set, event=stop),
         # 100 ms doubling: the first wait (50 ms) was taken above, before tenacity.
         wait=wait_exponential(multiplier=0.1, exp_base=2, max=max_delay),
         retry=retry_if_exception(is_transient),
@@ -124,10 +125,5 @@ async def until_done(
         # returns for the result, so the step would be acknowledged without being run.
         return await operation()
 
-    await wait_or_stop(0.05)
+    await sleep_unless_set(0.05, stop)
     return await retrying(attempt)
-
-
-def _check_stopping(stop: asyncio.Event, failure: Exception) -> None:
-    if stop.is_set():
-        raise Stopping(f"stopping while a dependency is unavailable: {failure!r}") from failure

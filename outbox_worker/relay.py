@@ -24,6 +24,7 @@ from orderbot.ratings import OwedRatings
 from orderbot.reply_order import reply_order_for
 from orderbot.resources import open_postgres
 from orderbot.settings import Settings
+from orderbot.stopping import sleep_unless_set
 from orderbot.transient import is_transient
 
 log = structlog.get_logger(__name__)
@@ -72,8 +73,7 @@ async def _relay(settings: Settings, broker: BrokerLink, redis: Redis, stop: asy
         while not stop.is_set():
             if broker.is_ready:
                 await _scan(notifier)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), INTERVAL.total_seconds())
+            await sleep_unless_set(INTERVAL.total_seconds(), stop)
 
 
 async def _scan(notifier: StatusNotifier) -> None:
