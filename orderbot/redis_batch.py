@@ -115,12 +115,6 @@ class RedisBatch:
                 call.future.cancel()
             self._pending = []
 
-    async def drain(self) -> None:
-        """Wait until every call queued so far has been answered."""
-        self._start()
-        while (flusher := self._flusher) is not None and not flusher.done():
-            await asyncio.shield(flusher)
-
     async def _flush(self) -> None:
         # Runs after the tasks that were ready in this loop turn: their calls are the batch.
         try:

@@ -119,7 +119,3 @@ class WebhookLimits:
             what="edge_dedupe_unavailable",
             within=EDGE_MARK_WITHIN,
         )
-
-    async def drain(self) -> None:
-        """Wait until the edge keys queued so far have reached Redis (tests, shutdown)."""
-        await self._batch.drain()
