@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orderbot.redis_batch import batch_for
+from orderbot.stopping import sleep_unless_set
 
 T = TypeVar("T")
 
@@ -41,7 +42,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-_RELEASE = """
+# Deletes a key only while it holds the caller's token: a lease that expired and was
+# taken by someone else is theirs. Also the release of the outbox's per-reply claim.
+RELEASE_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -76,7 +79,7 @@ class ClientLocks:
         self._local: dict[str, _LocalLock] = {}
         batch = self._batch = batch_for(redis)
         self._renew = batch.script(_RENEW)
-        self._release = batch.script(_RELEASE)
+        self._release = batch.script(RELEASE_IF_HELD)
 
     def key(self, conversation_key: str) -> str:
         return f"{self._prefix}lock:{conversation_key}"
@@ -150,9 +153,7 @@ class _Renewal(Generic[T]):
     async def _run(self) -> None:
         while not self._done.is_set():
             await self._locks._extend(self._lease)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._every):
-                    await self._done.wait()
+            await sleep_unless_set(self._every, self._done)
 
     async def stop(self) -> None:
         self._timer.cancel()

@@ -27,6 +27,7 @@ from datetime import timedelta
 
 from redis.asyncio import Redis
 
+from orderbot.client_lock import RELEASE_IF_HELD
 from orderbot.envelopes import Conversation
 from orderbot.redis_batch import batch_for
 from orderbot.settings import Settings
@@ -88,12 +89,6 @@ redis.call('DEL', KEYS[4])
 return redis.call('ZCARD', KEYS[1])
 """
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-end
-"""
-
 # What the outbox is to do with a reply: send it now, wait (behind an earlier reply, or
 # while another copy of it is being sent), or nothing: it was sent already (a copy whose
 # ack was lost, e.g. to a broker-side close, or published twice by a step that was
@@ -140,7 +135,7 @@ class ReplyOrder:
         # connection lost under uvloop surfaces as redis' ConnectionError (a dependency
         # outage to wait out), not as the loop's RuntimeError.
         self._batch = batch_for(redis)
-        self._release = self._batch.script(_RELEASE)
+        self._release = self._batch.script(RELEASE_IF_HELD)
         self._enqueue = self._batch.script(_ENQUEUE)
         self._my_turn = self._batch.script(_MY_TURN)
         self._done = self._batch.script(_DONE)
