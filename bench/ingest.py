@@ -71,6 +71,7 @@ async def drive(target: Target, plan: Plan, log_dir: Path, *, rate: int | None) 
         seconds = plan.closed_seconds
     else:
         args += ["--mode", "open", "--rate", str(rate), "--duration", str(plan.open_seconds)]
+        args += ["--timeline", str(log_dir / f"timeline-{target.name}-{rate}.txt")]
         seconds = plan.open_seconds
     say(f"ingest {target.name} " + ("closed loop" if rate is None else f"open loop {rate}/s"))
     meter = Meter([target.proc])

@@ -18,6 +18,7 @@ import itertools
 import random
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -42,6 +43,7 @@ class Load:
         self.measure_from = 0.0
         self.measure_until = 0.0
         self.first_measured = 0
+        self.timeline: list[tuple[float, float]] = []
 
     def next_request(self) -> bytes:
         n = next(self.ids)
@@ -66,6 +68,8 @@ class Load:
             self.statuses[key] = self.statuses.get(key, 0) + 1
             if 200 <= status < 300:
                 self.latencies.append(done - due)
+                if self.args.timeline:
+                    self.timeline.append((due - self.measure_from, done - due))
 
     async def closed(self, pool: ConnectionPool, end: float) -> None:
         while (now := time.perf_counter()) < end and self.sent < self.args.max_requests:
@@ -91,7 +95,7 @@ class Load:
             self.errors += len(pending)
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[float, float]]]:
     load = Load(args)
     limit = args.concurrency if args.mode == "closed" else args.max_connections
     pool = ConnectionPool(args.host, args.port, limit)
@@ -108,7 +112,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     pool.close()
     cpu = time.process_time() - cpu_start
     ok = len(load.latencies)
-    return {
+    result = {
         "mode": args.mode,
         "concurrency": args.concurrency if args.mode == "closed" else None,
         "offered_rate": args.rate if args.mode == "open" else None,
@@ -121,6 +125,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "latency_ms": summarize_ms(load.latencies),
         "loadgen_cpu_s": round(cpu, 2),
     }
+    return result, load.timeline
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -138,6 +143,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=10_000)
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--timeline", help="write 'due_s latency_ms' per answered request here")
     return parser.parse_args(argv)
 
 
@@ -146,9 +152,12 @@ def main() -> None:
     try:
         import uvloop  # the generator's loop; the servers under test keep their own
     except ImportError:
-        result = asyncio.run(run(args))
+        result, timeline = asyncio.run(run(args))
     else:
-        result = uvloop.run(run(args))
+        result, timeline = uvloop.run(run(args))
+    if args.timeline:
+        lines = (f"{due:.6f} {latency * 1000:.3f}\n" for due, latency in timeline)
+        Path(args.timeline).write_text("".join(lines))
     sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
 
 

@@ -7,9 +7,9 @@ second half (after the warm-up growth), reported in MB per 100k messages, and
 again through the last third: a slope that shrinks from one to the other is
 warm-up still settling, one that holds is a leak.
 
-`make bench` soaks for two minutes (that is what fits in its ten); the full 100k
-messages take `python -m bench.memory --messages 100000` (about as many seconds
-as messages / steps per second: five to eight minutes on this machine).
+`make bench` soaks until 100k messages or 200 s, whichever comes first (what fits
+in its ten minutes); `python -m bench.memory --messages N` runs the soak alone (about
+as many seconds as messages / steps per second).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ FULL = Plan(
     quick=False,
     rounds=2,
     closed_seconds=7.0,
-    open_seconds=5.0,
+    open_seconds=8.0,
     warmup=1.0,
     concurrency=32,
     rates=(250, 500, 1000, 1500, 2000, 2500, 3000),
@@ -44,7 +44,7 @@ FULL = Plan(
     consume_count=30_000,
     soak_messages=100_000,
     soak_customers=200,
-    soak_seconds=120.0,
+    soak_seconds=200.0,
 )
 
 QUICK = Plan(
