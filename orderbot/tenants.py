@@ -130,6 +130,9 @@ class TenantDirectory:
 
     `loaded` is False until the table was read once: until then a caller cannot
     tell an unknown tenant from one not read yet, and must answer "retry later".
+    The same holds while the snapshot is `stale`: its follower lost the connection
+    that LISTENs for changes, so a tenant added or a token rotated meanwhile would be
+    unknown here. The tenants already known keep being served from the snapshot.
     """
 
     def __init__(self, settings: Settings, *, loaded: bool = True) -> None:
@@ -137,6 +140,7 @@ class TenantDirectory:
         self._loaded = asyncio.Event()
         if loaded:
             self._loaded.set()
+        self.stale = False
         self._replace([])
 
     @property
@@ -189,7 +193,7 @@ class TenantDirectory:
         yet: the table was not read once, or `key` (a slug, webhook token hash or Twilio
         number) belongs to a row that does not decrypt. Such a webhook must be answered
         "retry later", not refused: the provider drops a message refused with a 4xx."""
-        return not self.loaded or key in self._unreadable
+        return not self.loaded or self.stale or key in self._unreadable
 
     def all(self) -> list[Tenant]:
         return sorted(self._by_slug.values(), key=lambda t: t.slug)
@@ -217,6 +221,7 @@ class TenantDirectory:
                     if key
                 )
         self._replace(tenants, frozenset(unreadable))
+        self.stale = False
         if not self.loaded:
             log.info("tenants_loaded", count=len(tenants))
         self._loaded.set()
@@ -264,6 +269,12 @@ class _Follower:
     def _poke(self, *_: object) -> None:
         self._wake.set()
 
+    def _lost(self, *_: object) -> None:
+        # From now on a change may go unannounced: unknown keys get "retry later" until
+        # a reload on a new connection.
+        self._directory.stale = True
+        self._wake.set()
+
     async def run(self) -> None:
         delay = 0.2
         while not self._stopping:
@@ -271,6 +282,7 @@ class _Follower:
                 await self._follow()
                 delay = 0.2
             except Exception as exc:
+                self._directory.stale = True
                 log.warning("tenants_follow_failed", error=repr(exc), retry_in=delay)
                 await sleep_unless_set(delay, self._wake)
                 delay = min(delay * 2, 5.0)
@@ -283,7 +295,7 @@ class _Follower:
             server_settings={"application_name": f"orderbot-tenants-{self._role}"},
         )
         try:
-            conn.add_termination_listener(self._poke)
+            conn.add_termination_listener(self._lost)
             # LISTEN before the read, so a change committed in between is not missed.
             await conn.add_listener(CHANNEL, self._poke)
             self._wake.clear()
@@ -294,6 +306,7 @@ class _Follower:
                 if self._stopping:
                     return
                 if conn.is_closed():
+                    self._directory.stale = True
                     log.warning("tenants_listen_lost")
                     return  # reconnect, then reload: what changed meanwhile is read then
                 await self._directory.reload(conn, self._box)

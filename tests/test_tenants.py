@@ -30,6 +30,7 @@ from twilio.request_validator import RequestValidator
 from orderbot import tenant_store
 from orderbot.envelopes import Conversation, InboundMessage, OutboundReply, encode
 from orderbot.logging import configure_logging
+from orderbot.migrate import migrate
 from orderbot.secret_box import SecretBox, UnreadableSecret, new_key
 from orderbot.settings import ConfigError, Settings, load_settings
 from orderbot.tenants import (
@@ -673,6 +674,95 @@ async def test_a_change_while_the_listen_connection_was_lost_is_read_after_recon
     assert unnoticed.status == 403  # no NOTIFY, and the reload interval is an hour
     assert cut == 1
     await eventually(enabled)  # read again after reconnecting
+
+
+@pytest.fixture
+async def own_database(services: Services) -> AsyncIterator[str]:
+    """A database of this test alone (migrated), so it can shut everyone out of it."""
+    name = f"orderbot_test_{uuid.uuid4().hex[:12]}"
+    url = services.database_url(name)
+    await migrate(url)
+    yield url
+    admin = await asyncpg.connect(services.database_url("postgres"))
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def _shut_out_tenant_followers(services: Services, url: str, *, shut: bool) -> int:
+    """Refuse (or allow again) new connections to the database; when refusing, cut the
+    server's LISTEN connection too. Returns how many connections were cut."""
+    name = url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(services.database_url("postgres"))
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(not shut).lower()}')
+        if not shut:
+            return 0
+        cut: int = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND application_name = 'orderbot-tenants-server'",
+            name,
+        )
+        return cut
+    finally:
+        await admin.close()
+
+
+async def test_a_key_not_known_is_answered_retry_later_while_the_table_cannot_be_followed(
+    services: Services,
+    make_settings: Callable[..., Settings],
+    amqp: AbstractChannel,
+    redis: Any,
+    box: SecretBox,
+    issue: Callable[[str], Business],
+    own_database: str,
+) -> None:
+    """A tenant added, or a token rotated, while the server cannot hear of it would be
+    refused with a 4xx, and the provider would drop the message: while its view of
+    the table may be stale, the server answers 503 instead, and serves the tenants it
+    knows from the snapshot."""
+    from aiohttp.test_utils import TestServer
+
+    from server.app import create_app
+    from server.ingest import BROKER
+
+    known, stranger = issue("known"), issue("stranger")
+    conn = await asyncpg.connect(own_database)
+    try:
+        await tenant_store.add(conn, known.slug, known.changes(), box)
+    finally:
+        await conn.close()
+    app = create_app(make_settings(database_url=own_database))
+    async with TestClient(TestServer(app)) as client:
+        await tenants_loaded(client, known)
+        await asyncio.wait_for(app[BROKER].wait_connected(), 30)
+        customer = Customer()
+
+        async def status(url: str) -> int:
+            return (await client.post(url, json=customer.says("hi"))).status
+
+        unknown_token = chat2desk_url(stranger, own_url=False)
+        rotated_token = f"/webhook/chat2desk/{known.slug}/{stranger.webhook_token}"
+        before = (await status(unknown_token), await status(rotated_token))
+        cut = await _shut_out_tenant_followers(services, own_database, shut=True)
+
+        async def retry_later() -> bool:
+            return await status(unknown_token) == 503
+
+        await eventually(retry_later)
+        during = (await status(rotated_token), await status(chat2desk_url(known, own_url=False)))
+        await _shut_out_tenant_followers(services, own_database, shut=False)
+
+        async def refused_again() -> bool:
+            return await status(unknown_token) == 403
+
+        await eventually(refused_again)  # reconnected and read the table again
+
+    assert before == (403, 403)
+    assert cut == 1
+    assert during == (503, 200)
 
 
 async def _update_silently(
