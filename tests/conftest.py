@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 import asyncpg
@@ -49,6 +49,21 @@ TWILIO_NUMBER = "whatsapp:+14155238886"
 PUBLIC_BASE_URL = "https://bot.example.com"
 
 
+T = TypeVar("T")
+
+
+def run_apart(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on a loop of its own from a sync fixture, leaving the thread's
+    current loop alone. asyncio.run() unsets it when done: in a sync fixture set up
+    after an async one (pytest orders them by request), the test was left without a
+    loop ("There is no current event loop")."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
+
+
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
     with find_services() as found:
@@ -63,7 +78,7 @@ def services() -> Iterator[Services]:
 def database_url(services: Services) -> Iterator[str]:
     name = f"orderbot_test_{uuid.uuid4().hex[:12]}"
     url = services.database_url(name)
-    asyncio.run(migrate(url))
+    run_apart(migrate(url))
     yield url
 
     async def drop() -> None:
@@ -73,7 +88,7 @@ def database_url(services: Services) -> Iterator[str]:
         finally:
             await admin.close()
 
-    asyncio.run(drop())
+    run_apart(drop())
 
 
 @pytest.fixture

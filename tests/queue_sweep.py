@@ -174,4 +174,8 @@ def sweep(amqp_url: str) -> tuple[int, int]:
     names = leftovers(queues)
     if not names:
         return 0, 0
-    return asyncio.run(delete_queues(amqp_url, names)), len(names)
+    loop = asyncio.new_event_loop()  # not asyncio.run: it would unset a test's current loop
+    try:
+        return loop.run_until_complete(delete_queues(amqp_url, names)), len(names)
+    finally:
+        loop.close()
