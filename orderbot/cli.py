@@ -99,13 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_role(command: str) -> int:
-    if command == "server":
-        from server.main import main as role_main
-    elif command == "worker":
-        from worker.main import main as role_main
-    else:
-        from outbox_worker.main import main as role_main
-    return role_main()
+    from orderbot.startup import RoleMain, run_role_main
+
+    def load() -> RoleMain:
+        if command == "server":
+            from server.main import main as role_main
+        elif command == "worker":
+            from worker.main import main as role_main
+        else:
+            from outbox_worker.main import main as role_main
+        return role_main
+
+    return run_role_main(load)
 
 
 def _migrate(settings: Settings) -> int:

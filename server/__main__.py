@@ -1,9 +1,12 @@
 import sys
 
-try:
+from orderbot.startup import RoleMain, run_role_main
+
+
+def _load() -> RoleMain:
     from server.main import main
 
-    status = main()
-except KeyboardInterrupt:  # interrupted before start-up finished: nothing was in flight
-    status = 0
-sys.exit(status)
+    return main
+
+
+sys.exit(run_role_main(_load))

@@ -1,14 +1,18 @@
 """Guarantees that only real processes can show: two workers at once (3), a worker
-killed mid-step (4) and a worker asked to stop with work in flight (7)."""
+killed mid-step (4) and a worker asked to stop with work in flight (7) or while it
+is still starting (7)."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+import pytest
 from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
@@ -134,3 +138,37 @@ async def test_sigterm_past_the_shutdown_timeout_leaves_unfinished_messages_for_
     await spawn("worker")
     await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) >= 1)
     assert fake.texts_for(customer.client_id)[-1] == expected_replies(["Hello"])[0]
+
+
+_STOPPED_WHILE_STARTING = """
+import os, signal, sys, time, types
+
+def main():  # the role, stood in for: SIGTERM arrives before its event loop exists
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+    return 3
+
+role = types.ModuleType("{role}.main")
+role.main = main
+sys.modules["{role}.main"] = role
+{start}
+"""
+
+
+@pytest.mark.parametrize(
+    ("role", "start"),
+    [
+        ("server", "import runpy; runpy.run_module('server', run_name='__main__')"),
+        ("worker", "import runpy; runpy.run_module('worker', run_name='__main__')"),
+        ("outbox_worker", "import runpy; runpy.run_module('outbox_worker', run_name='__main__')"),
+        ("worker", "from orderbot.cli import main; sys.exit(main(['worker']))"),
+    ],
+    ids=["python -m server", "python -m worker", "python -m outbox_worker", "orderbot worker"],
+)
+def test_sigterm_during_start_up_exits_zero(role: str, start: str) -> None:
+    """pm2 and systemd may stop a process that is still importing: nothing is in flight
+    then, and the exit must be the clean 0 of guarantee 7, not a death by signal."""
+    code = _STOPPED_WHILE_STARTING.format(role=role, start=start)
+    done = subprocess.run([sys.executable, "-c", code], timeout=20, capture_output=True)
+
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
