@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterable
+from time import monotonic
 
 import asyncpg
 import structlog
@@ -125,6 +126,9 @@ def tenant_from_row(row: asyncpg.Record, box: SecretBox) -> Tenant:
     )
 
 
+STALE_GRACE = 120.0  # seconds; see TenantDirectory.stale
+
+
 class TenantDirectory:
     """Lookups by slug, webhook token and Twilio number over one consistent snapshot.
 
@@ -140,12 +144,36 @@ class TenantDirectory:
         self._loaded = asyncio.Event()
         if loaded:
             self._loaded.set()
-        self.stale = False
+        self._stale_since: float | None = None
         self._replace([])
 
     @property
     def loaded(self) -> bool:
         return self._loaded.is_set()
+
+    @property
+    def stale(self) -> bool:
+        """Whether changes to the table may have gone unseen, for at most STALE_GRACE.
+
+        Past the grace the snapshot is trusted again: the follower reconnects within
+        seconds once PostgreSQL answers, so a longer outage is this process's own or
+        long, and answering every bad token "retry later" for its whole length would
+        turn guarantee 8's 403 into a 503 for scanners and stale configurations alike.
+        """
+        since = self._stale_since
+        return since is not None and monotonic() - since < STALE_GRACE
+
+    def mark_stale(self) -> None:
+        if self._stale_since is None:
+            self._stale_since = monotonic()
+
+    @property
+    def uncertain(self) -> bool:
+        """Whether "not found" may be wrong: not read yet, or possibly out of date."""
+        return not self.loaded or self.stale
+
+    def is_unreadable(self, key: str) -> bool:
+        return key in self._unreadable
 
     async def wait_loaded(self, stop: asyncio.Event) -> bool:
         """Wait for the first read of the table; False if stopped first."""
@@ -193,7 +221,7 @@ class TenantDirectory:
         yet: the table was not read once, or `key` (a slug, webhook token hash or Twilio
         number) belongs to a row that does not decrypt. Such a webhook must be answered
         "retry later", not refused: the provider drops a message refused with a 4xx."""
-        return not self.loaded or self.stale or key in self._unreadable
+        return self.uncertain or key in self._unreadable
 
     def all(self) -> list[Tenant]:
         return sorted(self._by_slug.values(), key=lambda t: t.slug)
@@ -221,7 +249,7 @@ class TenantDirectory:
                     if key
                 )
         self._replace(tenants, frozenset(unreadable))
-        self.stale = False
+        self._stale_since = None
         if not self.loaded:
             log.info("tenants_loaded", count=len(tenants))
         self._loaded.set()
@@ -269,12 +297,6 @@ class _Follower:
     def _poke(self, *_: object) -> None:
         self._wake.set()
 
-    def _lost(self, *_: object) -> None:
-        # From now on a change may go unannounced: unknown keys get "retry later" until
-        # a reload on a new connection.
-        self._directory.stale = True
-        self._wake.set()
-
     async def run(self) -> None:
         delay = 0.2
         while not self._stopping:
@@ -282,8 +304,11 @@ class _Follower:
                 await self._follow()
                 delay = 0.2
             except Exception as exc:
-                self._directory.stale = True
+                self._directory.mark_stale()
                 log.warning("tenants_follow_failed", error=repr(exc), retry_in=delay)
+                if not self._stopping:
+                    # Set when the connection was lost: it must not cut every backoff short.
+                    self._wake.clear()
                 await sleep_unless_set(delay, self._wake)
                 delay = min(delay * 2, 5.0)
 
@@ -295,7 +320,7 @@ class _Follower:
             server_settings={"application_name": f"orderbot-tenants-{self._role}"},
         )
         try:
-            conn.add_termination_listener(self._lost)
+            conn.add_termination_listener(self._poke)
             # LISTEN before the read, so a change committed in between is not missed.
             await conn.add_listener(CHANNEL, self._poke)
             self._wake.clear()
@@ -306,7 +331,7 @@ class _Follower:
                 if self._stopping:
                     return
                 if conn.is_closed():
-                    self._directory.stale = True
+                    self._directory.mark_stale()
                     log.warning("tenants_listen_lost")
                     return  # reconnect, then reload: what changed meanwhile is read then
                 await self._directory.reload(conn, self._box)

@@ -34,6 +34,7 @@ from orderbot.migrate import migrate
 from orderbot.secret_box import SecretBox, UnreadableSecret, new_key
 from orderbot.settings import ConfigError, Settings, load_settings
 from orderbot.tenants import (
+    CHANNEL,
     TenantDirectory,
     open_tenant_directory,
     operator_key_hash,
@@ -353,7 +354,7 @@ async def test_a_tenant_sealed_with_another_key_is_answered_retry_later_not_refu
         directory = app[TENANTS]
 
         async def seen_unreadable() -> bool:
-            return bool(directory.loaded and directory.unavailable(business.slug))
+            return bool(directory.loaded and directory.is_unreadable(business.slug))
 
         await eventually(seen_unreadable)  # the NOTIFY of the insert reached the server
         form = twilio_form(business, "whatsapp:+996555000111", "hi")
@@ -691,7 +692,10 @@ async def own_database(services: Services) -> AsyncIterator[str]:
         await admin.close()
 
 
-async def _shut_out_tenant_followers(services: Services, url: str, *, shut: bool) -> int:
+_FOLLOWER = "orderbot-tenants-server"
+
+
+async def _shut_out(services: Services, url: str, *, shut: bool) -> int:
     """Refuse (or allow again) new connections to the database; when refusing, cut the
     server's LISTEN connection too. Returns how many connections were cut."""
     name = url.rsplit("/", 1)[1]
@@ -702,27 +706,38 @@ async def _shut_out_tenant_followers(services: Services, url: str, *, shut: bool
             return 0
         cut: int = await admin.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = $1 AND application_name = 'orderbot-tenants-server'",
+            "WHERE datname = $1 AND application_name = $2",
             name,
+            _FOLLOWER,
         )
         return cut
     finally:
         await admin.close()
 
 
-async def test_a_key_not_known_is_answered_retry_later_while_the_table_cannot_be_followed(
-    services: Services,
+@dataclass
+class Followed:
+    """A server following a table of its own, with one tenant in it, and the URLs of a
+    token no row has and of that tenant's URL with a token not its own."""
+
+    client: Client
+    known: Business
+    unknown_token: str
+    rotated_token: str
+
+    async def status(self, url: str) -> int:
+        return (await self.client.post(url, json=Customer().says("hi"))).status
+
+
+@pytest.fixture
+async def followed(
     make_settings: Callable[..., Settings],
     amqp: AbstractChannel,
     redis: Any,
     box: SecretBox,
     issue: Callable[[str], Business],
     own_database: str,
-) -> None:
-    """A tenant added, or a token rotated, while the server cannot hear of it would be
-    refused with a 4xx, and the provider would drop the message: while its view of
-    the table may be stale, the server answers 503 instead, and serves the tenants it
-    knows from the snapshot."""
+) -> AsyncIterator[Followed]:
     from aiohttp.test_utils import TestServer
 
     from server.app import create_app
@@ -738,31 +753,162 @@ async def test_a_key_not_known_is_answered_retry_later_while_the_table_cannot_be
     async with TestClient(TestServer(app)) as client:
         await tenants_loaded(client, known)
         await asyncio.wait_for(app[BROKER].wait_connected(), 30)
-        customer = Customer()
+        yield Followed(
+            client,
+            known,
+            unknown_token=chat2desk_url(stranger, own_url=False),
+            rotated_token=f"/webhook/chat2desk/{known.slug}/{stranger.webhook_token}",
+        )
 
-        async def status(url: str) -> int:
-            return (await client.post(url, json=customer.says("hi"))).status
 
-        unknown_token = chat2desk_url(stranger, own_url=False)
-        rotated_token = f"/webhook/chat2desk/{known.slug}/{stranger.webhook_token}"
-        before = (await status(unknown_token), await status(rotated_token))
-        cut = await _shut_out_tenant_followers(services, own_database, shut=True)
+async def test_a_key_not_known_is_answered_retry_later_while_the_table_cannot_be_followed(
+    services: Services, own_database: str, followed: Followed
+) -> None:
+    """A tenant added, or a token rotated, while the server cannot hear of it would be
+    refused with a 4xx, and the provider would drop the message: while its view of
+    the table may be stale, the server answers 503 instead, and serves the tenants it
+    knows from the snapshot."""
+    before = (
+        await followed.status(followed.unknown_token),
+        await followed.status(followed.rotated_token),
+    )
+    cut = await _shut_out(services, own_database, shut=True)
 
-        async def retry_later() -> bool:
-            return await status(unknown_token) == 503
+    async def retry_later() -> bool:
+        return await followed.status(followed.unknown_token) == 503
 
-        await eventually(retry_later)
-        during = (await status(rotated_token), await status(chat2desk_url(known, own_url=False)))
-        await _shut_out_tenant_followers(services, own_database, shut=False)
+    await eventually(retry_later)
+    during = (
+        await followed.status(followed.rotated_token),
+        await followed.status(chat2desk_url(followed.known, own_url=False)),
+    )
+    await _shut_out(services, own_database, shut=False)
 
-        async def refused_again() -> bool:
-            return await status(unknown_token) == 403
+    async def refused_again() -> bool:
+        return await followed.status(followed.unknown_token) == 403
 
-        await eventually(refused_again)  # reconnected and read the table again
+    await eventually(refused_again)  # reconnected and read the table again
 
     assert before == (403, 403)
     assert cut == 1
     assert during == (503, 200)
+
+
+async def test_unknown_keys_get_retry_later_from_the_moment_the_listen_connection_drops(
+    own_database: str, followed: Followed
+) -> None:
+    """Even when reconnecting succeeds at once: until the table has been read again on
+    the new connection, a change made in between may not be in the snapshot. The read
+    is held back by a lock here, so only the lost connection itself can say so."""
+    locker = await asyncpg.connect(own_database)
+    try:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE")
+            cut = await locker.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = $1",
+                _FOLLOWER,
+            )
+
+            async def retry_later() -> bool:
+                return await followed.status(followed.unknown_token) == 503
+
+            # Well within the re-read's own 10 s command timeout, whose failure would
+            # also mark the snapshot stale.
+            await eventually(retry_later, timeout=5)
+        # The lock is released: the re-read completes.
+
+        async def refused_again() -> bool:
+            return await followed.status(followed.unknown_token) == 403
+
+        await eventually(refused_again)
+    finally:
+        await locker.close()
+
+    assert cut == 1
+
+
+def test_a_stale_snapshot_is_trusted_again_after_the_grace(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guarantee 8's 403 for a bad token comes back when the outage outlasts the grace:
+    "retry later" is for a change that may be on its way, not for a long outage."""
+    from orderbot import tenants
+
+    now = 1000.0
+    monkeypatch.setattr(tenants, "monotonic", lambda: now)
+    directory = TenantDirectory(settings)
+    directory.mark_stale()
+    during = directory.unavailable("no-such-key")
+    now += tenants.STALE_GRACE + 1
+    after = directory.unavailable("no-such-key")
+
+    assert (during, after) == (True, False)
+
+
+async def test_the_tenant_follower_backs_off_while_postgres_refuses_it(
+    services: Services, make_settings: Callable[..., Settings], own_database: str
+) -> None:
+    """A connection lost in the middle of a re-read wakes the follower; that wake must
+    not also cut short every backoff after it, or a refused reconnect is retried in a
+    tight loop (a thousand attempts and warnings a second) for the whole outage."""
+    name = own_database.rsplit("/", 1)[1]
+    settings = make_settings(database_url=own_database)
+    admin = await asyncpg.connect(services.database_url("postgres"))
+    locker = await asyncpg.connect(own_database)
+    try:
+        async with open_tenant_directory(settings, "server") as directory:
+            await eventually(_loaded(directory))
+            async with locker.transaction():
+                await locker.execute("LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE")
+                await admin_of(own_database, f"NOTIFY {CHANNEL}")  # the follower re-reads...
+                await eventually(_waits_on_a_lock(admin, name))  # ...and waits for the lock
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                with structlog.testing.capture_logs() as logs:
+                    await admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = $1 AND application_name = $2",
+                        name,
+                        _FOLLOWER,
+                    )
+                    await asyncio.sleep(2)  # a window to count attempts in, not a wait
+                stale = directory.stale
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await locker.close()
+        await admin.close()
+
+    attempts = [e for e in logs if e["event"] == "tenants_follow_failed"]
+    assert 1 <= len(attempts) <= 6  # backoff 0.2, 0.4, 0.8 s...: about 4 in 2 s
+    assert stale
+
+
+async def admin_of(url: str, statement: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def _loaded(directory: TenantDirectory) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return directory.loaded
+
+    return check
+
+
+def _waits_on_a_lock(admin: asyncpg.Connection, database: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        waiting: int = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 "
+            "AND application_name = $2 AND wait_event_type = 'Lock'",
+            database,
+            _FOLLOWER,
+        )
+        return waiting == 1
+
+    return check
 
 
 async def _update_silently(
