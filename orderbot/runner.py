@@ -44,11 +44,12 @@ def run_role(role: str, main: Main, *, required: tuple[tuple[str, ...], ...] = (
 
 
 def _freeze_startup_objects() -> None:
-    """Keep what importing the code created (about 75,000 objects: modules, classes,
-    pydantic's validators) out of the cyclic garbage collector's full passes.
+    """Keep what importing the code and reading the settings created (about 75,000
+    objects: modules, classes, pydantic's validators) out of the cyclic garbage
+    collector's full passes.
 
     Those objects live as long as the process, yet every full collection walked them
-    all: 20-50 ms with the event loop stopped, measured in the server under webhook
+    all: 15-50 ms with the event loop stopped, measured in the server under webhook
     load, which at 1,000-1,500 requests a second queued enough requests to set the p99
     (bench/README.md). Frozen, a full pass walks only what the running process made.
     """
