@@ -11,9 +11,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from orderbot.logging import configure_logging
-from orderbot.settings import ConfigError, Settings, load_settings
+if TYPE_CHECKING:
+    from orderbot.settings import Settings
 
 ROLES = {"server": "server", "worker": "worker", "outbox-worker": "outbox_worker"}
 
@@ -81,6 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ROLES:
         return _run_role(args.command)
+    # Imported here, not at the top: a role reaches its SIGTERM handler
+    # (orderbot/startup.py) before anything heavy is imported.
+    from orderbot.logging import configure_logging
+    from orderbot.settings import ConfigError, load_settings
+
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -114,6 +120,7 @@ def _run_role(command: str) -> int:
 
 
 def _migrate(settings: Settings) -> int:
+    from orderbot.logging import configure_logging
     from orderbot.migrate import migrate
 
     configure_logging(settings, "migrate")
@@ -130,8 +137,7 @@ def _run_all() -> int:
 
     The children get their own process group, so a terminal's Ctrl-C reaches only
     this process, which passes it on exactly once as SIGINT: a second signal would
-    tell them to skip the drain, and SIGINT (unlike SIGTERM) also stops cleanly a
-    child that is still starting.
+    tell them to skip the drain.
     """
     children: dict[str, subprocess.Popen[bytes]] = {}
     signalled: set[str] = set()

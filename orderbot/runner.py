@@ -35,12 +35,7 @@ def run_role(role: str, main: Main, *, required: tuple[tuple[str, ...], ...] = (
     configure_logging(settings, role)
     _freeze_startup_objects()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        status = runner.run(_run(role, settings, main))
-    # Drained and closed: a late signal (say, a supervisor's follow-up SIGTERM)
-    # must not turn this clean exit into a death by signal.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return status
+        return runner.run(_run(role, settings, main))
 
 
 def _freeze_startup_objects() -> None:
@@ -103,4 +98,9 @@ async def _run(role: str, settings: Settings, main: Main) -> int:
                 await task
     task.result()
     log.info("stopped")
+    # Drained: a late signal (say, a supervisor's follow-up SIGTERM) while the runner
+    # closes the loop must neither take the "insist" path nor kill the process.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
     return 0
