@@ -57,11 +57,9 @@ def run_apart(coroutine: Coroutine[Any, Any, T]) -> T:
     current loop alone. asyncio.run() unsets it when done: in a sync fixture set up
     after an async one (pytest orders them by request), the test was left without a
     loop ("There is no current event loop")."""
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coroutine)
-    finally:
-        loop.close()
+    # With a loop factory, the runner neither sets nor unsets the current loop.
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+        return runner.run(coroutine)
 
 
 @pytest.fixture(scope="session")

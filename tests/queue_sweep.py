@@ -174,8 +174,7 @@ def sweep(amqp_url: str) -> tuple[int, int]:
     names = leftovers(queues)
     if not names:
         return 0, 0
-    loop = asyncio.new_event_loop()  # not asyncio.run: it would unset a test's current loop
-    try:
-        return loop.run_until_complete(delete_queues(amqp_url, names)), len(names)
-    finally:
-        loop.close()
+    # Not asyncio.run, which would unset a test's current loop: a runner with a loop
+    # factory leaves it alone.
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+        return runner.run(delete_queues(amqp_url, names)), len(names)
