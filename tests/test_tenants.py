@@ -654,6 +654,7 @@ async def test_a_change_without_notify_is_read_by_the_periodic_reload(
 
 async def test_a_change_while_the_listen_connection_was_lost_is_read_after_reconnecting(
     client: Client,
+    database_url: str,
     db: asyncpg.Connection,
     box: SecretBox,
     add: Callable[..., Awaitable[Business]],
@@ -664,10 +665,7 @@ async def test_a_change_while_the_listen_connection_was_lost_is_read_after_recon
     await _update_silently(db, box, business.slug, tenant_store.TenantChanges(active=True))
     unnoticed = await client.post(url, json=Customer().says("hi"))
 
-    cut = await db.fetchval(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND application_name = 'orderbot-tenants-server'"
-    )
+    cut = await _cut_follower(db, _database_name(database_url))
 
     async def enabled() -> bool:
         return (await client.post(url, json=Customer().says("hi"))).status == 200
@@ -695,22 +693,29 @@ async def own_database(services: Services) -> AsyncIterator[str]:
 _FOLLOWER = "orderbot-tenants-server"
 
 
+def _database_name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+async def _cut_follower(conn: asyncpg.Connection, database: str) -> int:
+    """Terminate the server's LISTEN connection to `database`; how many were cut."""
+    cut: int = await conn.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = $1 AND application_name = $2",
+        database,
+        _FOLLOWER,
+    )
+    return cut
+
+
 async def _shut_out(services: Services, url: str, *, shut: bool) -> int:
     """Refuse (or allow again) new connections to the database; when refusing, cut the
     server's LISTEN connection too. Returns how many connections were cut."""
-    name = url.rsplit("/", 1)[1]
+    name = _database_name(url)
     admin = await asyncpg.connect(services.database_url("postgres"))
     try:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(not shut).lower()}')
-        if not shut:
-            return 0
-        cut: int = await admin.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = $1 AND application_name = $2",
-            name,
-            _FOLLOWER,
-        )
-        return cut
+        return await _cut_follower(admin, name) if shut else 0
     finally:
         await admin.close()
 
@@ -804,11 +809,7 @@ async def test_unknown_keys_get_retry_later_from_the_moment_the_listen_connectio
     try:
         async with locker.transaction():
             await locker.execute("LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE")
-            cut = await locker.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND application_name = $1",
-                _FOLLOWER,
-            )
+            cut = await _cut_follower(locker, _database_name(own_database))
 
             async def retry_later() -> bool:
                 return await followed.status(followed.unknown_token) == 503
@@ -852,25 +853,20 @@ async def test_the_tenant_follower_backs_off_while_postgres_refuses_it(
     """A connection lost in the middle of a re-read wakes the follower; that wake must
     not also cut short every backoff after it, or a refused reconnect is retried in a
     tight loop (a thousand attempts and warnings a second) for the whole outage."""
-    name = own_database.rsplit("/", 1)[1]
+    name = _database_name(own_database)
     settings = make_settings(database_url=own_database)
     admin = await asyncpg.connect(services.database_url("postgres"))
     locker = await asyncpg.connect(own_database)
     try:
         async with open_tenant_directory(settings, "server") as directory:
-            await eventually(_loaded(directory))
+            await asyncio.wait_for(directory.wait_loaded(asyncio.Event()), 15)
             async with locker.transaction():
                 await locker.execute("LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE")
-                await admin_of(own_database, f"NOTIFY {CHANNEL}")  # the follower re-reads...
+                await _execute(own_database, f"NOTIFY {CHANNEL}")  # the follower re-reads...
                 await eventually(_waits_on_a_lock(admin, name))  # ...and waits for the lock
                 await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
                 with structlog.testing.capture_logs() as logs:
-                    await admin.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = $1 AND application_name = $2",
-                        name,
-                        _FOLLOWER,
-                    )
+                    await _cut_follower(admin, name)
                     await asyncio.sleep(2)  # a window to count attempts in, not a wait
                 stale = directory.stale
     finally:
@@ -883,19 +879,13 @@ async def test_the_tenant_follower_backs_off_while_postgres_refuses_it(
     assert stale
 
 
-async def admin_of(url: str, statement: str) -> None:
+async def _execute(url: str, statement: str) -> None:
+    """One statement on a connection of its own (a NOTIFY goes out at once)."""
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(statement)
     finally:
         await conn.close()
-
-
-def _loaded(directory: TenantDirectory) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return directory.loaded
-
-    return check
 
 
 def _waits_on_a_lock(admin: asyncpg.Connection, database: str) -> Callable[[], Awaitable[bool]]:
