@@ -26,9 +26,9 @@ import orjson
 from redis.asyncio import Redis
 
 from bench.httpclient import get_status
-from orderbot.migrate import migrate
-from orderbot.settings import Settings
-from orderbot.topology import Topology
+from orderbot.amqp.topology import Topology
+from orderbot.config.settings import Settings
+from orderbot.orders.migrate import migrate
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent

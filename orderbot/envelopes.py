@@ -13,6 +13,8 @@ from typing import Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from orderbot.errors import PoisonMessage, Unreadable
+
 Provider = Literal["chat2desk", "twilio"]
 SCHEMA_VERSION = 1
 
@@ -64,10 +66,6 @@ class OutboundReply(_Envelope):
     seq: int | None = None
 
 
-class PoisonMessage(Exception):
-    """A body that can never be processed; it goes to the DLQ with this reason."""
-
-
 E = TypeVar("E", bound=_Envelope)
 
 
@@ -80,7 +78,10 @@ def decode(model: type[E], body: bytes) -> E:
     if not isinstance(raw, dict):
         raise PoisonMessage(f"{model.__name__} body is not a JSON object")
     if raw.get("v") != SCHEMA_VERSION:
-        raise PoisonMessage(f"unknown schema version {raw.get('v')!r} for {model.__name__}")
+        raise PoisonMessage(
+            f"unknown schema version {raw.get('v')!r} for {model.__name__}",
+            kind=Unreadable.UNKNOWN_VERSION,
+        )
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

@@ -18,14 +18,14 @@ from datetime import timedelta
 import structlog
 from redis.asyncio import Redis
 
-from orderbot.broker import BrokerLink
-from orderbot.notifications import StatusNotifier
-from orderbot.ratings import OwedRatings
-from orderbot.reply_order import reply_order_for
-from orderbot.resources import open_postgres
-from orderbot.settings import Settings
-from orderbot.stopping import sleep_unless_set
-from orderbot.transient import is_transient
+from orderbot.amqp.link import BrokerLink
+from orderbot.config.settings import Settings
+from orderbot.conversation.owed_ratings import OwedRatings
+from orderbot.conversation.reply_order import reply_order_for
+from orderbot.errors import is_transient
+from orderbot.orders.notifications import StatusNotifier
+from orderbot.runtime.resources import open_postgres
+from orderbot.runtime.waiting import sleep_unless_set
 
 log = structlog.get_logger(__name__)
 

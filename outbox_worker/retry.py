@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 
-from orderbot import dead_letters, metrics
-from orderbot.broker import BrokerLink
-from orderbot.consumer import ack
-from orderbot.envelopes import OutboundReply, PoisonMessage, decode, utcnow
-from orderbot.providers import PermanentSendError, TransientSendError
-from orderbot.providers.registry import Senders
-from orderbot.reply_order import SENT, WAIT, ReplyOrder
-from orderbot.transient import until_done
+from orderbot.amqp.consumer import Delivery, ack
+from orderbot.amqp.dead_letters import Reason, RetryStory, park, park_unreadable
+from orderbot.amqp.publisher import Publisher
+from orderbot.conversation.reply_order import SENT, WAIT, ReplyOrder
+from orderbot.delivery.sender import ReplySender
+from orderbot.envelopes import OutboundReply, decode, utcnow
+from orderbot.errors import PermanentSendError, PoisonMessage, TransientSendError
+from orderbot.runtime import metrics
+from orderbot.runtime.waiting import until_done
 
 log = structlog.get_logger(__name__)
 
@@ -31,27 +32,12 @@ def _processed(outcome: str) -> None:
     metrics.MESSAGES_PROCESSED.labels("outbox", outcome).inc()
 
 
-def _int_header(message: AbstractIncomingMessage, name: str) -> int:
-    value = (message.headers or {}).get(name)
-    return value if isinstance(value, int) else 0
-
-
-def _first_failure(message: AbstractIncomingMessage, reply: OutboundReply) -> datetime:
-    value = (message.headers or {}).get(dead_letters.FIRST_FAILURE)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            pass
-    return reply.created_at
-
-
 class OutboxDelivery:
     def __init__(
         self,
         *,
-        broker: BrokerLink,
-        senders: Senders,
+        broker: Publisher,
+        senders: ReplySender,
         order: ReplyOrder,
         delays: tuple[timedelta, ...],
         max_attempts: int,
@@ -66,18 +52,12 @@ class OutboxDelivery:
         self._max_age = max_age
         self._stop = stop
 
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
+    async def __call__(self, message: Delivery) -> None:
         try:
             reply = decode(OutboundReply, message.body)
         except PoisonMessage as exc:
-            await dead_letters.park_unreadable(
-                self._broker,
-                message,
-                reason=str(exc),
-                source_queue=self._broker.topology.outbox,
-                stop=self._stop,
-                headers=dict(message.headers or {}),
-            )
+            outbox = self._broker.topology.outbox
+            await park_unreadable(self._broker, message, exc, source_queue=outbox, stop=self._stop)
             return
         with structlog.contextvars.bound_contextvars(
             correlation_id=reply.correlation_id,
@@ -103,12 +83,10 @@ class OutboxDelivery:
         except Exception as exc:  # the claim expires by itself (35 s)
             log.warning("reply_claim_not_released", error=str(exc))
 
-    async def _deliver(
-        self, message: AbstractIncomingMessage, reply: OutboundReply, claimant: str
-    ) -> None:
-        attempts = _int_header(message, dead_letters.ATTEMPTS)
-        retries = _int_header(message, dead_letters.RETRIES)
-        first_failure = _first_failure(message, reply)
+    async def _deliver(self, message: Delivery, reply: OutboundReply, claimant: str) -> None:
+        story = RetryStory.from_message(message)
+        if story.first_failure is None:
+            story = replace(story, first_failure=reply.created_at)
         turn = await self._order.turn(reply.conversation, reply.reply_id, reply.text, claimant)
         if turn == SENT:
             log.info("reply_already_sent")
@@ -124,51 +102,52 @@ class OutboxDelivery:
             # refusal: the reply is parked with that reason, for a replay once fixed.
             await self._senders.send(reply.conversation, reply.text)
         except PermanentSendError as exc:
+            failed = story.failed(exc.reason, retry=False)
             await self._give_up(
-                message,
-                reply,
-                f"permanent send error: {exc.reason}",
-                attempts + 1,
-                retries,
-                first_failure,
-                exc.reason,
+                message, reply, Reason.PERMANENT, f"permanent send error: {exc.reason}", failed
             )
             return
         except TransientSendError as exc:
             await self._order.release(reply.conversation, reply.reply_id, claimant)
-            attempts += 1
-            age = utcnow() - first_failure
-            if attempts >= self._max_attempts:
-                reason = f"gave up after {attempts} attempts"
-            elif age >= self._max_age:
-                reason = f"gave up after {age} (OUTBOX_MAX_AGE)"
-            else:
-                delay = self._delays[min(retries, len(self._delays) - 1)]
-                if exc.retry_after is not None:
-                    delay = max(delay, timedelta(seconds=exc.retry_after))
-                log.info(
-                    "reply_retry_scheduled", attempts=attempts, delay=str(delay), error=exc.reason
-                )
-                headers = dead_letters.story(
-                    attempts=attempts,
-                    retries=retries + 1,
-                    first_failure=first_failure.isoformat(),
-                    last_error=exc.reason,
-                )
-                await self._republish(message, delay, headers)
-                metrics.OUTBOX_RETRIES.labels(str(attempts)).inc()
-                _processed("retry_scheduled")
-                return
-            await self._give_up(
-                message, reply, reason, attempts, retries, first_failure, exc.reason
-            )
+            await self._after_transient(message, reply, story, exc)
             return
         await self._order.done(reply.conversation, reply.reply_id, sent=reply.text)
-        log.info("reply_sent", attempts=attempts + 1)
+        log.info("reply_sent", attempts=story.attempts + 1)
         _processed("sent")
 
+    async def _after_transient(
+        self,
+        message: Delivery,
+        reply: OutboundReply,
+        story: RetryStory,
+        error: TransientSendError,
+    ) -> None:
+        """The next delay tier, or the DLQ once the attempts or the age are used up."""
+        failed = story.failed(error.reason, retry=False)
+        age = utcnow() - (story.first_failure or reply.created_at)
+        if failed.attempts >= self._max_attempts:
+            detail = f"gave up after {failed.attempts} attempts"
+        elif age >= self._max_age:
+            detail = f"gave up after {age} (OUTBOX_MAX_AGE)"
+        else:
+            delay = self._delays[min(story.retries, len(self._delays) - 1)]
+            if error.retry_after is not None:
+                delay = max(delay, timedelta(seconds=error.retry_after))
+            log.info(
+                "reply_retry_scheduled",
+                attempts=failed.attempts,
+                delay=str(delay),
+                error=error.reason,
+            )
+            scheduled = story.failed(error.reason, retry=True)
+            await self._republish(message, delay, scheduled.to_headers())
+            metrics.OUTBOX_RETRIES.labels(str(scheduled.attempts)).inc()
+            _processed("retry_scheduled")
+            return
+        await self._give_up(message, reply, Reason.GAVE_UP, detail, failed)
+
     async def _republish(
-        self, message: AbstractIncomingMessage, delay: timedelta, headers: dict[str, object]
+        self, message: Delivery, delay: timedelta, headers: dict[str, object]
     ) -> None:
         await self._broker.publish(
             self._broker.topology.delay_queue(delay),
@@ -180,32 +159,23 @@ class OutboxDelivery:
 
     async def _give_up(
         self,
-        message: AbstractIncomingMessage,
+        message: Delivery,
         reply: OutboundReply,
-        reason: str,
-        attempts: int,
-        retries: int,
-        first_failure: datetime,
-        last_error: str,
+        reason: Reason,
+        detail: str,
+        story: RetryStory,
     ) -> None:
-        log.error("reply_dead_lettered", reason=reason, attempts=attempts)
-        await dead_letters.park(
+        log.error("reply_dead_lettered", reason=detail, attempts=story.attempts)
+        await park(
             self._broker,
             message.body,
             message_id=reply.reply_id,
             reason=reason,
+            detail=detail,
             source_queue=self._broker.topology.outbox,
+            story=story,
+            conversation=reply.conversation,
             correlation_id=reply.correlation_id,
-            headers={
-                **dead_letters.story(
-                    attempts=attempts,
-                    retries=retries,
-                    first_failure=first_failure.isoformat(),
-                    last_error=last_error,
-                ),
-                dead_letters.TENANT: reply.conversation.tenant,
-                dead_letters.CLIENT: reply.conversation.client_id,
-            },
         )
         await self._order.done(reply.conversation, reply.reply_id, sent=None)
         _processed("dead_lettered")

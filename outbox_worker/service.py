@@ -5,22 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from orderbot.broker import BrokerLink
-from orderbot.consumer import Consumer
-from orderbot.ops_server import serve_ops
-from orderbot.providers.registry import open_senders
-from orderbot.queue_stats import watch_queue_depths
-from orderbot.reply_order import reply_order_for
-from orderbot.resources import open_redis
-from orderbot.settings import Settings
-from orderbot.tenants import open_tenant_directory
+from orderbot.amqp.consumer import Consumer
+from orderbot.amqp.link import BrokerLink
+from orderbot.amqp.queue_depths import watch_queue_depths
+from orderbot.config.settings import Settings
+from orderbot.conversation.reply_order import reply_order_for
+from orderbot.delivery.senders import open_senders
+from orderbot.runtime.ops import dependency_probes, serve_ops
+from orderbot.runtime.resources import open_redis
+from orderbot.runtime.roles import OUTBOX_WORKER
+from orderbot.tenancy.directory import open_tenant_directory
 from outbox_worker.relay import notification_relay
 from outbox_worker.retry import OutboxDelivery
-
-REQUIRED = (
-    ("chat2desk_api_token",),
-    ("twilio_account_sid", "twilio_auth_token", "twilio_whatsapp_from"),
-)
 
 
 async def run_outbox_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -45,7 +41,11 @@ async def run_outbox_worker(settings: Settings, stop: asyncio.Event) -> None:
             shutdown_timeout=settings.shutdown_timeout.total_seconds(),
         )
         await stack.enter_async_context(
-            serve_ops(settings, default_port=9102, broker=broker, redis=redis, pool=None)
+            serve_ops(
+                settings,
+                OUTBOX_WORKER,
+                dependency_probes(broker=broker, redis=redis, pool=None),
+            )
         )
         await stack.enter_async_context(watch_queue_depths(broker))
         await stack.enter_async_context(notification_relay(settings, broker, redis, stop))

@@ -21,18 +21,17 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from dialog import Refused
-from orderbot.notifications import StatusNotifier
-from orderbot.order_status import OrderLifecycle, OrderNotFound
-from orderbot.order_views import MAX_ID, OrderFilter, OrderViews
-from orderbot.ratings import OwedRatings
-from orderbot.reply_order import reply_order_for
-from orderbot.transient import is_transient
+from orderbot.conversation.owed_ratings import OwedRatings
+from orderbot.conversation.reply_order import reply_order_for
+from orderbot.errors import is_transient
+from orderbot.orders.lifecycle import OrderLifecycle, OrderNotFound
+from orderbot.orders.notifications import StatusNotifier
+from orderbot.orders.views import MAX_ID, OrderFilter, OrderViews
 from server.api_models import StatusChange, TransitionRefused
 from server.auth import KeyAuthenticator, Principal
 from server.errors import json_error
-from server.ingest import BROKER, REDIS, SETTINGS
+from server.keys import API, BROKER, REDIS, SETTINGS, TENANTS
 from server.openapi import openapi_document
-from server.tenancy import TENANTS
 
 log = structlog.get_logger(__name__)
 
@@ -50,9 +49,6 @@ class OperatorApi:
     views: OrderViews
     lifecycle: OrderLifecycle
     notifier: StatusNotifier
-
-
-API = web.AppKey("operator_api", OperatorApi)
 
 
 def register_api(app: web.Application) -> None:

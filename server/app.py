@@ -9,22 +9,16 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from orderbot.broker import BrokerLink
-from orderbot.health import readiness
-from orderbot.ops_server import metrics_response
-from orderbot.resources import open_redis
-from orderbot.settings import Settings
-from server.api import register_api
-from server.chat2desk import chat2desk_tenant_webhook, chat2desk_webhook
+from orderbot.amqp.link import BrokerLink
+from orderbot.config.settings import Settings
+from orderbot.runtime.resources import open_redis
 from server.errors import server_middleware
-from server.ingest import BROKER, LIMITS, POSTGRES, REDIS, SETTINGS
+from server.keys import BROKER, LIMITS, POSTGRES, REDIS, SETTINGS
 from server.rate_limits import WebhookLimits
+from server.routes import setup_routes
 from server.tenancy import tenants_ctx
-from server.twilio import twilio_webhook
 
 log = structlog.get_logger(__name__)
-
-REQUIRED = (("chat2desk_webhook_token",), ("twilio_auth_token", "twilio_whatsapp_from"))
 
 
 async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -54,38 +48,6 @@ async def _postgres_ctx(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
-async def index(_: web.Request) -> web.Response:
-    return web.json_response(
-        {
-            "service": "orderbot",
-            "endpoints": [
-                "POST /webhook/chat2desk/{token}",
-                "POST /webhook/chat2desk/{tenant}/{token}",
-                "POST /webhook/twilio",
-                "GET /health",
-                "GET /health/ready",
-                "GET /metrics",
-            ],
-        }
-    )
-
-
-async def health(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def health_ready(request: web.Request) -> web.Response:
-    app = request.app
-    ok, checks = await readiness(broker=app[BROKER], redis=app[REDIS], pool=app[POSTGRES])
-    return web.json_response(
-        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
-    )
-
-
-async def metrics(_: web.Request) -> web.Response:
-    return metrics_response()
-
-
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.http_max_body,
@@ -93,14 +55,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([_broker_ctx, _redis_ctx, _postgres_ctx, tenants_ctx])
-    app.router.add_get("/", index)
-    app.router.add_get("/health", health)
-    app.router.add_get("/health/ready", health_ready)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_post("/webhook/chat2desk/{token}", chat2desk_webhook)
-    app.router.add_post("/webhook/chat2desk/{tenant}/{token}", chat2desk_tenant_webhook)
-    register_api(app)
-    app.router.add_post("/webhook/twilio", twilio_webhook)
+    setup_routes(app)
     return app
 
 

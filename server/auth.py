@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from orderbot.settings import Settings
-from orderbot.tenants import TenantDirectory
+from orderbot.config.settings import Settings
+from orderbot.tenancy.directory import TenantDirectory
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,13 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
-from orderbot import metrics
 from orderbot.envelopes import Conversation, InboundMessage
-from orderbot.tenants import Tenant, webhook_token_hash
+from orderbot.runtime import metrics
+from orderbot.tenancy.directory import Tenant, webhook_token_hash
 from server.errors import json_error
-from server.ingest import BROKER, accept, read_json, validation_error
-from server.tenancy import TENANTS, tenant_unavailable
+from server.ingest import accept, read_json, validation_error
+from server.keys import BROKER, TENANTS
+from server.tenancy import tenant_unavailable
 
 log = structlog.get_logger(__name__)
 

@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from orderbot import metrics
+from orderbot.runtime import metrics
 
 log = structlog.get_logger(__name__)
 

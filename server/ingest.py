@@ -1,4 +1,4 @@
-"""From a validated webhook to a confirmed message on `messages` (guarantee 1).
+"""From a validated webhook to a confirmed message on `messages`.
 
 The provider gets its 2xx only after the broker confirmed the persistent publish;
 any doubt is a 503 with Retry-After, so the provider sends the message again and
@@ -10,27 +10,20 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import asyncpg
 import orjson
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from redis.asyncio import Redis
 
-from orderbot import metrics
-from orderbot.broker import BrokerLink, BrokerUnavailable
+from orderbot.amqp.link import BrokerLink
 from orderbot.envelopes import InboundMessage, encode
-from orderbot.settings import Settings
+from orderbot.errors import BrokerUnavailable
+from orderbot.runtime import metrics
 from server.errors import json_error
-from server.rate_limits import WebhookLimits
+from server.keys import LIMITS
 
 log = structlog.get_logger(__name__)
 
-SETTINGS = web.AppKey("settings", Settings)
-BROKER = web.AppKey("broker", BrokerLink)
-REDIS = web.AppKey("redis", Redis)
-LIMITS = web.AppKey("limits", WebhookLimits)
-POSTGRES = web.AppKey("postgres", asyncpg.Pool)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -60,11 +53,6 @@ def validation_error(model: type[M], body: dict[str, Any]) -> M | web.Response:
 
 def _provider_of(model: type[BaseModel]) -> str:
     return model.__module__.rsplit(".", 1)[-1]
-
-
-def _edge_key(settings: Settings, message: InboundMessage) -> str:
-    c = message.conversation
-    return f"{settings.redis_key_prefix}edge:{c.tenant}:{c.provider}:{message.message_id}"
 
 
 _QUEUED = orjson.dumps({"status": "queued"})
@@ -103,15 +91,12 @@ async def accept(
     """Queue a validated message: rate limits and edge dedupe (one Redis script), then
     the confirmed publish, then the edge key. None for a limit: the settings' default
     (`WEBHOOK_RATE_LIMIT_TENANT`, `WEBHOOK_RATE_LIMIT_CUSTOMER`)."""
-    settings = app[SETTINGS]
     limits = app[LIMITS]
     conversation = message.conversation
     provider = conversation.provider
     counters = _counters.get(provider) or _counters.setdefault(provider, _Counters(provider))
-    edge_key = _edge_key(settings, message)
     verdict = await limits.check(
-        conversation,
-        edge_key,
+        message,
         tenant_per_minute=tenant_per_minute,
         customer_per_minute=customer_per_minute,
     )
@@ -147,6 +132,6 @@ async def accept(
         counters.unavailable.inc()
         return json_error(503, "message not queued, retry later", headers={"Retry-After": "5"})
     counters.published.inc()
-    limits.remember(edge_key)
+    limits.remember(message)
     log.info("webhook_queued", correlation_id=message.message_id, tenant=conversation.tenant)
     return _json(_QUEUED)

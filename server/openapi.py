@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from orderbot.order_views import OrderDetail, OrderFilter, OrderPage
+from orderbot.orders.views import OrderDetail, OrderFilter, OrderPage
 from server.api_models import ErrorBody, StatusChange, TransitionRefused
 from server.chat2desk import Chat2DeskEvent, Chat2DeskInbound
 from server.twilio import TwilioInbound

@@ -9,12 +9,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from orderbot import metrics
-from orderbot.tenants import TenantDirectory, open_tenant_directory
+from orderbot.runtime import metrics
+from orderbot.tenancy.directory import open_tenant_directory
 from server.errors import json_error
-from server.ingest import SETTINGS
-
-TENANTS = web.AppKey("tenants", TenantDirectory)
+from server.keys import SETTINGS, TENANTS
 
 
 async def tenants_ctx(app: web.Application) -> AsyncIterator[None]:

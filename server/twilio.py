@@ -13,12 +13,13 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from orderbot import metrics
 from orderbot.envelopes import Conversation, InboundMessage
+from orderbot.runtime import metrics
 from server import twilio_signature
 from server.errors import json_error
-from server.ingest import BROKER, SETTINGS, accept, validation_error
-from server.tenancy import TENANTS, tenant_unavailable
+from server.ingest import accept, validation_error
+from server.keys import BROKER, SETTINGS, TENANTS
+from server.tenancy import tenant_unavailable
 
 log = structlog.get_logger(__name__)
 

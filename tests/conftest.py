@@ -27,18 +27,19 @@ from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from orderbot.migrate import migrate
-from orderbot.runner import Main
-from orderbot.settings import Settings
-from orderbot.topology import Topology
+from orderbot.amqp.topology import Topology
+from orderbot.config.settings import Settings
+from orderbot.orders.migrate import migrate
 from outbox_worker.service import run_outbox_worker
 from server.app import create_app
-from server.ingest import BROKER
+from server.keys import BROKER
 from tests.fake_provider import FakeChat2Desk, running_fake
 from tests.processes import OrderbotProcess, wait_http_ok
 from tests.queue_sweep import new_namespace, sweep
 from tests.services import Services, find_services
 from worker.service import run_worker
+
+RoleEntry = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]
 
 WEBHOOK_TOKEN = "test-webhook-token-5f1c"
 API_TOKEN = "test-api-token-9a7e"
@@ -192,7 +193,7 @@ async def client(
 
 
 @contextlib.asynccontextmanager
-async def _in_process(role: Main, settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
+async def _in_process(role: RoleEntry, settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
     stop = asyncio.Event()
     task = asyncio.create_task(role(settings, stop))
     yield task

@@ -111,7 +111,7 @@ async def orderbot_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int,
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "orderbot.cli",
+        "orderbot.cli.main",
         *args,
         env={**os.environ, **env},
         cwd=cwd,

@@ -28,7 +28,7 @@ async def test_run_starts_the_whole_system_and_ctrl_c_stops_it_cleanly(
         run = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "orderbot.cli",
+            "orderbot.cli.main",
             "run",
             env={**os.environ, **config, "HTTP_PORT": str(port)},
             cwd=tmp_path,

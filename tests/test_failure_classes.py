@@ -10,13 +10,18 @@ import pytest
 import redis.exceptions
 from aiohttp import web
 
-from orderbot.broker import BrokerUnavailable
+from orderbot.config.settings import Settings
+from orderbot.delivery.chat2desk import Chat2DeskSender
 from orderbot.envelopes import Conversation
-from orderbot.providers import PermanentSendError, TransientSendError
-from orderbot.providers.chat2desk import Chat2DeskSender
-from orderbot.resources import open_http
-from orderbot.settings import Settings
-from orderbot.transient import Stopping, is_transient, until_done
+from orderbot.errors import (
+    BrokerUnavailable,
+    PermanentSendError,
+    Stopping,
+    TransientSendError,
+    is_transient,
+)
+from orderbot.runtime.resources import open_http
+from orderbot.runtime.waiting import until_done
 
 TRANSIENT = [
     redis.exceptions.ConnectionError("reset"),

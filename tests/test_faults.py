@@ -13,7 +13,7 @@ from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from orderbot.settings import Settings
+from orderbot.config.settings import Settings
 from tests.customers import Customer, converse, expected_replies, poster
 from tests.fake_provider import FakeChat2Desk
 from tests.processes import free_port
@@ -63,7 +63,7 @@ async def test_webhooks_are_refused_while_the_connection_is_cut_and_accepted_aft
     from aiohttp.test_utils import TestServer
 
     from server.app import create_app
-    from server.ingest import BROKER
+    from server.keys import BROKER
 
     base = make_settings()
     async with running_proxy(urlsplit(base.amqp_url).port or 5672) as proxy:

@@ -18,11 +18,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from dialog import DialogState
-from orderbot.client_lock import ClientLocks
-from orderbot.dialog_store import Begun, DialogStore
+from orderbot.config.settings import Settings
+from orderbot.conversation.batch import RedisBatch, batch_for
+from orderbot.conversation.dialog_store import Begun, DialogStore
+from orderbot.conversation.locks import ClientLocks
 from orderbot.envelopes import Conversation, InboundMessage, encode
-from orderbot.redis_batch import RedisBatch, batch_for
-from orderbot.settings import Settings
 from tests.broker_tools import publish_raw
 from tests.customers import HAPPY_PATH_RU, Customer, converse, expected_replies, poster
 from tests.fake_provider import FakeChat2Desk

@@ -30,10 +30,10 @@ from dialog import (
 )
 from dialog.lifecycle import ALLOWED, SET_BY
 from dialog.rating import ask_again, thanks
+from orderbot.config.settings import Settings
+from orderbot.conversation.owed_ratings import OwedRatings
 from orderbot.envelopes import Conversation, InboundMessage
-from orderbot.order_status import OrderLifecycle
-from orderbot.ratings import OwedRatings
-from orderbot.settings import Settings
+from orderbot.orders.lifecycle import OrderLifecycle
 from tests.customers import HAPPY_PATH_RU, Customer, converse, expected_replies, poster
 from tests.fake_provider import FakeChat2Desk
 from tests.operator_tools import history, insert_order, is_chain, move

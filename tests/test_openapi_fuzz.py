@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from orderbot.order_views import OrderDetail, OrderPage
-from orderbot.settings import Settings
+from orderbot.config.settings import Settings
+from orderbot.orders.views import OrderDetail, OrderPage
 from server.api_models import ErrorBody, TransitionRefused
 from server.openapi import openapi_document
 from tests.conftest import OPERATOR_KEY, WEBHOOK_TOKEN

@@ -14,9 +14,9 @@ import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from orderbot.settings import Settings
+from orderbot.config.settings import Settings
 from server.app import create_app
-from server.ingest import BROKER
+from server.keys import BROKER
 from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
 from tests.customers import HAPPY_PATH_RU, Customer, converse
 from tests.fake_provider import FakeChat2Desk

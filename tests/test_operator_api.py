@@ -16,9 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from dialog import Lang, OrderStatus, status_notice
-from orderbot.settings import Settings
+from orderbot.config.settings import Settings
 from server.app import create_app
-from server.ingest import BROKER
+from server.keys import BROKER
 from tests.conftest import OPERATOR_KEY
 from tests.customers import Customer
 from tests.fake_provider import FakeChat2Desk

@@ -25,8 +25,8 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-import orderbot.metrics
-from orderbot.settings import Settings
+import orderbot.runtime.metrics
+from orderbot.config.settings import Settings
 from tests.test_deploy_files import SYSTEMD_DIR, read_unit, unit_environment, unit_value
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def exported_series() -> dict[str, frozenset[str]]:
     Built from the module's metric objects, so it follows a rename there.
     """
     series: dict[str, frozenset[str]] = {}
-    for value in vars(orderbot.metrics).values():
+    for value in vars(orderbot.runtime.metrics).values():
         if not isinstance(value, MetricWrapperBase):
             continue
         labels = frozenset(value._labelnames)
@@ -374,7 +374,7 @@ def test_every_exported_metric_is_on_the_dashboard() -> None:
     used = {name for _, expr in dashboard_queries() for name in Query.parse(expr).names}
     missing = {
         family.name
-        for value in vars(orderbot.metrics).values()
+        for value in vars(orderbot.runtime.metrics).values()
         if isinstance(value, MetricWrapperBase)
         for family in value.describe()
         if not any(family.name + suffix in used for suffix in SAMPLE_SUFFIXES[family.type])

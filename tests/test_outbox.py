@@ -16,11 +16,11 @@ from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from orderbot.amqp.topology import Topology, declare_topology
+from orderbot.config.settings import Settings
+from orderbot.conversation.reply_order import SEND, SENT, reply_order_for
+from orderbot.delivery.senders import Senders
 from orderbot.envelopes import Conversation, OutboundReply, encode
-from orderbot.providers.registry import Senders
-from orderbot.reply_order import SEND, SENT, reply_order_for
-from orderbot.settings import Settings
-from orderbot.topology import Topology, declare_topology
 from outbox_worker.service import run_outbox_worker
 from tests.broker_tools import depth, publish_raw, take_all, wait_depth
 from tests.conftest import _in_process

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
 
-from orderbot.broker import BrokerLink
-from orderbot.consumer import Consumer, ack
-from orderbot.settings import Settings
+from orderbot.amqp.consumer import Consumer, Delivery, ack
+from orderbot.amqp.link import BrokerLink
+from orderbot.config.settings import Settings
 from tests.broker_tools import publish_raw, take_all, wait_depth
 from tests.customers import Customer, converse, poster
 from tests.fake_provider import FakeChat2Desk
@@ -52,7 +52,7 @@ async def test_message_that_fails_every_time_is_dead_lettered_after_the_delivery
     attempts = 0
     good_handled = asyncio.Event()
 
-    async def handler(message: AbstractIncomingMessage) -> None:
+    async def handler(message: Delivery) -> None:
         nonlocal attempts
         if message.body == b"bug":
             attempts += 1

@@ -17,7 +17,8 @@ from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from orderbot.settings import Settings
+from orderbot.config.settings import Settings
+from orderbot.runtime.roles import role_named
 from tests.broker_tools import depth
 from tests.customers import HAPPY_PATH_RU, Customer, converse, expected_replies, final_state, poster
 from tests.fake_provider import FakeChat2Desk
@@ -143,14 +144,14 @@ async def test_sigterm_past_the_shutdown_timeout_leaves_unfinished_messages_for_
 _STOPPED_WHILE_STARTING = """
 import os, signal, sys, time, types
 
-def main():  # the role, stood in for: SIGTERM arrives before its event loop exists
+def __getattr__(name):  # the role's entry, looked up: SIGTERM before its event loop exists
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(30)
-    return 3
+    raise AttributeError(name)
 
-role = types.ModuleType("{role}.main")
-role.main = main
-sys.modules["{role}.main"] = role
+entry = types.ModuleType("{module}")
+entry.__getattr__ = __getattr__
+sys.modules["{module}"] = entry
 {start}
 """
 
@@ -161,14 +162,15 @@ sys.modules["{role}.main"] = role
         ("server", "import runpy; runpy.run_module('server', run_name='__main__')"),
         ("worker", "import runpy; runpy.run_module('worker', run_name='__main__')"),
         ("outbox_worker", "import runpy; runpy.run_module('outbox_worker', run_name='__main__')"),
-        ("worker", "from orderbot.cli import main; sys.exit(main(['worker']))"),
+        ("worker", "from orderbot.cli.main import main; sys.exit(main(['worker']))"),
     ],
     ids=["python -m server", "python -m worker", "python -m outbox_worker", "orderbot worker"],
 )
 def test_sigterm_during_start_up_exits_zero(role: str, start: str) -> None:
     """pm2 and systemd may stop a process that is still importing: nothing is in flight
-    then, and the exit must be the clean 0 of guarantee 7, not a death by signal."""
-    code = _STOPPED_WHILE_STARTING.format(role=role, start=start)
+    then, and the exit must be a clean 0, not a death by signal."""
+    module = role_named(role).entry_module
+    code = _STOPPED_WHILE_STARTING.format(module=module, start=start)
     done = subprocess.run([sys.executable, "-c", code], timeout=20, capture_output=True)
 
     assert done.returncode == 0, done.stderr.decode()[-2000:]

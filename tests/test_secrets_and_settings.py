@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from aio_pika.abc import AbstractChannel
 
-from orderbot.settings import Settings
+from orderbot.config.settings import Settings
 from tests.broker_tools import take_all, wait_depth
 from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
 from tests.customers import HAPPY_PATH_RU, Customer, converse

@@ -1,4 +1,4 @@
-"""Multi-tenancy (issue 4): many businesses in one deployment, each with its own
+"""Multi-tenancy: many businesses in one deployment, each with its own
 credentials, limits, dialogs and orders, changed at run time without a restart.
 
 Every test makes its own tenants (slugs, tokens and numbers unique to it) in the
@@ -27,21 +27,21 @@ from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
 from twilio.request_validator import RequestValidator
 
-from orderbot import tenant_store
+from orderbot.amqp.topology import Topology
+from orderbot.config.secret_box import SecretBox, UnreadableSecret, new_key
+from orderbot.config.settings import ConfigError, Settings, load_settings
 from orderbot.envelopes import Conversation, InboundMessage, OutboundReply, encode
-from orderbot.logging import configure_logging
-from orderbot.migrate import migrate
-from orderbot.secret_box import SecretBox, UnreadableSecret, new_key
-from orderbot.settings import ConfigError, Settings, load_settings
-from orderbot.tenants import (
+from orderbot.orders.migrate import migrate
+from orderbot.runtime.logging import configure_logging
+from orderbot.tenancy import store as tenant_store
+from orderbot.tenancy.directory import (
     CHANNEL,
     TenantDirectory,
     open_tenant_directory,
     operator_key_hash,
     webhook_token_hash,
 )
-from orderbot.topology import Topology
-from server.tenancy import TENANTS
+from server.keys import TENANTS
 from tests.broker_tools import depth, publish_raw, take_all, wait_depth
 from tests.conftest import PUBLIC_BASE_URL, TWILIO_TOKEN
 from tests.customers import HAPPY_PATH_RU, Customer, expected_replies
@@ -746,7 +746,7 @@ async def followed(
     from aiohttp.test_utils import TestServer
 
     from server.app import create_app
-    from server.ingest import BROKER
+    from server.keys import BROKER
 
     known, stranger = issue("known"), issue("stranger")
     conn = await asyncpg.connect(own_database)
@@ -834,7 +834,7 @@ def test_a_stale_snapshot_is_trusted_again_after_the_grace(
 ) -> None:
     """Guarantee 8's 403 for a bad token comes back when the outage outlasts the grace:
     "retry later" is for a change that may be on its way, not for a long outage."""
-    from orderbot import tenants
+    from orderbot.tenancy import directory as tenants
 
     now = 1000.0
     monkeypatch.setattr(tenants, "monotonic", lambda: now)

@@ -18,10 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-from orderbot.settings import Settings
+from orderbot.config.settings import Settings
 from server import twilio_signature
 from server.app import create_app
-from server.ingest import BROKER
+from server.keys import BROKER
 from tests.broker_tools import depth
 from tests.conftest import PUBLIC_BASE_URL, TWILIO_NUMBER, TWILIO_SID, TWILIO_TOKEN
 from tests.customers import HAPPY_PATH_RU, expected_replies

@@ -13,10 +13,11 @@ from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from orderbot.config.settings import Settings
 from orderbot.envelopes import Conversation, InboundMessage, decode
-from orderbot.settings import Settings
 from server.app import create_app
-from server.ingest import BROKER, LIMITS, accept
+from server.ingest import accept
+from server.keys import BROKER, LIMITS
 from tests.broker_tools import depth, take_all
 from tests.conftest import WEBHOOK_TOKEN
 from tests.customers import Customer

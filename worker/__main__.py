@@ -1,12 +1,5 @@
 import sys
 
-from orderbot.startup import RoleMain, run_role_main
+from orderbot.runtime.bootstrap import main
 
-
-def _load() -> RoleMain:
-    from worker.main import main
-
-    return main
-
-
-sys.exit(run_role_main(_load))
+sys.exit(main("worker"))

@@ -17,10 +17,10 @@ from redis.asyncio import Redis
 
 from dialog import AskAgain, DialogState, GiveUp, RatingRules, Step, answer_rating
 from dialog.rating import ask_again, thanks
+from orderbot.config.settings import Settings
+from orderbot.conversation.owed_ratings import OwedRating, OwedRatings
 from orderbot.envelopes import Conversation, InboundMessage
-from orderbot.order_status import OrderLifecycle
-from orderbot.ratings import OwedRating, OwedRatings
-from orderbot.settings import Settings
+from orderbot.orders.lifecycle import OrderLifecycle
 
 log = structlog.get_logger(__name__)
 

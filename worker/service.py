@@ -8,28 +8,24 @@ import contextlib
 import structlog
 
 from dialog import DialogRules, PhoneRule
-from orderbot.broker import BrokerLink
-from orderbot.client_lock import ClientLocks
-from orderbot.consumer import Consumer
-from orderbot.dialog_store import DialogStore
-from orderbot.ops_server import serve_ops
-from orderbot.orders import OrderStore
-from orderbot.providers.registry import open_senders
-from orderbot.queue_stats import watch_queue_depths
-from orderbot.reply_order import reply_order_for
-from orderbot.resources import open_postgres, open_redis
-from orderbot.settings import Settings
-from orderbot.tenants import open_tenant_directory
+from orderbot.amqp.consumer import Consumer
+from orderbot.amqp.link import BrokerLink
+from orderbot.amqp.queue_depths import watch_queue_depths
+from orderbot.config.settings import Settings
+from orderbot.conversation.dialog_store import DialogStore
+from orderbot.conversation.locks import ClientLocks
+from orderbot.conversation.reply_order import reply_order_for
+from orderbot.delivery.senders import open_senders
+from orderbot.orders.store import OrderStore
+from orderbot.runtime.ops import dependency_probes, serve_ops
+from orderbot.runtime.resources import open_postgres, open_redis
+from orderbot.runtime.roles import WORKER
+from orderbot.tenancy.directory import open_tenant_directory
 from worker.rating import rating_desk
 from worker.replies import ReplyDispatcher
 from worker.step import MessageProcessor
 
 log = structlog.get_logger(__name__)
-
-REQUIRED = (
-    ("chat2desk_api_token",),
-    ("twilio_account_sid", "twilio_auth_token", "twilio_whatsapp_from"),
-)
 
 
 def dialog_rules(settings: Settings) -> DialogRules:
@@ -85,7 +81,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             shutdown_timeout=settings.shutdown_timeout.total_seconds(),
         )
         await stack.enter_async_context(
-            serve_ops(settings, default_port=9101, broker=broker, redis=redis, pool=pool)
+            serve_ops(
+                settings,
+                WORKER,
+                dependency_probes(broker=broker, redis=redis, pool=pool),
+            )
         )
         await stack.enter_async_context(watch_queue_depths(broker))
         await consumer.run(stop)

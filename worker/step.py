@@ -1,6 +1,6 @@
 """One customer message: one dialog step, applied exactly once.
 
-The order of effects is what makes a crash anywhere safe (guarantee 4):
+The order of effects is what makes a crash anywhere safe:
 lock → skip if already applied → load state (these three in one Redis script) →
 pure step → place order (unique by source message id) → send or outbox the replies →
 commit state and the applied-marker together (and release the lock, in the same
@@ -19,18 +19,18 @@ import asyncio
 import time
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 
 from dialog import DialogRules, DialogState, advance
-from orderbot import dead_letters, metrics
-from orderbot.broker import BrokerLink
-from orderbot.client_lock import ClientLocks, Lease
-from orderbot.consumer import ack
-from orderbot.dialog_store import Begun, DialogStore
-from orderbot.envelopes import InboundMessage, PoisonMessage, decode, utcnow
-from orderbot.orders import OrderStore
-from orderbot.reply_order import known_waiting
-from orderbot.transient import until_done
+from orderbot.amqp.consumer import Delivery, ack
+from orderbot.amqp.dead_letters import RetryStory, park_unreadable
+from orderbot.amqp.publisher import Publisher
+from orderbot.conversation.dialog_store import Begun, DialogStore
+from orderbot.conversation.locks import ClientLocks, Lease
+from orderbot.envelopes import InboundMessage, decode, utcnow
+from orderbot.errors import PoisonMessage
+from orderbot.orders.store import OrderStore
+from orderbot.runtime import metrics
+from orderbot.runtime.waiting import until_done
 from worker.rating import RatingDesk
 from worker.replies import ReplyDispatcher
 
@@ -41,7 +41,7 @@ class MessageProcessor:
     def __init__(
         self,
         *,
-        broker: BrokerLink,
+        broker: Publisher,
         dialogs: DialogStore,
         locks: ClientLocks,
         orders: OrderStore,
@@ -59,17 +59,17 @@ class MessageProcessor:
         self._ratings = ratings
         self._stop = stop
 
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
+    async def __call__(self, message: Delivery) -> None:
         try:
             inbound = decode(InboundMessage, message.body)
         except PoisonMessage as exc:
-            await dead_letters.park_unreadable(
+            await park_unreadable(
                 self._broker,
                 message,
-                reason=str(exc),
+                exc,
                 source_queue=self._broker.topology.messages,
                 stop=self._stop,
-                headers={dead_letters.ATTEMPTS: 1},
+                story=RetryStory(attempts=1),
             )
             return
         conversation = inbound.conversation
@@ -104,32 +104,36 @@ class MessageProcessor:
                 log.info("duplicate_skipped")
                 return "duplicate"
             state = begun.state()
-            with known_waiting(self._dialogs.prefix, conversation, begun.waiting_replies > 0):
-                rating = await self._ratings.answer(inbound, state)
-                if rating is not None:
-                    await self._replies.deliver(conversation, inbound.message_id, rating.replies)
-                    turned = state.model_copy(update={"turns": state.turns + 1})
-                    # The lock is kept until the owed question is settled below.
-                    await self._commit(inbound, turned, lease, release=False)
-                    await self._ratings.settle(conversation, rating)
-                    log.info("rating_step_applied", turns=turned.turns)
-                    return "rating"
-                result = advance(state, inbound.text, self._rules)
-                if result.order is not None:
-                    placed = await self._orders.place(
-                        tenant=conversation.tenant,
-                        provider=conversation.provider,
-                        source_message_id=inbound.message_id,
-                        client_id=conversation.client_id,
-                        draft=result.order,
-                        lang=result.state.lang,
-                        transport=conversation.transport,
-                        channel_id=conversation.channel_id,
-                    )
-                    log.info("order_placed", order_id=placed.id, created=placed.created)
-                    if placed.created:
-                        metrics.ORDERS_CREATED.inc()
-                await self._replies.deliver(conversation, inbound.message_id, result.replies)
+            waiting = begun.waiting_replies > 0
+            rating = await self._ratings.answer(inbound, state)
+            if rating is not None:
+                await self._replies.deliver(
+                    conversation, inbound.message_id, rating.replies, waiting=waiting
+                )
+                turned = state.model_copy(update={"turns": state.turns + 1})
+                # The lock is kept until the owed question is settled below.
+                await self._commit(inbound, turned, lease, release=False)
+                await self._ratings.settle(conversation, rating)
+                log.info("rating_step_applied", turns=turned.turns)
+                return "rating"
+            result = advance(state, inbound.text, self._rules)
+            if result.order is not None:
+                placed = await self._orders.place(
+                    tenant=conversation.tenant,
+                    provider=conversation.provider,
+                    source_message_id=inbound.message_id,
+                    client_id=conversation.client_id,
+                    draft=result.order,
+                    lang=result.state.lang,
+                    transport=conversation.transport,
+                    channel_id=conversation.channel_id,
+                )
+                log.info("order_placed", order_id=placed.id, created=placed.created)
+                if placed.created:
+                    metrics.ORDERS_CREATED.inc()
+            await self._replies.deliver(
+                conversation, inbound.message_id, result.replies, waiting=waiting
+            )
             await self._commit(inbound, result.state, lease, release=True)
         log.info("step_applied", step=result.state.step.value, turns=result.state.turns)
         return "applied"

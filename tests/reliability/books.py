@@ -20,8 +20,8 @@ from aio_pika.abc import AbstractChannel
 from redis.asyncio import Redis
 
 from dialog import DialogState, advance
-from orderbot.settings import Settings
-from orderbot.topology import Topology
+from orderbot.amqp.topology import Topology
+from orderbot.config.settings import Settings
 from tests.broker_tools import depth, take_all
 from tests.reliability.chaos_provider import ChaosChat2Desk
 from tests.reliability.faults import FaultRecord

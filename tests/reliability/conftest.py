@@ -18,7 +18,7 @@ from _pytest.terminal import TerminalReporter
 from aio_pika.abc import AbstractChannel
 from redis.asyncio import Redis
 
-from orderbot.settings import Settings
+from orderbot.config.settings import Settings
 from tests.processes import free_port
 from tests.reliability.books import RECORDED
 from tests.reliability.chaos_provider import ChaosChat2Desk, running_chaos_provider

@@ -23,7 +23,7 @@ import asyncpg
 from aio_pika.abc import AbstractChannel
 from redis.asyncio import Redis
 
-from orderbot.topology import Topology
+from orderbot.amqp.topology import Topology
 from tests.reliability.chaos_provider import ChaosChat2Desk, Mode
 from tests.reliability.load import Load
 from tests.reliability.system import System, tcp_peers

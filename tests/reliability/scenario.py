@@ -33,8 +33,8 @@ import orjson
 from aio_pika.abc import AbstractChannel
 from redis.asyncio import Redis
 
-from orderbot.settings import Settings
-from orderbot.topology import Topology
+from orderbot.amqp.topology import Topology
+from orderbot.config.settings import Settings
 from tests.broker_tools import depth, publish_raw
 from tests.conftest import WEBHOOK_TOKEN
 from tests.reliability.books import Books, close_books, match_replies, owed_to

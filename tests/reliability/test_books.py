@@ -16,7 +16,7 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from redis.asyncio import Redis
 
-from orderbot.settings import Settings
+from orderbot.config.settings import Settings
 from tests.reliability.chaos_provider import ChaosChat2Desk
 from tests.reliability.conftest import load_seconds, report_every
 from tests.reliability.faults import rabbitmqctl_usable

@@ -17,22 +17,22 @@ from urllib.parse import urlsplit
 import aio_pika
 import pytest
 import structlog.testing
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from orderbot.broker import BrokerLink
-from orderbot.client_lock import ClientLocks
-from orderbot.consumer import Consumer, ack
+from orderbot.amqp.consumer import Consumer, Delivery, ack
+from orderbot.amqp.link import BrokerLink
+from orderbot.config.settings import Settings
+from orderbot.conversation.batch import RedisBatch
+from orderbot.conversation.locks import ClientLocks
+from orderbot.conversation.reply_order import reply_order_for
+from orderbot.delivery.outbox import hand_to_outbox
 from orderbot.envelopes import Conversation, OutboundReply
-from orderbot.outbox import hand_to_outbox
-from orderbot.redis_batch import RedisBatch
-from orderbot.reply_order import reply_order_for
-from orderbot.resources import open_redis
-from orderbot.settings import Settings
+from orderbot.runtime.resources import open_redis
 from tests.broker_tools import publish_raw
 from tests.conftest import WEBHOOK_TOKEN
 from tests.customers import Customer, expected_replies
@@ -121,7 +121,7 @@ async def test_a_consumer_the_broker_refuses_at_first_keeps_trying_instead_of_dy
     late_queue = settings.queue("declared-late")
     handled = asyncio.Event()
 
-    async def handler(message: AbstractIncomingMessage) -> None:
+    async def handler(message: Delivery) -> None:
         handled.set()
         await ack(message)
 

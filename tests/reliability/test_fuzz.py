@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractChannel
 from hypothesis import HealthCheck, given, settings
 from redis.asyncio import Redis
 
-from orderbot.settings import Settings
+from orderbot.config.settings import Settings
 from tests.broker_tools import depth
 from tests.conftest import TWILIO_TOKEN, WEBHOOK_TOKEN
 from tests.reliability.books import record_lines

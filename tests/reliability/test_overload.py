@@ -17,7 +17,7 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from redis.asyncio import Redis
 
-from orderbot.settings import Settings
+from orderbot.config.settings import Settings
 from tests.broker_tools import depth
 from tests.conftest import WEBHOOK_TOKEN
 from tests.customers import Customer, expected_replies

@@ -1,0 +1,92 @@
+"""The broker's queues, their arguments, and their declaration.
+
+Every process declares the whole topology at start. Declaring is idempotent, so
+the first process up on a fresh broker creates everything and no start order is
+needed. Arguments of an existing queue cannot change: a deployment that changes
+`MESSAGES_DELIVERY_LIMIT` must delete the queue first (README, operations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from aio_pika.abc import AbstractChannel
+from pamqp.common import FieldTable
+
+from orderbot.config.settings import Settings
+
+
+@dataclass(frozen=True)
+class Topology:
+    messages: str
+    outbox: str
+    dlq: str
+    delay_tiers: tuple[tuple[str, int], ...]
+    delivery_limit: int
+    max_length: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topology:
+        tiers = tuple(
+            (settings.queue(f"outbox.delay.{_ms(delay)}ms"), _ms(delay))
+            for delay in sorted(set(settings.outbox_delays))
+        )
+        return cls(
+            messages=settings.queue("messages"),
+            outbox=settings.queue("outbox"),
+            dlq=settings.queue("dlq"),
+            delay_tiers=tiers,
+            delivery_limit=settings.messages_delivery_limit,
+            max_length=settings.messages_max_length,
+        )
+
+    def delay_queue(self, delay: timedelta) -> str:
+        """The tier holding messages for `delay` (the nearest declared one not shorter)."""
+        wanted = _ms(delay)
+        for name, ms in self.delay_tiers:
+            if ms >= wanted:
+                return name
+        return self.delay_tiers[-1][0]
+
+    @property
+    def all_queues(self) -> tuple[str, ...]:
+        return (self.messages, self.outbox, self.dlq, *(name for name, _ in self.delay_tiers))
+
+
+def _ms(delay: timedelta) -> int:
+    return max(1, round(delay.total_seconds() * 1000))
+
+
+def _dead_letter_to(queue: str) -> FieldTable:
+    # at-least-once dead-lettering: the broker keeps a message until the target queue
+    # confirmed it, so a crash while dead-lettering cannot drop it. It requires
+    # reject-publish overflow on the source queue.
+    return {
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": queue,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+async def declare_topology(channel: AbstractChannel, topology: Topology) -> None:
+    await channel.declare_queue(topology.dlq, durable=True, arguments={"x-queue-type": "classic"})
+    work_queue: FieldTable = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": topology.delivery_limit,
+        "x-max-length": topology.max_length,
+        **_dead_letter_to(topology.dlq),
+    }
+    await channel.declare_queue(topology.messages, durable=True, arguments=work_queue)
+    await channel.declare_queue(topology.outbox, durable=True, arguments=work_queue)
+    for name, ttl_ms in topology.delay_tiers:
+        await channel.declare_queue(
+            name,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-message-ttl": ttl_ms,
+                **_dead_letter_to(topology.outbox),
+            },
+        )

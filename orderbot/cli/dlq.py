@@ -1,0 +1,141 @@
+"""The operator's DLQ tools (`orderbot dlq list|replay|purge`).
+
+Messages are read with basic.get and held unacknowledged; a message leaves the
+DLQ (ack) only after its replay was confirmed by the broker, and everything not
+acked returns to the DLQ when the channel closes. An interrupted replay therefore
+loses nothing; at worst one message is replayed twice, which the worker's dedupe
+(for customer messages) absorbs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+
+from orderbot.amqp import dead_letters
+from orderbot.amqp.dead_letters import RetryStory
+from orderbot.amqp.link import BrokerLink
+from orderbot.envelopes import utcnow
+
+
+@dataclass(frozen=True)
+class ParkedMessage:
+    message_id: str
+    age_seconds: float
+    tenant: str
+    client: str
+    reason: str
+    attempts: int
+    last_error: str
+    source_queue: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _death(message: AbstractIncomingMessage) -> dict[str, Any]:
+    deaths = (message.headers or {}).get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        return deaths[0]
+    return {}
+
+
+def describe(message: AbstractIncomingMessage) -> ParkedMessage:
+    headers = message.headers or {}
+    death = _death(message)
+    reason = headers.get(dead_letters.REASON)
+    if reason is None and death:
+        reason = f"broker dead-lettered: {death.get('reason')} (x-delivery-count limit)"
+    story = RetryStory.from_headers(headers)
+    attempts = story.attempts
+    if dead_letters.ATTEMPTS not in headers:
+        delivered = headers.get("x-delivery-count")
+        attempts = delivered + 1 if isinstance(delivered, int) else 0
+    timestamp = message.timestamp
+    if isinstance(timestamp, datetime):
+        age = (utcnow() - timestamp.replace(tzinfo=timestamp.tzinfo or UTC)).total_seconds()
+    else:
+        age = 0.0
+    return ParkedMessage(
+        message_id=message.message_id or "",
+        age_seconds=round(age, 1),
+        tenant=str(headers.get(dead_letters.TENANT, "")),
+        client=str(headers.get(dead_letters.CLIENT, "")),
+        reason=str(reason or "unknown"),
+        attempts=attempts,
+        last_error=story.last_error,
+        source_queue=str(headers.get(dead_letters.SOURCE_QUEUE) or death.get("queue") or ""),
+    )
+
+
+@contextlib.asynccontextmanager
+async def _dlq(broker: BrokerLink) -> AsyncIterator[AbstractQueue]:
+    await broker.wait_connected()
+    channel = await broker.connection.channel()
+    try:
+        yield await channel.declare_queue(broker.topology.dlq, passive=True)
+    finally:
+        await channel.close()  # returns every unacked message to the DLQ
+
+
+async def _fetch(queue: AbstractQueue, limit: int) -> AsyncIterator[AbstractIncomingMessage]:
+    """At most the messages parked when the tool started: a replayed message that
+    fails again and comes back must not be fetched (and replayed) again in this run."""
+    parked_at_start = int(queue.declaration_result.message_count or 0)
+    for _ in range(min(limit, parked_at_start)):
+        message = await queue.get(no_ack=False, fail=False)
+        if message is None:
+            return
+        yield message
+
+
+async def list_parked(broker: BrokerLink, *, limit: int = 1000) -> list[ParkedMessage]:
+    async with _dlq(broker) as queue:
+        return [describe(message) async for message in _fetch(queue, limit)]
+
+
+async def replay(broker: BrokerLink, *, message_id: str | None, limit: int = 100_000) -> int:
+    """Send parked messages back (all, or the one with `message_id`); returns the count.
+
+    A customer message goes back to `messages`; a reply goes to `outbox` with its
+    attempts reset, so it gets the whole retry schedule again.
+    """
+    replayed = 0
+    topology = broker.topology
+    async with _dlq(broker) as queue:
+        async for message in _fetch(queue, limit):
+            if message_id is not None and message.message_id != message_id:
+                continue
+            parked = describe(message)
+            target = (
+                topology.messages if parked.source_queue == topology.messages else topology.outbox
+            )
+            headers: dict[str, object] = {"x-replayed-at": utcnow().isoformat()}
+            if target == topology.outbox:
+                fresh = RetryStory(
+                    first_failure=utcnow(), last_error=f"replayed from DLQ after: {parked.reason}"
+                )
+                headers.update(fresh.to_headers())
+            await broker.publish(
+                target,
+                message.body,
+                message_id=message.message_id or parked.message_id,
+                correlation_id=message.correlation_id,
+                headers=headers,
+            )
+            await message.ack()
+            replayed += 1
+            if message_id is not None:
+                break
+    return replayed
+
+
+async def purge(broker: BrokerLink) -> int:
+    async with _dlq(broker) as queue:
+        result = await queue.purge()
+        return int(result.message_count or 0)

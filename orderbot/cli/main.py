@@ -1,0 +1,237 @@
+"""The `orderbot` command: one entry point for every process and operator tool.
+
+Only what a command needs is imported, and only once it is chosen: a role's process
+reaches its SIGTERM handler (runtime/bootstrap.py) before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from orderbot.runtime.roles import ROLES
+
+if TYPE_CHECKING:
+    from orderbot.config.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orderbot", description="Chat2Desk/Twilio order bot on RabbitMQ."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for role in ROLES:
+        sub.add_parser(role.command, help=_ROLE_HELP[role.name])
+    sub.add_parser("migrate", help="create the database if missing and apply schema.sql")
+    sub.add_parser("run", help="server, worker and outbox-worker together, for development")
+    dlq = sub.add_parser("dlq", help="inspect and replay the dead-letter queue")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    listing = dlq_sub.add_parser("list", help="show parked messages")
+    listing.add_argument("--json", action="store_true", help="one JSON object per message")
+    listing.add_argument("--limit", type=int, default=1000)
+    replay = dlq_sub.add_parser("replay", help="send parked messages back for processing")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every parked message")
+    which.add_argument("--id", dest="message_id", help="the message with this id")
+    purge = dlq_sub.add_parser("purge", help="delete every parked message")
+    purge.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+    _tenants_parser(sub)
+    return parser
+
+
+_ROLE_HELP = {
+    "server": "the webhook HTTP server",
+    "worker": "the dialog worker (consumes `messages`)",
+    "outbox_worker": "the reply retry worker (consumes `outbox`)",
+}
+_HIDDEN_HELP = "(secret: give `env:NAME`, `file:PATH` or `-` for stdin to keep it out of ps)"
+
+
+def _tenants_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tenants = sub.add_parser("tenants", help="the businesses this deployment serves")
+    tenants_sub = tenants.add_subparsers(dest="tenants_command", required=True)
+    for name, help_ in (("add", "add a tenant"), ("update", "change a tenant's settings")):
+        command = tenants_sub.add_parser(name, help=help_)
+        command.add_argument("slug", help="short name: a-z, 0-9, - and _")
+        command.add_argument("--name", help="display name")
+        command.add_argument("--chat2desk-api-token", help=f"send API token {_HIDDEN_HELP}")
+        command.add_argument(
+            "--chat2desk-webhook-token", help=f"secret of the webhook URL {_HIDDEN_HELP}"
+        )
+        command.add_argument("--twilio-account-sid")
+        command.add_argument("--twilio-auth-token", help=f"{_HIDDEN_HELP}")
+        command.add_argument("--twilio-whatsapp-from", help="e.g. whatsapp:+14155238886")
+        for limit in ("webhook-rate-limit-tenant", "webhook-rate-limit-customer"):
+            command.add_argument(f"--{limit}", type=int, help="per minute")
+        command.add_argument("--send-rate-limit", type=int, help="send calls per minute")
+        command.add_argument(
+            "--operator-api-key",
+            help=f"bearer key of this tenant's /api/ (at least 16 characters) {_HIDDEN_HELP}",
+        )
+        if name == "update":
+            command.add_argument("--enable", action="store_true", help="serve it again")
+    listing = tenants_sub.add_parser("list", help="show tenants (never their secrets)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per tenant")
+    disable = tenants_sub.add_parser("disable", help="stop serving a tenant")
+    disable.add_argument("slug")
+    tenants_sub.add_parser("reencrypt", help="re-encrypt every secret with the first master key")
+    tenants_sub.add_parser("new-key", help="print a new master key")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command in {role.command for role in ROLES}:
+        from orderbot.runtime.bootstrap import main as run_role
+
+        return run_role(args.command)
+    from orderbot.config.settings import ConfigError, load_settings
+    from orderbot.runtime.logging import configure_logging
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"orderbot: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        return _migrate(settings)
+    if args.command == "run":
+        return _run_all()
+    configure_logging(settings, "cli")  # log lines go to stderr; stdout is the report
+    if args.command == "tenants":
+        from orderbot.cli.tenants import run_tenants
+
+        return asyncio.run(run_tenants(settings, args))
+    return asyncio.run(_dlq(settings, args))
+
+
+def _migrate(settings: Settings) -> int:
+    from orderbot.orders.migrate import SchemaMissing, migrate, schema_sql
+    from orderbot.runtime.logging import configure_logging
+
+    configure_logging(settings, "migrate")
+    try:
+        schema_sql()  # a broken install is said as such, before any database is touched
+        asyncio.run(migrate(settings.database_url))
+    except SchemaMissing as exc:
+        print(f"orderbot migrate: broken installation: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"orderbot migrate: cannot reach the database: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_all() -> int:
+    """Start the three processes; Ctrl-C (or SIGTERM) stops them all gracefully.
+
+    The children get their own process group, so a terminal's Ctrl-C reaches only
+    this process, which passes it on exactly once as SIGINT: a second signal would
+    tell them to skip the drain.
+    """
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    signalled: set[str] = set()
+
+    def stop_all(_signum: int = signal.SIGINT, _frame: object = None) -> None:
+        for role, child in children.items():
+            if role not in signalled and child.poll() is None:
+                signalled.add(role)
+                child.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    for described in ROLES:
+        children[described.name] = subprocess.Popen(
+            [sys.executable, "-m", described.name], process_group=0
+        )
+    # The first child to exit, for whatever reason, stops the group. os.wait reaps
+    # it, so its status is kept here: Popen would report 0 for a reaped child.
+    reaped: dict[int, int] = {}
+    with contextlib.suppress(ChildProcessError):
+        pid, wait_status = os.wait()
+        reaped[pid] = os.waitstatus_to_exitcode(wait_status)
+    stop_all()
+    status = 0
+    for role, child in children.items():
+        code = reaped[child.pid] if child.pid in reaped else child.wait()
+        # A child interrupted before its own code ran dies by the signal; it had
+        # nothing in flight, so that is a clean stop too.
+        if code != 0 and not (role in signalled and code == -signal.SIGINT):
+            print(f"orderbot run: {role} exited with {code}", file=sys.stderr)
+            status = 1
+    return status
+
+
+async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from orderbot.amqp.link import BrokerLink
+    from orderbot.cli import dlq
+
+    if args.dlq_command == "purge" and not args.yes:
+        print("orderbot dlq purge: add --yes to delete every parked message", file=sys.stderr)
+        return 2
+    async with BrokerLink(settings, "cli") as broker:
+        try:
+            async with asyncio.timeout(settings.publish_timeout.total_seconds() * 2):
+                await broker.wait_connected()
+        except TimeoutError:
+            print("orderbot dlq: cannot reach the broker at AMQP_URL", file=sys.stderr)
+            return 1
+        if args.dlq_command == "list":
+            parked = await dlq.list_parked(broker, limit=args.limit)
+            _print_parked(parked, as_json=args.json)
+        elif args.dlq_command == "replay":
+            count = await dlq.replay(broker, message_id=None if args.all else args.message_id)
+            print(f"replayed {count} message(s)")
+            if args.message_id and count == 0:
+                return 1
+        else:
+            print(f"purged {await dlq.purge(broker)} message(s)")
+    return 0
+
+
+def _print_parked(parked: Sequence[object], *, as_json: bool) -> None:
+    from orderbot.cli.dlq import ParkedMessage
+
+    rows = [p for p in parked if isinstance(p, ParkedMessage)]
+    if as_json:
+        for row in rows:
+            print(json.dumps(row.as_dict(), ensure_ascii=False))
+        return
+    if not rows:
+        print("the DLQ is empty")
+        return
+    header = ("AGE", "TENANT", "CLIENT", "ATTEMPTS", "REASON", "LAST ERROR", "ID")
+    table = [
+        (
+            _age(row.age_seconds),
+            row.tenant or "-",
+            row.client or "-",
+            str(row.attempts),
+            row.reason[:60],
+            (row.last_error or "-")[:60],
+            row.message_id,
+        )
+        for row in rows
+    ]
+    widths = [max(len(r[i]) for r in (header, *table)) for i in range(len(header))]
+    for line in (header, *table):
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+    print(f"{len(rows)} parked message(s)")
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

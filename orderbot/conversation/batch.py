@@ -1,0 +1,235 @@
+"""Redis commands of concurrent callers, sent together: one pipelined round trip per
+turn of the event loop instead of one per command.
+
+Every command pays a loopback `send()` and its reply handling, which under load is
+much of what the server and the worker spend in the Redis client (bench/README.md has
+the profiles). The calls of all tasks that reach Redis in the same
+loop turn go out as one pipeline (not a transaction): each script still runs on its
+own, atomically, in the order the calls were made, and each caller gets its own
+reply or error, so nothing about what a call means changes. One pipeline is in flight
+at a time; the calls made meanwhile form the next one, so batches grow with load
+(group commit) and a lone call waits for nothing but its own round trip.
+
+Scripts go by EVALSHA; a NOSCRIPT (Redis restarted or flushed) loads the script and
+runs those calls again. Whatever makes the whole pipeline fail (Redis unreachable)
+is raised to every caller of that batch, as the single command would have raised it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+log = structlog.get_logger(__name__)
+
+Arg = str | int | float
+
+
+class Script:
+    """A Lua script run through the batch: `await script(keys=[...], args=[...])`."""
+
+    def __init__(self, batch: RedisBatch, source: str) -> None:
+        self.batch = batch
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 (Redis's script id)
+
+    def __call__(self, *, keys: Sequence[str], args: Sequence[Arg] = ()) -> asyncio.Future[Any]:
+        return self.batch.call((len(keys), *keys, *args), script=self)
+
+
+class _Call:
+    __slots__ = ("command", "future", "script")
+
+    def __init__(
+        self, command: tuple[Arg, ...], future: asyncio.Future[Any], script: Script | None
+    ) -> None:
+        self.command = command
+        self.future = future
+        self.script = script
+
+
+class RedisBatch:
+    def __init__(self, redis: Redis) -> None:
+        # Weak: the process-wide map below is keyed weakly by the client, and a strong
+        # reference from its value would keep every client (and its pool) alive for ever.
+        self._redis: Redis = weakref.proxy(redis)
+        self._pending: list[_Call] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: AbstractConnection | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def script(self, source: str) -> Script:
+        return Script(self, source)
+
+    def call(
+        self, command: tuple[Arg, ...], *, script: Script | None = None, within: float = 0.0
+    ) -> asyncio.Future[Any]:
+        """Queue one command (a script's: its key count, keys and arguments); the future
+        is its reply (or its error). `within` > 0: it need not go before that many
+        seconds, so it rides with the next call that must go now, if any comes."""
+        for arg in command:
+            if not isinstance(arg, str | int | float | bytes) or isinstance(arg, bool):
+                # Raised to this caller alone: in the pipeline it would fail the whole batch.
+                raise TypeError(f"a Redis argument must be str, bytes or a number, not {arg!r}")
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a client reused on a new loop: forget the old one's
+            self._loop, self._pending, self._flusher, self._conn = loop, [], None, None
+            self._timer = None
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append(_Call(command, future, script))
+        if within <= 0:
+            self._start()
+        elif self._timer is None and (self._flusher is None or self._flusher.done()):
+            self._timer = loop.call_later(within, self._start)
+        return future
+
+    def fire(self, command: tuple[Arg, ...], *, what: str, within: float = 0.0) -> None:
+        """Queue a best-effort command nobody waits for; a failure is logged as `what`."""
+        self.call(command, within=within).add_done_callback(lambda f: _log_failure(f, what))
+
+    def _start(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if (self._flusher is None or self._flusher.done()) and self._pending:
+            self._flusher = asyncio.create_task(self._flush(), name="redis-batch")
+            self._flusher.add_done_callback(self._flusher_done)
+
+    def _flusher_done(self, flusher: asyncio.Task[None]) -> None:
+        if self._flusher is flusher:  # cancelled before it ran: its `finally` did not
+            self._flusher = None
+        if flusher.cancelled():
+            # Cancelled (perhaps before it ever ran): nobody will send what was queued,
+            # and its callers must not wait for ever.
+            for call in self._pending:
+                call.future.cancel()
+            self._pending = []
+
+    async def _flush(self) -> None:
+        # Runs after the tasks that were ready in this loop turn: their calls are the batch.
+        try:
+            while self._pending:
+                calls, self._pending = self._pending, []
+                await self._run(calls)
+        finally:
+            self._flusher = None
+
+    async def _run(self, calls: list[_Call]) -> None:
+        replies = await self._answer(calls)
+        if replies is None:
+            return
+        unknown = [call for call, reply in zip(calls, replies, strict=True) if _unknown(reply)]
+        _settle([c for c in calls if c not in unknown], [r for r in replies if not _unknown(r)])
+        if unknown:
+            # Redis restarted or was flushed: load the scripts and run just those again.
+            # The others are answered already: a failure here is not theirs.
+            try:
+                for script in {id(s): s for c in unknown if (s := c.script)}.values():
+                    script.sha = await self._redis.script_load(script.source)
+            except Exception as exc:
+                _fail(unknown, exc)
+                return
+            again = await self._answer(unknown)
+            if again is not None:
+                _settle(unknown, again)
+
+    async def _answer(self, calls: list[_Call]) -> list[Any] | None:
+        """The replies of `calls`, or None when the pipeline failed (each caller then
+        has the error, as its single command would have raised it)."""
+        try:
+            return await self._execute(calls)
+        except asyncio.CancelledError:
+            for call in calls:
+                call.future.cancel()
+            raise
+        except Exception as exc:
+            _fail(calls, exc)
+            return None
+
+    async def _execute(self, calls: list[_Call]) -> list[Any]:
+        """Send the calls as one pipeline on the batch's own connection; read every reply.
+
+        Its own connection, taken from the client's pool once and kept (the pool closes
+        it with the client): the pool's hand-out checks each connection for stray data
+        with a zero-timeout read, which cost more than the rest of a small batch. Here
+        every reply is always read, or the connection is dropped on any failure.
+        """
+        conn = self._conn
+        if conn is None:
+            try:
+                conn = self._conn = await self._redis.connection_pool.get_connection()
+            except RuntimeError as exc:
+                raise _lost(exc) from exc
+        commands = [
+            call.command if call.script is None else ("EVALSHA", call.script.sha, *call.command)
+            for call in calls
+        ]
+        replies: list[Any] = []
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands))
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+        except BaseException as exc:
+            self._conn = None
+            await conn.disconnect(nowait=True)
+            await self._redis.connection_pool.release(conn)
+            if isinstance(exc, RuntimeError):
+                raise _lost(exc) from exc
+            raise
+        return replies
+
+
+def _unknown(reply: Any) -> bool:
+    return isinstance(reply, NoScriptError)
+
+
+def _settle(calls: list[_Call], replies: list[Any]) -> None:
+    for call, reply in zip(calls, replies, strict=True):
+        if call.future.done():  # its caller was cancelled meanwhile
+            continue
+        if isinstance(reply, Exception):
+            call.future.set_exception(reply)
+        else:
+            call.future.set_result(reply)
+
+
+def _fail(calls: list[_Call], exc: Exception) -> None:
+    for call in calls:
+        if not call.future.done():
+            call.future.set_exception(exc)
+
+
+def _lost(exc: RuntimeError) -> RedisConnectionError:
+    """uvloop reports a write to a transport Redis closed (CLIENT KILL, a restart, a cut
+    mid-handshake) as RuntimeError, which redis-py passes on as it is; callers treat a
+    lost connection as a dependency outage (fail open, wait and retry), never a 500."""
+    return RedisConnectionError(f"connection lost: {exc}")
+
+
+def _log_failure(future: asyncio.Future[Any], what: str) -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        log.warning(what, error=str(exc))
+
+
+_batches: weakref.WeakKeyDictionary[Redis, RedisBatch] = weakref.WeakKeyDictionary()
+
+
+def batch_for(redis: Redis) -> RedisBatch:
+    """The one batch of a client, shared by every store of the process that uses it."""
+    batch = _batches.get(redis)
+    if batch is None:
+        batch = _batches[redis] = RedisBatch(redis)
+    return batch

@@ -1,0 +1,66 @@
+"""Every Redis key orderbot writes, built in one place.
+
+All keys start with REDIS_KEY_PREFIX, so tests and deployments sharing a Redis never
+collide, and an operator can find (or delete) everything of one deployment. The
+layout, by what a key holds:
+
+    {prefix}lock:{tenant}:{provider}:{client}              the customer's lock
+    {prefix}dialog:{tenant}:{provider}:{client}            the dialog state (JSON)
+    {prefix}processed:{tenant}:{provider}:{message id}     a step was applied
+    {prefix}edge:{tenant}:{provider}:{message id}          the edge saw this message
+    {prefix}outbox:{tenant}:{provider}:{client}:order      replies waiting, in order
+    {prefix}outbox:…:seen | :seq | :sent:{id} | :sending:{id}
+    {prefix}rating:{tenant}:{provider}:{client}            the rating a customer owes
+    {prefix}ratelimit:webhook:customer:{conversation} | :tenant:{tenant}
+    {prefix}ratelimit:send:{provider}:{tenant}             the shared send bucket
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orderbot.envelopes import Conversation, InboundMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    def lock(self, conversation_key: str) -> str:
+        return f"{self.prefix}lock:{conversation_key}"
+
+    def dialog(self, conversation: Conversation) -> str:
+        return f"{self.prefix}dialog:{conversation.key}"
+
+    def processed(self, message: InboundMessage) -> str:
+        c = message.conversation
+        return f"{self.prefix}processed:{c.tenant}:{c.provider}:{message.message_id}"
+
+    def edge(self, message: InboundMessage) -> str:
+        c = message.conversation
+        return f"{self.prefix}edge:{c.tenant}:{c.provider}:{message.message_id}"
+
+    def outbox(self, conversation: Conversation) -> tuple[str, str, str]:
+        """The customer's waiting replies (sorted set), when each was last seen (hash),
+        and the counter that numbers them."""
+        base = f"{self.prefix}outbox:{conversation.key}"
+        return f"{base}:order", f"{base}:seen", f"{base}:seq"
+
+    def outbox_order(self, conversation: Conversation) -> str:
+        return self.outbox(conversation)[0]
+
+    def reply(self, conversation: Conversation, reply_id: str) -> tuple[str, str]:
+        """The reply's sent-marker and its sending claim."""
+        base = f"{self.prefix}outbox:{conversation.key}"
+        return f"{base}:sent:{reply_id}", f"{base}:sending:{reply_id}"
+
+    def rating(self, conversation: Conversation) -> str:
+        return f"{self.prefix}rating:{conversation.key}"
+
+    def webhook_buckets(self, conversation: Conversation) -> tuple[str, str]:
+        """The customer's and the tenant's inbound token buckets."""
+        base = f"{self.prefix}ratelimit:webhook"
+        return f"{base}:customer:{conversation.key}", f"{base}:tenant:{conversation.tenant}"
+
+    def send_bucket(self, provider: str, tenant: str) -> str:
+        return f"{self.prefix}ratelimit:send:{provider}:{tenant}"

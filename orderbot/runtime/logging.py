@@ -1,0 +1,116 @@
+"""structlog setup shared by every process: one JSON object a line, secrets masked.
+
+Secrets are masked by value, not by key name: a token can end up inside a URL, an
+exception text or a provider's error body, and only a value match catches those.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+from orderbot.config.settings import Settings
+
+REDACTED = "[redacted]"
+
+
+class SecretRedactor:
+    """structlog processor replacing every configured secret wherever it appears."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Mask these too: tenant credentials are loaded after logging is set up."""
+        known = set(self._secrets) | {s for s in secrets if len(s) >= 4}
+        self._secrets = sorted(known, key=len, reverse=True)
+
+    def _mask(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {k: self._mask(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self._mask(v) for v in value)
+        if isinstance(value, BaseException):
+            return self._mask(f"{type(value).__name__}: {value}")
+        return value
+
+    def __call__(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if not self._secrets:
+            return event_dict
+        return {key: self._mask(value) for key, value in event_dict.items()}
+
+
+def register_secrets(secrets: Iterable[str]) -> None:
+    """Add secrets to the redactor of the configured logging (if it is configured)."""
+    values = list(secrets)
+    for processor in structlog.get_config().get("processors", []):
+        if isinstance(processor, SecretRedactor):
+            processor.add(values)
+
+
+def _orjson_dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default or str).decode()
+
+
+def configure_logging(settings: Settings, role: str) -> None:
+    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
+    renderer: Any
+    if settings.log_format == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    redactor = SecretRedactor(settings.secrets())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redactor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(role=role)
+    # Libraries log through the standard library; route those lines through the same
+    # redactor so a token in an aiohttp or aiormq message is masked as well.
+    logging.basicConfig(
+        level=max(level, logging.WARNING),
+        stream=sys.stderr,
+        format="%(message)s",
+        force=True,
+    )
+    handler = logging.getLogger().handlers[0]
+    handler.setFormatter(_RedactingFormatter(redactor))
+
+
+class _RedactingFormatter(logging.Formatter):
+    def __init__(self, redactor: SecretRedactor) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "event": record.getMessage(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return _orjson_dumps(dict(self._redactor(None, "", line)))

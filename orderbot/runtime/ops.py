@@ -1,0 +1,119 @@
+"""What every process answers to its supervisor: /health, /health/ready, /metrics.
+
+The server adds these routes to its own app; the worker processes serve them on a
+small app of their own (`serve_ops`). Readiness checks each dependency concurrently
+under its own timeout, so a hanging Redis makes the answer 503 after a second instead
+of making the probe itself hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Protocol
+
+import asyncpg
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+
+from orderbot.config.settings import Settings
+from orderbot.runtime.roles import Role
+
+log = structlog.get_logger(__name__)
+
+CHECK_TIMEOUT = 1.0
+
+Probe = Callable[[], Awaitable[object]]
+Probes = Callable[[], Mapping[str, Probe]]
+
+
+class Connected(Protocol):
+    """A link that knows whether it can work right now (the broker link)."""
+
+    @property
+    def is_ready(self) -> bool: ...
+
+
+def dependency_probes(
+    *, broker: Connected, redis: Redis, pool: asyncpg.Pool | None
+) -> dict[str, Probe]:
+    """A probe per dependency the process uses (`pool` None: it uses no database)."""
+
+    async def broker_probe() -> None:
+        if not broker.is_ready:
+            raise ConnectionError("broker not connected")
+
+    async def redis_probe() -> None:
+        await redis.ping()
+
+    probes: dict[str, Probe] = {"broker": broker_probe, "redis": redis_probe}
+    if pool is not None:
+        probes["postgres"] = lambda: pool.fetchval("SELECT 1")
+    return probes
+
+
+async def _check(probe: Probe) -> str:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            await probe()
+    except TimeoutError:
+        return "timeout"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+async def readiness(probes: Mapping[str, Probe]) -> tuple[bool, dict[str, str]]:
+    results = await asyncio.gather(*(_check(probe) for probe in probes.values()))
+    checks = dict(zip(probes, results, strict=True))
+    return all(v == "ok" for v in checks.values()), checks
+
+
+def add_ops_routes(router: web.UrlDispatcher, probes: Probes) -> None:
+    """/health (the process is alive), /health/ready (its dependencies answer: `probes`
+    is asked on every request, so it may name objects made after the routes) and
+    /metrics (this process's Prometheus registry)."""
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def ready(_: web.Request) -> web.Response:
+        ok, checks = await readiness(probes())
+        return web.json_response(
+            {"status": "ok" if ok else "unavailable", "checks": checks},
+            status=200 if ok else 503,
+        )
+
+    async def metrics(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest())
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+    router.add_get("/health", health)
+    router.add_get("/health/ready", ready)
+    router.add_get("/metrics", metrics)
+
+
+@contextlib.asynccontextmanager
+async def serve_ops(
+    settings: Settings, role: Role, probes: Mapping[str, Probe]
+) -> AsyncIterator[None]:
+    """Serve the ops routes on METRICS_PORT (the role's own port when unset; 0: off)."""
+    port = role.metrics_port if settings.metrics_port is None else settings.metrics_port
+    if not port:
+        yield
+        return
+    app = web.Application()
+    add_ops_routes(app.router, lambda: probes)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, port)
+    await site.start()
+    log.info("ops_listening", port=port)
+    try:
+        yield
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,68 @@
+"""The three processes orderbot runs, described once.
+
+`python -m server`, `orderbot server`, `orderbot run`, pm2 and systemd all start a role
+from this table: its entry (named as a string, so that describing a role imports
+nothing of it), the settings it cannot start without, and its ops port.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Groups of settings of which at least one must be complete ("a Chat2Desk token, or all
+# three Twilio settings"). With ORDERBOT_MASTER_KEY the tenants table may supply them.
+RequiredSettings = tuple[tuple[str, ...], ...]
+
+_SENDING: RequiredSettings = (
+    ("chat2desk_api_token",),
+    ("twilio_account_sid", "twilio_auth_token", "twilio_whatsapp_from"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    name: str  # the log's `role`, and the package `python -m` runs
+    command: str  # `orderbot <command>`
+    entry: str  # "module:coroutine function", called as entry(settings, stop)
+    required: RequiredSettings
+    metrics_port: int | None  # the ops port when METRICS_PORT is unset; None: HTTP_PORT
+
+    @property
+    def entry_module(self) -> str:
+        return self.entry.partition(":")[0]
+
+    @property
+    def entry_function(self) -> str:
+        return self.entry.partition(":")[2]
+
+
+SERVER = Role(
+    name="server",
+    command="server",
+    entry="server.app:run_server",
+    required=(("chat2desk_webhook_token",), ("twilio_auth_token", "twilio_whatsapp_from")),
+    metrics_port=None,
+)
+WORKER = Role(
+    name="worker",
+    command="worker",
+    entry="worker.service:run_worker",
+    required=_SENDING,
+    metrics_port=9101,
+)
+OUTBOX_WORKER = Role(
+    name="outbox_worker",
+    command="outbox-worker",
+    entry="outbox_worker.service:run_outbox_worker",
+    required=_SENDING,
+    metrics_port=9102,
+)
+ROLES: tuple[Role, ...] = (SERVER, WORKER, OUTBOX_WORKER)
+
+
+def role_named(name: str) -> Role:
+    """The role by its name or its command (`outbox_worker` or `outbox-worker`)."""
+    for role in ROLES:
+        if name in (role.name, role.command):
+            return role
+    raise KeyError(name)

@@ -1,0 +1,29 @@
+"""The server app's shared objects, by key: a leaf module that every handler may import.
+
+Each is set by the cleanup context that owns its lifetime (server/app.py and the
+operator API's context) and read by the handlers through `request.app[KEY]`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+from redis.asyncio import Redis
+
+from orderbot.amqp.link import BrokerLink
+from orderbot.config.settings import Settings
+from orderbot.tenancy.directory import TenantDirectory
+
+if TYPE_CHECKING:
+    from server.api import OperatorApi
+    from server.rate_limits import WebhookLimits
+
+SETTINGS = web.AppKey("settings", Settings)
+BROKER = web.AppKey("broker", BrokerLink)
+REDIS = web.AppKey("redis", Redis)
+POSTGRES = web.AppKey("postgres", asyncpg.Pool)
+TENANTS = web.AppKey("tenants", TenantDirectory)
+LIMITS: web.AppKey[WebhookLimits] = web.AppKey("limits")
+API: web.AppKey[OperatorApi] = web.AppKey("operator_api")

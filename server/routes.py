@@ -1,0 +1,36 @@
+"""Every URL the server answers, in one table."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from orderbot.runtime.ops import add_ops_routes, dependency_probes
+from server.api import register_api
+from server.chat2desk import chat2desk_tenant_webhook, chat2desk_webhook
+from server.keys import BROKER, POSTGRES, REDIS
+from server.twilio import twilio_webhook
+
+ENDPOINTS = (
+    "POST /webhook/chat2desk/{token}",
+    "POST /webhook/chat2desk/{tenant}/{token}",
+    "POST /webhook/twilio",
+    "GET /health",
+    "GET /health/ready",
+    "GET /metrics",
+)
+
+
+async def index(_: web.Request) -> web.Response:
+    return web.json_response({"service": "orderbot", "endpoints": list(ENDPOINTS)})
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/", index)
+    add_ops_routes(
+        app.router,
+        lambda: dependency_probes(broker=app[BROKER], redis=app[REDIS], pool=app[POSTGRES]),
+    )
+    app.router.add_post("/webhook/chat2desk/{token}", chat2desk_webhook)
+    app.router.add_post("/webhook/chat2desk/{tenant}/{token}", chat2desk_tenant_webhook)
+    app.router.add_post("/webhook/twilio", twilio_webhook)
+    register_api(app)
