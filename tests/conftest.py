@@ -8,7 +8,6 @@ only this run's orders and is dropped at the end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
@@ -33,22 +32,21 @@ from orderbot.orders.migrate import migrate
 from outbox_worker.service import run_outbox_worker
 from server.app import create_app
 from server.keys import BROKER
-from tests.fake_provider import FakeChat2Desk, running_fake
-from tests.processes import OrderbotProcess, wait_http_ok
-from tests.queue_sweep import new_namespace, sweep
-from tests.services import Services, find_services
+from tests.support.credentials import (
+    API_TOKEN,
+    OPERATOR_KEY,
+    PUBLIC_BASE_URL,
+    TWILIO_NUMBER,
+    TWILIO_SID,
+    TWILIO_TOKEN,
+    WEBHOOK_TOKEN,
+)
+from tests.support.fake_provider import FakeChat2Desk, running_fake
+from tests.support.processes import OrderbotProcess, wait_http_ok
+from tests.support.queue_sweep import new_namespace, sweep
+from tests.support.roles import in_process
+from tests.support.services import Services, find_services
 from worker.service import run_worker
-
-RoleEntry = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]
-
-WEBHOOK_TOKEN = "test-webhook-token-5f1c"
-API_TOKEN = "test-api-token-9a7e"
-OPERATOR_KEY = "test-operator-key-3b8d6e"
-TWILIO_SID = "AC0123456789abcdef0123456789abcdef"
-TWILIO_TOKEN = "test-twilio-auth-token-77c1"
-TWILIO_NUMBER = "whatsapp:+14155238886"
-PUBLIC_BASE_URL = "https://bot.example.com"
-
 
 T = TypeVar("T")
 
@@ -192,21 +190,12 @@ async def client(
         yield test_client
 
 
-@contextlib.asynccontextmanager
-async def _in_process(role: RoleEntry, settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(role(settings, stop))
-    yield task
-    stop.set()
-    await asyncio.wait_for(task, 30)
-
-
 @pytest.fixture
 async def worker(
     settings: Settings, amqp: AbstractChannel, redis: Redis
 ) -> AsyncIterator[asyncio.Task[None]]:
     """A worker running in this process until the test ends."""
-    async with _in_process(run_worker, settings) as task:
+    async with in_process(run_worker, settings) as task:
         yield task
 
 
@@ -215,7 +204,7 @@ async def outbox_worker(
     settings: Settings, amqp: AbstractChannel, redis: Redis
 ) -> AsyncIterator[asyncio.Task[None]]:
     """An outbox worker running in this process until the test ends."""
-    async with _in_process(run_outbox_worker, settings) as task:
+    async with in_process(run_outbox_worker, settings) as task:
         yield task
 
 

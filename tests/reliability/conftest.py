@@ -19,26 +19,12 @@ from aio_pika.abc import AbstractChannel
 from redis.asyncio import Redis
 
 from orderbot.config.settings import Settings
-from tests.processes import free_port
-from tests.reliability.books import RECORDED
-from tests.reliability.chaos_provider import ChaosChat2Desk, running_chaos_provider
-from tests.reliability.system import System, process_env
-from tests.services import Services
-from tests.tcp_proxy import TcpProxy, running_proxy
-
-SHORT_SECONDS = 10.0
-
-
-def load_seconds() -> float:
-    return float(os.environ.get("RELIABILITY_SECONDS", SHORT_SECONDS))
-
-
-def report_every() -> float:
-    return float(os.environ.get("RELIABILITY_REPORT_EVERY", 60))
-
-
-def is_soak() -> bool:
-    return load_seconds() > SHORT_SECONDS
+from tests.support.processes import free_port
+from tests.support.reliability.books import RECORDED
+from tests.support.reliability.chaos_provider import ChaosChat2Desk, running_chaos_provider
+from tests.support.reliability.system import System, process_env
+from tests.support.services import Services
+from tests.support.tcp_proxy import TcpProxy, running_proxy
 
 
 @pytest.fixture

@@ -17,12 +17,12 @@ from aio_pika.abc import AbstractChannel
 from redis.asyncio import Redis
 
 from orderbot.config.settings import Settings
-from tests.reliability.chaos_provider import ChaosChat2Desk
-from tests.reliability.conftest import load_seconds, report_every
-from tests.reliability.faults import rabbitmqctl_usable
-from tests.reliability.scenario import DRAIN_LIMIT, Harness
-from tests.reliability.system import System
-from tests.tcp_proxy import TcpProxy
+from tests.support.reliability.chaos_provider import ChaosChat2Desk
+from tests.support.reliability.faults import rabbitmqctl_usable
+from tests.support.reliability.knobs import load_seconds, report_every
+from tests.support.reliability.scenario import DRAIN_LIMIT, Harness
+from tests.support.reliability.system import System
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.reliability
 

@@ -33,16 +33,16 @@ from orderbot.conversation.reply_order import reply_order_for
 from orderbot.delivery.outbox import hand_to_outbox
 from orderbot.envelopes import Conversation, OutboundReply
 from orderbot.runtime.resources import open_redis
-from tests.broker_tools import publish_raw
-from tests.conftest import WEBHOOK_TOKEN
-from tests.customers import Customer, expected_replies
-from tests.fake_provider import FakeChat2Desk
-from tests.processes import free_port
-from tests.reliability.chaos_provider import ChaosChat2Desk
-from tests.reliability.faults import close_broker_connections_of, rabbitmqctl_usable
-from tests.reliability.load import AppliedWatcher, Load
-from tests.reliability.system import System
-from tests.services import Services
+from tests.support.broker_tools import publish_raw
+from tests.support.credentials import WEBHOOK_TOKEN
+from tests.support.customers import Customer, expected_replies
+from tests.support.fake_provider import FakeChat2Desk
+from tests.support.processes import free_port
+from tests.support.reliability.chaos_provider import ChaosChat2Desk
+from tests.support.reliability.faults import close_broker_connections_of, rabbitmqctl_usable
+from tests.support.reliability.load import AppliedWatcher, Load
+from tests.support.reliability.system import System
+from tests.support.services import Services
 
 
 @pytest.mark.parametrize("field", ["channel_id", "dialog_id"])

@@ -20,14 +20,20 @@ from hypothesis import HealthCheck, given, settings
 from redis.asyncio import Redis
 
 from orderbot.config.settings import Settings
-from tests.broker_tools import depth
-from tests.conftest import TWILIO_TOKEN, WEBHOOK_TOKEN
-from tests.reliability.books import record_lines
-from tests.reliability.chaos_provider import ChaosChat2Desk
-from tests.reliability.conftest import is_soak
-from tests.reliability.fuzz_endpoints import ENDPOINTS, TWILIO_PATH, Endpoint, Probe, server_view
-from tests.reliability.load import AppliedWatcher
-from tests.reliability.system import System
+from tests.support.broker_tools import depth
+from tests.support.credentials import TWILIO_TOKEN, WEBHOOK_TOKEN
+from tests.support.reliability.books import record_lines
+from tests.support.reliability.chaos_provider import ChaosChat2Desk
+from tests.support.reliability.fuzz_endpoints import (
+    ENDPOINTS,
+    TWILIO_PATH,
+    Endpoint,
+    Probe,
+    server_view,
+)
+from tests.support.reliability.knobs import is_soak
+from tests.support.reliability.load import AppliedWatcher
+from tests.support.reliability.system import System
 
 pytestmark = pytest.mark.reliability
 

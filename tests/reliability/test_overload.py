@@ -18,13 +18,13 @@ from aio_pika.abc import AbstractChannel
 from redis.asyncio import Redis
 
 from orderbot.config.settings import Settings
-from tests.broker_tools import depth
-from tests.conftest import WEBHOOK_TOKEN
-from tests.customers import Customer, expected_replies
-from tests.reliability.books import record_lines
-from tests.reliability.chaos_provider import ChaosChat2Desk
-from tests.reliability.load import AppliedWatcher
-from tests.reliability.system import System
+from tests.support.broker_tools import depth
+from tests.support.credentials import WEBHOOK_TOKEN
+from tests.support.customers import Customer, expected_replies
+from tests.support.reliability.books import record_lines
+from tests.support.reliability.chaos_provider import ChaosChat2Desk
+from tests.support.reliability.load import AppliedWatcher
+from tests.support.reliability.system import System
 
 pytestmark = pytest.mark.reliability
 

@@ -1,0 +1,691 @@
+"""Static checks of the deployment files: docker-compose.yml, Dockerfile,
+.dockerignore, .env.example, the pm2 ecosystem file and the systemd units.
+
+They need no running services. Where a real tool can judge a file
+(`docker compose config`, `systemd-analyze verify`, `node`), it is used; a test
+is skipped only when that tool is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from orderbot.config.settings import Settings, parse_duration
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+ENV_EXAMPLE = REPO / ".env.example"
+PM2_FILE = REPO / "deploy" / "pm2" / "ecosystem.config.js"
+SYSTEMD_DIR = REPO / "deploy" / "systemd"
+
+# The processes drain in-flight work within SHUTDOWN_TIMEOUT of SIGTERM; every
+# supervisor must wait longer than this before it kills.
+SHUTDOWN_TIMEOUT = Settings.model_fields["shutdown_timeout"].default
+assert isinstance(SHUTDOWN_TIMEOUT, timedelta)
+
+SETTING_NAMES = frozenset(name.upper() for name in Settings.model_fields)
+
+INFRA_SERVICES = ("rabbitmq", "redis", "postgres")
+LONG_RUNNING_APPS = ("server", "worker", "outbox-worker")
+APP_SERVICES = ("migrate", *LONG_RUNNING_APPS)
+
+# systemd unit file -> the `orderbot` subcommand it must start
+SYSTEMD_SERVICES = {
+    "orderbot-server.service": "server",
+    "orderbot-worker@.service": "worker",
+    "orderbot-outbox-worker.service": "outbox-worker",
+}
+
+# pm2 app name -> the `orderbot` subcommand it must start
+PM2_APPS = {
+    "orderbot-server": "server",
+    "orderbot-worker": "worker",
+    "orderbot-outbox-worker": "outbox-worker",
+}
+
+
+# --- helpers --------------------------------------------------------------------
+
+
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|ns|h|m|s)")
+_GO_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+
+
+def compose_duration(value: str) -> timedelta:
+    """Parse a compose duration such as `30s` or `1m30s`."""
+    parts = _GO_DURATION_PART.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise ValueError(f"not a compose duration: {value!r}")
+    return timedelta(seconds=sum(float(n) * _GO_UNIT_SECONDS[u] for n, u in parts))
+
+
+def systemd_seconds(value: str) -> timedelta:
+    """Parse a systemd time span as used here: `30`, `30s`, `1min 30s`."""
+    units = {"": 1.0, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "ms": 1e-3}
+    total = 0.0
+    for token in value.split():
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)([a-z]*)", token)
+        assert match is not None, f"unexpected time span {value!r}"
+        assert match.group(2) in units, f"unexpected unit in {value!r}"
+        total += float(match.group(1)) * units[match.group(2)]
+    return timedelta(seconds=total)
+
+
+def command_words(command: str | list[str]) -> list[str]:
+    return command.split() if isinstance(command, str) else list(command)
+
+
+def environment_of(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(key): str(value) for key, value in env.items()}
+
+
+def read_unit(path: Path) -> dict[str, dict[str, list[str]]]:
+    """Read a systemd unit into section -> key -> every value, in order.
+
+    configparser (even with strict=False) keeps only the last of repeated keys,
+    and units repeat keys on purpose (`Environment=` twice), so this keeps all.
+    """
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None, f"{path.name}:{number}: key outside a section"
+        assert "=" in line, f"{path.name}:{number}: not KEY=value: {line!r}"
+        key, value = (part.strip() for part in line.split("=", 1))
+        current.setdefault(key, []).append(value)
+    return sections
+
+
+def unit_value(unit: dict[str, dict[str, list[str]]], section: str, key: str) -> str:
+    values = unit.get(section, {}).get(key, [])
+    assert values, f"[{section}] {key}= is missing"
+    return values[-1]
+
+
+def unit_environment(unit: dict[str, dict[str, list[str]]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in unit.get("Service", {}).get("Environment", []):
+        for assignment in line.split():
+            key, value = assignment.strip('"').split("=", 1)
+            env[key] = value
+    return env
+
+
+def env_example_lines() -> list[str]:
+    return ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+
+
+def env_example_assignments() -> dict[str, str]:
+    """The active (uncommented) KEY=value lines of .env.example."""
+    pairs = (
+        line.split("=", 1)
+        for line in env_example_lines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+    return {key: value for key, value in pairs}
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with line continuations joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    instructions = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            word, _, rest = stripped.partition(" ")
+            instructions.append((word.upper(), rest.strip()))
+    return instructions
+
+
+def docker_compose_cli() -> list[str] | None:
+    """The compose CLI (`docker compose` plugin or standalone), or None."""
+    candidates: list[list[str]] = []
+    if shutil.which("docker"):
+        candidates.append(["docker", "compose"])
+    if shutil.which("docker-compose"):
+        candidates.append(["docker-compose"])
+    for cli in candidates:
+        probe = subprocess.run([*cli, "version"], capture_output=True, text=True, check=False)
+        if probe.returncode == 0:
+            return cli
+    return None
+
+
+# --- fixtures -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    result = compose["services"]
+    assert isinstance(result, dict)
+    return result
+
+
+@pytest.fixture(scope="module")
+def pm2_apps() -> dict[str, dict[str, Any]]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: cannot evaluate the pm2 ecosystem file")
+    script = f"const c = require({json.dumps(str(PM2_FILE))}); console.log(JSON.stringify(c));"
+    done = subprocess.run([node, "-e", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    return {app["name"]: app for app in config["apps"]}
+
+
+# --- docker-compose.yml -----------------------------------------------------------
+
+
+def test_compose_defines_the_six_services(services: dict[str, Any]) -> None:
+    assert set(services) == {*INFRA_SERVICES, *APP_SERVICES}
+
+
+def test_compose_shared_environment_is_a_yaml_anchor(compose: dict[str, Any]) -> None:
+    raw = COMPOSE_FILE.read_text(encoding="utf-8")
+    assert "x-orderbot-env: &orderbot-env" in raw
+    assert raw.count("*orderbot-env") >= len(APP_SERVICES)
+    assert isinstance(compose["x-orderbot-env"], dict)
+
+
+def test_rabbitmq_is_3_13_or_newer_with_the_management_ui(services: dict[str, Any]) -> None:
+    image = services["rabbitmq"]["image"]
+    name, _, tag = image.partition(":")
+    version = re.match(r"(\d+)\.(\d+)", tag)
+    assert name == "rabbitmq"
+    assert version is not None, f"pin a version: {image}"
+    assert (int(version.group(1)), int(version.group(2))) >= (3, 13)
+    assert "management" in tag
+    published = {str(port).rsplit(":", 1)[-1] for port in services["rabbitmq"]["ports"]}
+    assert {"5672", "15672"} <= published
+
+
+@pytest.mark.parametrize(
+    ("service", "probe"),
+    [
+        ("rabbitmq", ["rabbitmq-diagnostics", "-q", "ping"]),
+        ("redis", ["redis-cli", "ping"]),
+        ("postgres", ["pg_isready"]),
+    ],
+)
+def test_infrastructure_services_have_healthchecks(
+    services: dict[str, Any], service: str, probe: list[str]
+) -> None:
+    test = command_words(services[service]["healthcheck"]["test"])
+    assert test[0] in {"CMD", "CMD-SHELL"}
+    assert test[1 : 1 + len(probe)] == probe
+
+
+@pytest.mark.parametrize(
+    ("service", "data_dir"),
+    [
+        ("rabbitmq", "/var/lib/rabbitmq"),
+        ("redis", "/data"),
+        ("postgres", "/var/lib/postgresql/data"),
+    ],
+)
+def test_infrastructure_services_keep_data_in_named_volumes(
+    compose: dict[str, Any], services: dict[str, Any], service: str, data_dir: str
+) -> None:
+    mounts = [str(v).split(":") for v in services[service]["volumes"]]
+    named = [source for source, target, *_ in mounts if target == data_dir]
+    assert named, f"{service}: nothing mounted on {data_dir}"
+    assert named[0] in compose["volumes"]
+
+
+def test_rabbitmq_has_a_fixed_hostname_so_its_data_survives_recreation(
+    services: dict[str, Any],
+) -> None:
+    assert services["rabbitmq"]["hostname"] == "rabbitmq"
+
+
+def test_redis_runs_with_appendonly_yes(services: dict[str, Any]) -> None:
+    words = command_words(services["redis"]["command"])
+    assert words[0] == "redis-server"
+    assert words[words.index("--appendonly") + 1] == "yes"
+
+
+def test_postgres_mounts_schema_sql_into_initdb(services: dict[str, Any]) -> None:
+    mounts = [str(v).split(":") for v in services["postgres"]["volumes"]]
+    targets = {source: target for source, target, *_ in mounts}
+    target = targets.get("./schema.sql", "")
+    assert target.startswith("/docker-entrypoint-initdb.d/")
+    assert target.endswith(".sql")
+    assert services["postgres"]["environment"]["POSTGRES_DB"] == "orderbot"
+
+
+def test_schema_sql_mounted_into_postgres_exists() -> None:
+    # A missing source makes Docker create an empty *directory* in its place.
+    assert (REPO / "schema.sql").is_file()
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_services_build_the_local_image(services: dict[str, Any], service: str) -> None:
+    assert services[service]["build"] == "."
+    assert services[service]["image"] == "orderbot:local"
+
+
+@pytest.mark.parametrize(
+    ("service", "subcommand"),
+    [
+        ("migrate", "migrate"),
+        ("server", "server"),
+        ("worker", "worker"),
+        ("outbox-worker", "outbox-worker"),
+    ],
+)
+def test_app_services_run_their_orderbot_subcommand(
+    services: dict[str, Any], service: str, subcommand: str
+) -> None:
+    assert command_words(services[service]["command"]) == ["orderbot", subcommand]
+
+
+def test_migrate_runs_once_after_postgres_is_healthy(services: dict[str, Any]) -> None:
+    migrate = services["migrate"]
+    assert migrate["restart"] == "no"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("service", LONG_RUNNING_APPS)
+def test_app_services_start_after_healthy_infrastructure_and_migration(
+    services: dict[str, Any], service: str
+) -> None:
+    conditions = {
+        name: dependency["condition"]
+        for name, dependency in services[service]["depends_on"].items()
+    }
+    assert conditions == {
+        "rabbitmq": "service_healthy",
+        "redis": "service_healthy",
+        "postgres": "service_healthy",
+        "migrate": "service_completed_successfully",
+    }
+
+
+def test_service_healthy_conditions_name_services_with_healthchecks(
+    services: dict[str, Any],
+) -> None:
+    for name, service in services.items():
+        for dependency, spec in service.get("depends_on", {}).items():
+            if spec["condition"] == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{name} -> {dependency}"
+
+
+def test_migrate_is_not_waited_for_as_healthy(services: dict[str, Any]) -> None:
+    # A one-shot container never becomes healthy; waiting for that would hang.
+    for name, service in services.items():
+        spec = service.get("depends_on", {}).get("migrate")
+        if spec is not None:
+            assert spec["condition"] == "service_completed_successfully", name
+
+
+@pytest.mark.parametrize(
+    ("service", "port"), [("server", 8080), ("worker", 9101), ("outbox-worker", 9102)]
+)
+def test_app_services_healthcheck_probes_their_own_health_endpoint(
+    services: dict[str, Any], service: str, port: int
+) -> None:
+    test = command_words(services[service]["healthcheck"]["test"])
+    assert test[:3] == ["CMD", "python", "-c"]
+    assert f"http://127.0.0.1:{port}/health'" in test[3]
+    env = environment_of(services[service])
+    listening = env.get("METRICS_PORT") if service != "server" else env.get("HTTP_PORT")
+    assert listening == str(port)
+
+
+@pytest.mark.parametrize("service", LONG_RUNNING_APPS)
+def test_stop_grace_period_exceeds_shutdown_timeout(services: dict[str, Any], service: str) -> None:
+    grace = compose_duration(services[service]["stop_grace_period"])
+    shutdown = parse_duration(environment_of(services[service])["SHUTDOWN_TIMEOUT"])
+    assert shutdown <= SHUTDOWN_TIMEOUT
+    assert grace > shutdown
+
+
+@pytest.mark.parametrize("service", [*INFRA_SERVICES, *LONG_RUNNING_APPS])
+def test_long_running_services_restart_unless_stopped(
+    services: dict[str, Any], service: str
+) -> None:
+    assert services[service]["restart"] == "unless-stopped"
+
+
+def test_worker_runs_two_replicas_without_fixed_ports_or_name(services: dict[str, Any]) -> None:
+    worker = services["worker"]
+    assert worker["deploy"]["replicas"] == 2
+    assert "ports" not in worker
+    assert "container_name" not in worker
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_services_connect_to_the_compose_service_hostnames(
+    services: dict[str, Any], service: str
+) -> None:
+    env = environment_of(services[service])
+    assert urlsplit(env["AMQP_URL"]).hostname == "rabbitmq"
+    assert urlsplit(env["REDIS_URL"]).hostname == "redis"
+    database = urlsplit(env["DATABASE_URL"])
+    assert database.hostname == "postgres"
+    assert database.path == "/orderbot"
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_services_set_only_known_settings(services: dict[str, Any], service: str) -> None:
+    assert set(environment_of(services[service])) <= SETTING_NAMES
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_services_read_an_optional_env_file(services: dict[str, Any], service: str) -> None:
+    assert services[service]["env_file"] == [{"path": ".env", "required": False}]
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    cli = docker_compose_cli()
+    if cli is None:
+        pytest.skip("docker compose CLI (plugin or docker-compose) is not installed")
+    done = subprocess.run(
+        [*cli, "-f", str(COMPOSE_FILE), "config", "-q"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+# --- Dockerfile and .dockerignore ---------------------------------------------------
+
+
+def test_dockerfile_builds_on_python_3_11_slim() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
+    bases = [args.split()[0] for word, args in dockerfile_instructions() if word == "FROM"]
+    assert bases
+    assert all(base == "${PYTHON_IMAGE}" for base in bases)
+
+
+def test_dockerfile_runs_as_a_non_root_user() -> None:
+    users = [args for word, args in dockerfile_instructions() if word == "USER"]
+    assert users, "no USER instruction: the container would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in {"root", "0"}
+
+
+def test_dockerfile_healthcheck_probes_health_with_urllib() -> None:
+    checks = [args for word, args in dockerfile_instructions() if word == "HEALTHCHECK"]
+    assert len(checks) == 1
+    assert "urllib.request" in checks[0]
+    assert "/health" in checks[0]
+    assert "curl" not in checks[0]
+
+
+def test_dockerfile_default_command_is_orderbot_server() -> None:
+    commands = [args for word, args in dockerfile_instructions() if word == "CMD"]
+    assert json.loads(commands[-1]) == ["orderbot", "server"]
+
+
+def test_dockerfile_exposes_the_http_and_metrics_ports() -> None:
+    exposed = {
+        port
+        for word, args in dockerfile_instructions()
+        if word == "EXPOSE"
+        for port in args.split()
+    }
+    assert exposed == {"8080", "9101", "9102"}
+
+
+def test_dockerfile_keeps_python_output_unbuffered() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert re.search(r"PYTHONUNBUFFERED=1", text)
+
+
+def test_dockerfile_installs_the_repository_and_keeps_schema_sql_reachable() -> None:
+    instructions = dockerfile_instructions()
+    assert ("RUN", "pip install /app") in instructions
+    workdirs = [args for word, args in instructions if word == "WORKDIR"]
+    assert workdirs[-1] == "/app"
+
+
+def test_dockerignore_excludes_local_state_and_secrets() -> None:
+    patterns = {
+        line.strip()
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".venv", ".git", ".env", "**/__pycache__", "**/.pytest_cache"} <= patterns
+    assert any(pattern.startswith("bench/") for pattern in patterns)
+
+
+def test_dockerignore_keeps_what_the_build_needs() -> None:
+    patterns = DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+    for needed in ("pyproject.toml", "README.md", "schema.sql", "orderbot", "*.sql", "*.md"):
+        assert needed not in patterns
+
+
+# --- .env.example -------------------------------------------------------------------
+
+
+def test_env_example_mentions_every_setting() -> None:
+    mentioned = {
+        match.group(1)
+        for line in env_example_lines()
+        if (match := re.match(r"^#?\s?([A-Z][A-Z0-9_]*)=", line))
+    }
+    assert SETTING_NAMES - mentioned == set()
+
+
+def test_env_example_sets_only_known_settings() -> None:
+    assert set(env_example_assignments()) - SETTING_NAMES == set()
+
+
+def test_env_example_values_are_accepted_by_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(_env_file=ENV_EXAMPLE)
+    assert settings.shutdown_timeout == SHUTDOWN_TIMEOUT
+
+
+def test_env_example_is_dev_friendly() -> None:
+    values = env_example_assignments()
+    assert values["CHAT2DESK_WEBHOOK_TOKEN"] == "dev-webhook-token"
+    assert values["CHAT2DESK_API_TOKEN"] == "change-me"
+    assert values["LOG_FORMAT"] == "console"
+
+
+def test_env_example_leaves_metrics_port_unset() -> None:
+    # Set in a shared env file it would override the per-process ports of
+    # pm2 and the systemd worker template, and the workers would collide.
+    assert "METRICS_PORT" not in env_example_assignments()
+
+
+def test_env_example_is_readable_as_a_systemd_environment_file() -> None:
+    # systemd keeps a trailing "# comment" and surrounding spaces in the value.
+    for line in env_example_lines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert re.fullmatch(r"[A-Z][A-Z0-9_]*=[^\s#\"']*", line), line
+
+
+# --- systemd --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("unit_name", SYSTEMD_SERVICES)
+def test_systemd_services_restart_on_failure(unit_name: str) -> None:
+    unit = read_unit(SYSTEMD_DIR / unit_name)
+    assert unit_value(unit, "Service", "Restart") == "on-failure"
+    assert systemd_seconds(unit_value(unit, "Service", "RestartSec")) > timedelta(0)
+
+
+@pytest.mark.parametrize("unit_name", SYSTEMD_SERVICES)
+def test_systemd_stop_timeout_exceeds_shutdown_timeout(unit_name: str) -> None:
+    unit = read_unit(SYSTEMD_DIR / unit_name)
+    timeout = systemd_seconds(unit_value(unit, "Service", "TimeoutStopSec"))
+    assert timeout >= timedelta(seconds=30)
+    assert timeout > SHUTDOWN_TIMEOUT
+
+
+@pytest.mark.parametrize(("unit_name", "subcommand"), SYSTEMD_SERVICES.items())
+def test_systemd_services_exec_start_their_subcommand(unit_name: str, subcommand: str) -> None:
+    unit = read_unit(SYSTEMD_DIR / unit_name)
+    exec_start = unit["Service"]["ExecStart"]
+    assert exec_start == [f"/opt/orderbot/.venv/bin/orderbot {subcommand}"]
+
+
+@pytest.mark.parametrize("unit_name", SYSTEMD_SERVICES)
+def test_systemd_stop_sends_sigterm_to_the_main_process_first(unit_name: str) -> None:
+    unit = read_unit(SYSTEMD_DIR / unit_name)
+    assert unit_value(unit, "Service", "Type") == "exec"
+    assert unit_value(unit, "Service", "KillSignal") == "SIGTERM"
+    assert unit_value(unit, "Service", "KillMode") == "mixed"
+
+
+@pytest.mark.parametrize("unit_name", SYSTEMD_SERVICES)
+def test_systemd_services_run_as_the_orderbot_user(unit_name: str) -> None:
+    unit = read_unit(SYSTEMD_DIR / unit_name)
+    assert unit_value(unit, "Service", "User") == "orderbot"
+    assert unit_value(unit, "Service", "WorkingDirectory") == "/opt/orderbot"
+    assert unit_value(unit, "Service", "EnvironmentFile") == "/etc/orderbot/orderbot.env"
+
+
+@pytest.mark.parametrize("unit_name", SYSTEMD_SERVICES)
+def test_systemd_services_are_hardened(unit_name: str) -> None:
+    service = read_unit(SYSTEMD_DIR / unit_name)["Service"]
+    assert service["NoNewPrivileges"] == ["yes"]
+    assert service["ProtectSystem"] == ["strict"]
+    assert service["ProtectHome"] == ["yes"]
+    assert service["PrivateTmp"] == ["yes"]
+
+
+@pytest.mark.parametrize("unit_name", SYSTEMD_SERVICES)
+def test_systemd_services_belong_to_orderbot_target(unit_name: str) -> None:
+    unit = read_unit(SYSTEMD_DIR / unit_name)
+    assert unit_value(unit, "Unit", "PartOf") == "orderbot.target"
+    assert unit_value(unit, "Install", "WantedBy") == "orderbot.target"
+    assert "network-online.target" in unit_value(unit, "Unit", "After").split()
+    assert "network-online.target" in unit_value(unit, "Unit", "Wants").split()
+
+
+def test_orderbot_target_is_wanted_by_multi_user_target() -> None:
+    unit = read_unit(SYSTEMD_DIR / "orderbot.target")
+    assert unit_value(unit, "Install", "WantedBy") == "multi-user.target"
+
+
+def test_worker_template_instance_name_is_its_metrics_port() -> None:
+    unit = read_unit(SYSTEMD_DIR / "orderbot-worker@.service")
+    assert unit_environment(unit)["METRICS_PORT"] == "%i"
+    assert unit_value(unit, "Install", "DefaultInstance") == "9101"
+
+
+def test_systemd_outbox_worker_port_is_below_the_worker_ports() -> None:
+    unit = read_unit(SYSTEMD_DIR / "orderbot-outbox-worker.service")
+    assert int(unit_environment(unit)["METRICS_PORT"]) < 9101
+
+
+def test_systemd_analyze_verify_finds_no_syntax_errors(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    for unit in SYSTEMD_DIR.iterdir():
+        shutil.copy(unit, tmp_path / unit.name)
+    # An instance of the template, as `systemctl start orderbot-worker@9101` loads it.
+    (tmp_path / "orderbot-worker@9101.service").symlink_to("orderbot-worker@.service")
+    units = sorted(str(path) for path in tmp_path.iterdir())
+    done = subprocess.run(
+        [analyze, "verify", *units], capture_output=True, text=True, check=False, timeout=60
+    )
+    output = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    # Parse problems (unknown key, bad value, missing '=') name file and line.
+    syntax = [line for line in output if re.search(r"\.(service|target):\d+: ", line)]
+    assert syntax == []
+    # Beyond syntax, verify checks this host: the only complaint allowed is the
+    # venv that exists on a deployed host but not here.
+    host_specific = "Command /opt/orderbot/.venv/bin/orderbot is not executable"
+    assert [line for line in output if host_specific not in line] == []
+
+
+# --- pm2 --------------------------------------------------------------------------------
+
+
+def test_pm2_defines_the_three_apps(pm2_apps: dict[str, dict[str, Any]]) -> None:
+    assert set(pm2_apps) == set(PM2_APPS)
+
+
+@pytest.mark.parametrize(("app_name", "subcommand"), PM2_APPS.items())
+def test_pm2_apps_run_the_orderbot_console_script(
+    pm2_apps: dict[str, dict[str, Any]], app_name: str, subcommand: str
+) -> None:
+    app = pm2_apps[app_name]
+    assert Path(app["script"]).name == "orderbot"
+    assert app["interpreter"] == "none"
+    assert app["args"] == subcommand
+
+
+@pytest.mark.parametrize("app_name", PM2_APPS)
+def test_pm2_kill_timeout_exceeds_shutdown_timeout(
+    pm2_apps: dict[str, dict[str, Any]], app_name: str
+) -> None:
+    app = pm2_apps[app_name]
+    shutdown = parse_duration(app["env"]["SHUTDOWN_TIMEOUT"])
+    assert shutdown <= SHUTDOWN_TIMEOUT
+    assert timedelta(milliseconds=app["kill_timeout"]) > shutdown
+
+
+@pytest.mark.parametrize("app_name", PM2_APPS)
+def test_pm2_apps_fork_and_restart_from_the_repository(
+    pm2_apps: dict[str, dict[str, Any]], app_name: str
+) -> None:
+    app = pm2_apps[app_name]
+    assert app["exec_mode"] == "fork"
+    assert app["autorestart"] is True
+    assert Path(app["cwd"]) == REPO
+    assert app["log_date_format"]
+
+
+@pytest.mark.parametrize(
+    ("app_name", "instances"),
+    [("orderbot-server", 1), ("orderbot-worker", 2), ("orderbot-outbox-worker", 1)],
+)
+def test_pm2_instance_counts(
+    pm2_apps: dict[str, dict[str, Any]], app_name: str, instances: int
+) -> None:
+    assert pm2_apps[app_name]["instances"] == instances
+
+
+def test_pm2_worker_instances_get_consecutive_metrics_ports(
+    pm2_apps: dict[str, dict[str, Any]],
+) -> None:
+    worker = pm2_apps["orderbot-worker"]
+    assert worker["increment_var"] == "METRICS_PORT"
+    assert int(worker["env"]["METRICS_PORT"]) == 9101
+
+
+def test_pm2_ports_never_collide(pm2_apps: dict[str, dict[str, Any]]) -> None:
+    worker = pm2_apps["orderbot-worker"]
+    base = int(worker["env"]["METRICS_PORT"])
+    ports = [base + n for n in range(worker["instances"])]
+    ports.append(int(pm2_apps["orderbot-outbox-worker"]["env"]["METRICS_PORT"]))
+    ports.append(int(pm2_apps["orderbot-server"]["env"]["HTTP_PORT"]))
+    assert len(ports) == len(set(ports)), ports

@@ -1,0 +1,75 @@
+"""The commands a new user and an operator type: `orderbot run` and `orderbot migrate`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from tests.support.credentials import WEBHOOK_TOKEN
+from tests.support.customers import Customer, expected_replies
+from tests.support.fake_provider import FakeChat2Desk
+from tests.support.processes import free_port, orderbot_cli, wait_http_ok
+from tests.support.services import Services
+
+
+async def test_run_starts_the_whole_system_and_ctrl_c_stops_it_cleanly(
+    config: dict[str, str], fake: FakeChat2Desk, tmp_path: Path
+) -> None:
+    port = free_port()
+    log_path = tmp_path / "run.log"
+    with log_path.open("wb") as log_file:
+        run = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "orderbot.cli.main",
+            "run",
+            env={**os.environ, **config, "HTTP_PORT": str(port)},
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    base = f"http://127.0.0.1:{port}"
+    await wait_http_ok(f"{base}/health/ready")
+    async with asyncio.timeout(30):  # both consumers are up
+        while log_path.read_text().count('"event":"consuming"') < 2:
+            await asyncio.sleep(0.02)
+    customer = Customer()
+    async with aiohttp.ClientSession() as http:
+        url = f"{base}/webhook/chat2desk/{WEBHOOK_TOKEN}"
+        async with http.post(url, json=customer.says("Hello")) as response:
+            assert response.status == 200
+    await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) == 1)
+
+    run.send_signal(signal.SIGINT)
+    status = await asyncio.wait_for(run.wait(), 30)
+    log = log_path.read_text()
+
+    assert status == 0, log[-3000:]
+    assert fake.texts_for(customer.client_id) == expected_replies(["Hello"])
+    assert log.count('"event":"stopped"') == 3
+
+
+async def test_migrate_creates_the_database_and_is_idempotent(
+    services: Services, tmp_path: Path
+) -> None:
+    name = f"orderbot_migrate_{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "DATABASE_URL": services.database_url(name)}
+    try:
+        for _ in range(2):
+            status, _, stderr = await orderbot_cli("migrate", env=env, cwd=tmp_path)
+            assert status == 0, stderr
+        conn = await asyncpg.connect(services.database_url(name))
+        tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables")}
+        await conn.close()
+        assert {"orders", "order_events"} <= tables
+    finally:
+        admin = await asyncpg.connect(services.database_url("postgres"))
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

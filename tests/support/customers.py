@@ -1,0 +1,75 @@
+"""Simulated customers: Chat2Desk hook bodies with ids unique to the test."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from dialog import DialogState, advance
+from tests.support.fake_provider import FakeChat2Desk
+
+_ids = itertools.count(1)
+
+HAPPY_PATH_RU = ["Здравствуйте", "ул. Киевская 95, кв 12", "+996 555 123 456", "3", "да"]
+
+
+class Customer:
+    def __init__(self) -> None:
+        self.client_id = str(10**9 + uuid.uuid4().int % 10**9)
+        self._messages = itertools.count(1)
+
+    def says(self, text: str, *, message_id: str | None = None) -> dict[str, Any]:
+        return {
+            "message_id": message_id or f"{self.client_id}-{next(self._messages)}",
+            "client_id": int(self.client_id),
+            "type": "from_client",
+            "hook_type": "inbox",
+            "text": text,
+            "transport": "whatsapp",
+            "channel_id": 4242,
+            "dialog_id": 77,
+            "client": {"phone": "+996555123456", "name": "Aida"},
+        }
+
+
+def expected_replies(texts: Iterable[str]) -> list[str]:
+    """What the dialog answers to these texts in this order: the oracle for delivery."""
+    state = DialogState()
+    replies: list[str] = []
+    for text in texts:
+        result = advance(state, text)
+        state = result.state
+        replies.extend(result.replies)
+    return replies
+
+
+def final_state(texts: Iterable[str]) -> DialogState:
+    state = DialogState()
+    for text in texts:
+        state = advance(state, text).state
+    return state
+
+
+async def converse(
+    post: Callable[[dict[str, Any]], Awaitable[int]],
+    fake: FakeChat2Desk,
+    customer: Customer,
+    texts: Iterable[str],
+) -> None:
+    """Send each text once the previous one was answered, as a person would."""
+    for text in texts:
+        answered = len(fake.texts_for(customer.client_id))
+        assert await post(customer.says(text)) == 200
+        await fake.wait_for(lambda n=answered: len(fake.texts_for(customer.client_id)) > n)
+
+
+def poster(client: TestClient[Any, Any], url: str) -> Callable[[dict[str, Any]], Awaitable[int]]:
+    async def post(body: dict[str, Any]) -> int:
+        response = await client.post(url, json=body)
+        return response.status
+
+    return post
