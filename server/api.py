@@ -3,7 +3,7 @@
 Every route but the OpenAPI document needs a bearer API key (server/auth.py) and acts for the
 key's tenant only. A status change is committed first and answered 200; telling the customer
 is queued on the outbox afterwards, never sent from here, and if even queueing fails the
-outbox worker's relay sends it a few seconds later (orderbot/notifications.py).
+outbox worker's relay sends it a few seconds later (orderbot/orders/notifications.py).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The request and error bodies of the operator API (the orders' own views are in
-orderbot/order_views.py), shared by its handlers and its OpenAPI document."""
+orderbot/orders/views.py), shared by its handlers and its OpenAPI document."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Built from the very pydantic models the handlers validate with and answer in, so the
 document cannot drift from the code; OpenAPI 3.1 schemas are JSON Schema 2020-12, which is
-what pydantic writes. Client generators and the fuzz test (tests/test_openapi_fuzz.py) read it.
+what pydantic writes. Client generators and the fuzz test
+(tests/server/test_openapi_fuzz.py) read it.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """A customer's message read as the answer to "rate your order 1 to 5", when it is one.
 
-It is one only while a rating is owed (orderbot/ratings.py) and the order dialog is idle: a
-customer in the middle of a new order is answering the dialog's question, so their message
-goes there and the rating stays owed until the dialog is done. Every effect is safe to repeat
-for a redelivered message: the stored rating is found by the message's id, and a re-ask
-remembers which message made it.
+It is one only while a rating is owed (orderbot/conversation/owed_ratings.py) and the order
+dialog is idle: a customer in the middle of a new order is answering the dialog's question,
+so their message goes there and the rating stays owed until the dialog is done. Every effect
+is safe to repeat for a redelivered message: the stored rating is found by the message's id,
+and a re-ask remembers which message made it.
 """
 
 from __future__ import annotations
