@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import structlog
 
-from orderbot.amqp.consumer import Delivery, ack
+from orderbot.amqp.consumer import Delivery
 from orderbot.amqp.dead_letters import Reason, RetryStory, park, park_unreadable
 from orderbot.amqp.publisher import Publisher
 from orderbot.conversation.reply_order import SENT, WAIT, ReplyOrder
@@ -57,7 +57,7 @@ class OutboxDelivery:
             reply = decode(OutboundReply, message.body)
         except PoisonMessage as exc:
             outbox = self._broker.topology.outbox
-            await park_unreadable(self._broker, message, exc, source_queue=outbox, stop=self._stop)
+            await park_unreadable(self._broker, message, exc, source_queue=outbox)
             return
         with structlog.contextvars.bound_contextvars(
             correlation_id=reply.correlation_id,
@@ -74,7 +74,6 @@ class OutboxDelivery:
                 # so a reply whose send keeps failing would never reach the DLQ.
                 await self._release_quietly(reply, claimant)
                 raise
-            await ack(message)
 
     async def _release_quietly(self, reply: OutboundReply, claimant: str) -> None:
         try:

@@ -75,7 +75,6 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 ),
                 rules=dialog_rules(settings),
                 ratings=rating_desk(settings, redis, pool),
-                stop=stop,
             ),
             prefetch=settings.worker_concurrency,
             shutdown_timeout=settings.shutdown_timeout.total_seconds(),

@@ -4,9 +4,10 @@ The order of effects is what makes a crash anywhere safe:
 lock → skip if already applied → load state (these three in one Redis script) →
 pure step → place order (unique by source message id) → send or outbox the replies →
 commit state and the applied-marker together (and release the lock, in the same
-script) → ack. A crash before the commit replays the step from the same state, so the
-same order row is found and the replies go out again (twice, never zero times). A
-crash after the commit finds the marker and only acks.
+script) → return, and the consumer acks. A crash before the commit replays the step
+from the same state, so the same order row is found and the replies go out again
+(twice, never zero times). A crash after the commit finds the marker and only acks.
+A dependency that is down makes the step raise; the consumer runs it again in place.
 
 While the customer owes a rating and the dialog is idle, the message is the rating's answer
 instead (worker/rating.py): same lock, same replies path, same commit of the marker, with the
@@ -15,13 +16,12 @@ dialog state unchanged but for its turn count.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import structlog
 
 from dialog import DialogRules, DialogState, advance
-from orderbot.amqp.consumer import Delivery, ack
+from orderbot.amqp.consumer import Delivery
 from orderbot.amqp.dead_letters import RetryStory, park_unreadable
 from orderbot.amqp.publisher import Publisher
 from orderbot.conversation.dialog_store import Begun, DialogStore
@@ -30,7 +30,6 @@ from orderbot.envelopes import InboundMessage, decode, utcnow
 from orderbot.errors import PoisonMessage
 from orderbot.orders.store import OrderStore
 from orderbot.runtime import metrics
-from orderbot.runtime.waiting import until_done
 from worker.rating import RatingDesk
 from worker.replies import ReplyDispatcher
 
@@ -48,7 +47,6 @@ class MessageProcessor:
         replies: ReplyDispatcher,
         rules: DialogRules,
         ratings: RatingDesk,
-        stop: asyncio.Event,
     ) -> None:
         self._broker = broker
         self._dialogs = dialogs
@@ -57,7 +55,6 @@ class MessageProcessor:
         self._replies = replies
         self._rules = rules
         self._ratings = ratings
-        self._stop = stop
 
     async def __call__(self, message: Delivery) -> None:
         try:
@@ -68,7 +65,6 @@ class MessageProcessor:
                 message,
                 exc,
                 source_queue=self._broker.topology.messages,
-                stop=self._stop,
                 story=RetryStory(attempts=1),
             )
             return
@@ -80,8 +76,7 @@ class MessageProcessor:
             client_id=conversation.client_id,
         ):
             started = time.perf_counter()
-            outcome = await until_done(lambda: self._apply(inbound), self._stop)
-            await ack(message)
+            outcome = await self._apply(inbound)
             metrics.DIALOG_STEP_SECONDS.observe(time.perf_counter() - started)
             metrics.MESSAGES_PROCESSED.labels("messages", outcome).inc()
             if outcome != "duplicate":

@@ -1,4 +1,12 @@
-"""A queue consumer with bounded concurrency and a graceful stop.
+"""A queue consumer with bounded concurrency, one settling policy and a graceful stop.
+
+A handler returns when it is done with a message, and the consumer acknowledges it.
+A handler that fails for a transient reason (a dependency is down: errors.is_transient)
+is run again in place with backoff until it succeeds: nacking it would count a
+delivery, and enough of those would park a healthy message in the DLQ. Asked to stop
+meanwhile, the consumer leaves the message unacknowledged for redelivery. Any other
+failure is a bug or poison: the message is returned to its queue, which counts a
+delivery, and the queue's delivery limit parks it in the DLQ in the end.
 
 Concurrency is bounded by the channel's prefetch: the broker never hands this
 process more unacknowledged messages than that. On stop the consumer is cancelled
@@ -19,6 +27,7 @@ old handlers finish, a process can hold up to twice its prefetch after a reconne
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -28,7 +37,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from orderbot.amqp.link import BrokerLink
 from orderbot.runtime import metrics
-from orderbot.runtime.waiting import sleep_unless_set
+from orderbot.runtime.waiting import sleep_unless_set, until_done
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +87,7 @@ class Consumer:
         self._prefetch = prefetch
         self._shutdown_timeout = shutdown_timeout
         self._inflight: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
 
     @property
     def inflight(self) -> int:
@@ -85,6 +95,7 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain."""
+        self._stop = stop
         if not await self._broker.wait_connected(stop):
             return
         subscribed = await self._subscribe(stop)
@@ -154,13 +165,15 @@ class Consumer:
         inflight = metrics.CONSUMER_INFLIGHT.labels(self._queue)
         inflight.inc()
         try:
-            await self._handler(message)
+            await until_done(functools.partial(self._handler, message), self._stop)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("handler_failed", queue=self._queue, message_id=message.message_id)
             metrics.MESSAGES_FAILED.labels(self._queue).inc()
             await _settle(message, requeue=True)
+        else:
+            await _settle(message)
         finally:
             inflight.dec()
 
@@ -193,7 +206,3 @@ async def _settle(message: Delivery, *, requeue: bool | None = None) -> None:
             await settlement
     except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
         log.warning("settle_failed", error=repr(exc), message_id=message.message_id)
-
-
-async def ack(message: Delivery) -> None:
-    await _settle(message)

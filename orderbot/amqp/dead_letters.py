@@ -8,7 +8,6 @@ tried, what failed last and where it came from. A reply carries the same story
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -17,12 +16,11 @@ from enum import StrEnum
 
 import structlog
 
-from orderbot.amqp.consumer import Delivery, ack
+from orderbot.amqp.consumer import Delivery
 from orderbot.amqp.publisher import Publisher
 from orderbot.envelopes import Conversation
 from orderbot.errors import PoisonMessage
 from orderbot.runtime import metrics
-from orderbot.runtime.waiting import until_done
 
 log = structlog.get_logger(__name__)
 
@@ -155,23 +153,19 @@ async def park_unreadable(
     poison: PoisonMessage,
     *,
     source_queue: str,
-    stop: asyncio.Event,
     story: RetryStory | None = None,
 ) -> None:
-    """Park a message no retry can help, as it came, then ack it: the consumer goes on."""
+    """Park a message no retry can help, as it came; the consumer then acknowledges it
+    and goes on with the rest."""
     log.warning("poison_message", reason=str(poison), message_id=message.message_id)
-    await until_done(
-        lambda: park(
-            broker,
-            message.body,
-            message_id=message.message_id or uuid.uuid4().hex,
-            reason=Reason.of_poison(poison),
-            detail=str(poison),
-            source_queue=source_queue,
-            story=story,
-            headers=message.headers,
-            correlation_id=message.correlation_id,
-        ),
-        stop,
+    await park(
+        broker,
+        message.body,
+        message_id=message.message_id or uuid.uuid4().hex,
+        reason=Reason.of_poison(poison),
+        detail=str(poison),
+        source_queue=source_queue,
+        story=story,
+        headers=message.headers,
+        correlation_id=message.correlation_id,
     )
-    await ack(message)

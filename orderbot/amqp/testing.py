@@ -41,7 +41,7 @@ class InMemoryDelivery:
     message_id: str | None
     correlation_id: str | None
     channel: _Closed = field(default_factory=_Closed)
-    settled: str | None = None  # "ack", "nack" or "requeue" once the handler settled it
+    settled: str | None = None  # "ack", "nack" or "requeue" once settled
 
     async def ack(self, multiple: bool = False) -> None:
         self.settled = "ack"
@@ -78,7 +78,9 @@ class InMemoryBroker:
     async def deliver(
         self, published: Published, handler: Callable[[InMemoryDelivery], Awaitable[None]]
     ) -> InMemoryDelivery:
-        """Hand `published` to `handler` as a delivery; returns it, settled or not."""
+        """Hand `published` to `handler` as the consumer would: acknowledged when the
+        handler returns; a handler's error is raised here (a real consumer would run a
+        transient failure again, and return anything else to the queue)."""
         delivery = InMemoryDelivery(
             body=published.body,
             headers=dict(published.headers),
@@ -86,4 +88,5 @@ class InMemoryBroker:
             correlation_id=published.correlation_id,
         )
         await handler(delivery)
+        delivery.settled = delivery.settled or "ack"
         return delivery

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from orderbot.amqp.consumer import Consumer, Delivery, ack
+from orderbot.amqp.consumer import Consumer, Delivery
 from orderbot.amqp.link import BrokerLink
 from orderbot.config.settings import Settings
 from orderbot.conversation.batch import RedisBatch
@@ -123,7 +123,6 @@ async def test_a_consumer_the_broker_refuses_at_first_keeps_trying_instead_of_dy
 
     async def handler(message: Delivery) -> None:
         handled.set()
-        await ack(message)
 
     stop = asyncio.Event()
     async with BrokerLink(settings, "test") as broker:
