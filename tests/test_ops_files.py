@@ -622,8 +622,8 @@ def test_no_consumer_alert_fires_when_every_worker_is_down(promtool: str, tmp_pa
         tmp_path,
         "OrderbotMessagesNotConsumed",
         {
-            'up{job="orderbot-worker",instance="localhost:9101"}': "1x4 0x10",
-            'up{job="orderbot-worker",instance="localhost:9102"}': "1x4 0x10",
+            'up{job="orderbot-worker",instance="localhost:9821"}': "1x4 0x10",
+            'up{job="orderbot-worker",instance="localhost:9822"}': "1x4 0x10",
         },
         {"4m": [], "6m": [], "8m": [{"severity": "critical"}]},
     )
@@ -637,7 +637,7 @@ def test_no_consumer_alert_fires_when_messages_wait_without_a_prefetch(
         tmp_path,
         "OrderbotMessagesNotConsumed",
         {
-            'up{job="orderbot-worker",instance="localhost:9101"}': "1x10",
+            'up{job="orderbot-worker",instance="localhost:9821"}': "1x10",
             'orderbot_queue_messages{job="orderbot-server",instance="s",queue="messages"}': "7x10",
         },
         {"1m": [], "3m": [{"severity": "critical"}]},
@@ -652,7 +652,7 @@ def test_no_consumer_alert_stays_quiet_while_a_worker_consumes(
         tmp_path,
         "OrderbotMessagesNotConsumed",
         {
-            'up{job="orderbot-worker",instance="localhost:9101"}': "1x10",
+            'up{job="orderbot-worker",instance="localhost:9821"}': "1x10",
             'orderbot_queue_messages{job="orderbot-worker",instance="w",queue="messages"}': "7x10",
             'orderbot_consumer_prefetch{job="orderbot-worker",instance="w",queue="messages"}': (
                 "10x10"
@@ -819,7 +819,9 @@ def test_prometheus_config_scrapes_the_server_on_its_http_port() -> None:
 
 def test_prometheus_config_scrapes_the_outbox_worker_where_systemd_puts_it() -> None:
     unit = read_unit(SYSTEMD_DIR / "orderbot-outbox-worker.service")
-    assert target_ports("orderbot-outbox-worker") == [int(unit_environment(unit)["METRICS_PORT"])]
+    assert target_ports("orderbot-outbox-worker") == [
+        int(unit_environment(unit)["OUTBOX_METRICS_PORT"])
+    ]
 
 
 def test_prometheus_config_scrapes_workers_from_the_default_instance_up() -> None:
