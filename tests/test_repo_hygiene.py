@@ -146,3 +146,31 @@ def test_every_phony_target_has_a_rule() -> None:
     assert phony is not None
     rules = set(re.findall(r"^([A-Za-z][\w-]*):(?!=)", text, re.MULTILINE))
     assert set(phony.group(1).split()) - rules == set()
+
+
+# --- the documentation ------------------------------------------------------------------
+
+DOCS = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md"), *REPO.glob("*/README.md")])
+_LINK = re.compile(r"\]\((?!https?://|#)([^)#\s]+)(?:#[^)]*)?\)")
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda path: path.relative_to(REPO).as_posix())
+def test_docs_name_no_issue_numbers_or_design_notes(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert not re.findall(r"DESIGN\.md|\bissues? #?\d+", text, re.IGNORECASE)
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda path: path.relative_to(REPO).as_posix())
+def test_docs_links_point_at_files_that_exist(path: Path) -> None:
+    missing = [
+        target
+        for target in _LINK.findall(path.read_text(encoding="utf-8"))
+        if not (path.parent / target).exists()
+    ]
+    assert missing == []
+
+
+def test_readme_links_every_doc() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for doc in (REPO / "docs").glob("*.md"):
+        assert f"(docs/{doc.name})" in readme, doc.name

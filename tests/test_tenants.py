@@ -1,4 +1,4 @@
-"""Multi-tenancy (issue 4): many businesses in one deployment, each with its own
+"""Multi-tenancy: many businesses in one deployment, each with its own
 credentials, limits, dialogs and orders, changed at run time without a restart.
 
 Every test makes its own tenants (slugs, tokens and numbers unique to it) in the
