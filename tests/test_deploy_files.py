@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -883,3 +884,44 @@ def test_pm2_ports_never_collide(pm2_apps: dict[str, dict[str, Any]]) -> None:
     assert len(ports) == len(set(ports)), ports
     assert NODE_EXPORTER_PORT not in ports
     assert all(port in METRICS_PORT_RANGE for port in ports[:-1])
+
+
+MDWE_PROBE = """
+import ctypes, mmap, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit(77)
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+except OSError:
+    pass
+else:
+    sys.exit(78)
+import asyncio, uvloop, aiohttp, aio_pika, asyncpg, redis, hiredis, orjson, structlog
+from cryptography.fernet import Fernet
+import orderbot.cli, server.app, worker.service, outbox_worker.service
+box = Fernet(Fernet.generate_key())
+assert box.decrypt(box.encrypt(b"secret")) == b"secret"
+async def main() -> None:
+    await asyncio.sleep(0)
+uvloop.run(main())
+print("ok")
+"""
+
+
+def test_the_processes_work_under_memory_deny_write_execute() -> None:
+    # The units set MemoryDenyWriteExecute=yes: no memory both writable and executable.
+    # The kernel's own switch for it (PR_SET_MDWE, Linux 6.3+) checks that uvloop,
+    # cryptography, hiredis and the rest load and run without such memory.
+    done = subprocess.run(
+        [sys.executable, "-c", MDWE_PROBE],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if done.returncode == 77:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3+)")
+    assert done.returncode != 78, "W+X memory was not refused: the probe proves nothing"
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
