@@ -3,20 +3,37 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# Two stamps: running needs only the package (`make run` installs no pytest, mypy or
+# matplotlib); the tests, lint and benchmarks add the [dev] extra on top.
+RUN_STAMP := $(VENV)/.run-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 
-.PHONY: install services env migrate run test test-fast test-reliability soak lint format bench bench-quick clean
+.PHONY: install install-dev services services-for-tests env migrate run test test-reliability soak lint format bench bench-quick clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(DEV_STAMP): pyproject.toml $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV_STAMP)
 
-install: $(STAMP)
+install: $(RUN_STAMP)
 
+install-dev: $(DEV_STAMP)
+
+# Starts a service only if it is installed here and stopped; never stops or restarts one.
 services:
 	@bash .ci/services.sh
+
+# The same, but a service that does not answer while Docker is present is left to the
+# test suite, which starts it with testcontainers.
+services-for-tests:
+	@bash .ci/services.sh --for-tests
 
 # A development .env from the example, only if there is none yet.
 .env:
@@ -31,36 +48,36 @@ migrate: install services env
 run: migrate
 	$(BIN)/orderbot run
 
-test: install services
+test: install-dev services-for-tests
 	$(BIN)/pytest
 
 # The fault and load suite (tests/reliability): every scenario for a few seconds of load
 # each, the fuzzer and the overload test; a few minutes. CI runs it after `make test`.
-test-reliability: install services
+test-reliability: install-dev services-for-tests
 	$(BIN)/pytest -m reliability tests/reliability
 
 # Every fault at once for RELIABILITY_SECONDS (default 10 min), the running books every
 # minute; then the books are closed. RELIABILITY_SEED replays a run's random moments.
 RELIABILITY_SECONDS ?= 600
-soak: install services
+soak: install-dev services-for-tests
 	RELIABILITY_SECONDS=$(RELIABILITY_SECONDS) RELIABILITY_REPORT_EVERY=60 \
 	  $(BIN)/pytest -m reliability -s --timeout=0 \
 	  "tests/reliability/test_books.py::test_the_books_balance_under_faults[all]"
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-format: install
+format: install-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install services
+bench: install-dev services
 	$(BIN)/python -m bench.all
 
-bench-quick: install services
+bench-quick: install-dev services
 	$(BIN)/python -m bench.all --quick
 
 clean:

@@ -75,7 +75,7 @@ def free_port() -> int:
 
 
 def new_namespace() -> str:
-    """tests/queue_sweep.py's format (time, host, pid): a killed run's queues get swept."""
+    """tests/support/queue_sweep.py's format (time, host, pid): a killed run's queues get swept."""
     host = zlib.crc32(socket.gethostname().encode()) & 0xFFFF
     tail = random.getrandbits(24)
     return f"t{int(time.time()):08x}{host:04x}{os.getpid() & 0xFFFFFF:06x}{tail:06x}"

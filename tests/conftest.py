@@ -8,7 +8,6 @@ only this run's orders and is dropped at the end.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +44,7 @@ from tests.support.fake_provider import FakeChat2Desk, running_fake
 from tests.support.processes import OrderbotProcess, wait_http_ok
 from tests.support.queue_sweep import new_namespace, sweep
 from tests.support.roles import in_process
+from tests.support.run_cleanup import DATABASE_PREFIX, RunCleanup, sweep_dead_runs
 from tests.support.services import Services, find_services
 from worker.service import run_worker
 
@@ -63,17 +63,32 @@ def run_apart(coroutine: Coroutine[Any, Any, T]) -> T:
 
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
+    """The services, and the promise to delete what this run makes on them: every Redis
+    key, queue and database under a namespace of this process, at the session's end,
+    at exit, and on SIGTERM/SIGHUP (tests/support/run_cleanup.py)."""
     with find_services() as found:
-        # First, the queues of test runs that were killed before their teardown.
+        admin = found.database_url("postgres")
+        cleanup = RunCleanup(found.amqp_url, found.redis_url, admin)
+        cleanup.install()
+        # First, what test runs that were killed before their teardown left.
         deleted, leftover = sweep(found.amqp_url)
         if leftover:
             print(f"deleted {deleted} of {leftover} queues left by dead test runs")
-        yield found
+        dead = sweep_dead_runs(found.redis_url, admin)
+        if dead.keys or dead.databases or dead.errors:
+            print(f"deleted what dead test runs left: {dead}")
+        try:
+            yield found
+        finally:
+            report = cleanup.run()
+            if report is not None and (report.queues or report.keys or report.errors):
+                print(f"\ndeleted what this run left: {report}")
 
 
 @pytest.fixture(scope="session")
 def database_url(services: Services) -> Iterator[str]:
-    name = f"orderbot_test_{uuid.uuid4().hex[:12]}"
+    # The namespace says which process made it: the run's cleanup finds it by that.
+    name = f"{DATABASE_PREFIX}{new_namespace()}"
     url = services.database_url(name)
     run_apart(migrate(url))
     yield url

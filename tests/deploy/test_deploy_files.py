@@ -9,9 +9,11 @@ is skipped only when that tool is not installed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,20 @@ SHUTDOWN_TIMEOUT = Settings.model_fields["shutdown_timeout"].default
 assert isinstance(SHUTDOWN_TIMEOUT, timedelta)
 
 SETTING_NAMES = frozenset(name.upper() for name in Settings.model_fields)
+
+# Supervisors wait this much longer than the drain before they kill: closing the
+# connections and the last log lines come after SHUTDOWN_TIMEOUT.
+STOP_MARGIN = timedelta(seconds=15)
+
+# The per-process metrics ports of the pm2 and systemd deployments (one host, one
+# network namespace): a range of their own, away from node_exporter's 9100.
+OUTBOX_METRICS_PORT = 9811
+FIRST_WORKER_METRICS_PORT = 9821
+METRICS_PORT_RANGE = range(9800, 9900)
+NODE_EXPORTER_PORT = 9100
+
+# The worst `systemd-analyze security` exposure a unit may have (up to 2.5 is "OK").
+MAX_EXPOSURE = 2.5
 
 INFRA_SERVICES = ("rabbitmq", "redis", "postgres")
 LONG_RUNNING_APPS = ("server", "worker", "outbox-worker")
@@ -188,16 +204,36 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@pytest.fixture(scope="module")
-def pm2_apps() -> dict[str, dict[str, Any]]:
+# What in the environment pm2 is started with changes the ecosystem file's apps.
+PM2_FILE_INPUTS = (
+    "ORDERBOT_BIN",
+    "ORDERBOT_USER",
+    "PM2_LOG_DIR",
+    "WORKER_METRICS_PORT",
+    "OUTBOX_METRICS_PORT",
+    "HTTP_PORT",
+)
+
+
+def evaluate_pm2_file(**env: str) -> dict[str, dict[str, Any]]:
+    """The apps of the ecosystem file as pm2 sees them, started with `env` (and none of
+    PM2_FILE_INPUTS from this process's environment)."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed: cannot evaluate the pm2 ecosystem file")
     script = f"const c = require({json.dumps(str(PM2_FILE))}); console.log(JSON.stringify(c));"
-    done = subprocess.run([node, "-e", script], capture_output=True, text=True, check=False)
+    clean = {k: v for k, v in os.environ.items() if k not in PM2_FILE_INPUTS}
+    done = subprocess.run(
+        [node, "-e", script], capture_output=True, text=True, check=False, env={**clean, **env}
+    )
     assert done.returncode == 0, done.stderr
     config = json.loads(done.stdout)
     return {app["name"]: app for app in config["apps"]}
+
+
+@pytest.fixture(scope="module")
+def pm2_apps() -> dict[str, dict[str, Any]]:
+    return evaluate_pm2_file()
 
 
 # --- docker-compose.yml -----------------------------------------------------------
@@ -543,8 +579,7 @@ def test_systemd_services_restart_on_failure(unit_name: str) -> None:
 def test_systemd_stop_timeout_exceeds_shutdown_timeout(unit_name: str) -> None:
     unit = read_unit(SYSTEMD_DIR / unit_name)
     timeout = systemd_seconds(unit_value(unit, "Service", "TimeoutStopSec"))
-    assert timeout >= timedelta(seconds=30)
-    assert timeout > SHUTDOWN_TIMEOUT
+    assert timeout >= SHUTDOWN_TIMEOUT + STOP_MARGIN
 
 
 @pytest.mark.parametrize(("unit_name", "subcommand"), SYSTEMD_SERVICES.items())
@@ -570,13 +605,57 @@ def test_systemd_services_run_as_the_orderbot_user(unit_name: str) -> None:
     assert unit_value(unit, "Service", "EnvironmentFile") == "/etc/orderbot/orderbot.env"
 
 
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "PrivateMounts": "yes",
+    "PrivateUsers": "yes",
+    "CapabilityBoundingSet": "",
+    "AmbientCapabilities": "",
+    "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+    "SystemCallArchitectures": "native",
+    "ProtectClock": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectControlGroups": "yes",
+    "ProtectHostname": "yes",
+    "ProtectProc": "invisible",
+    "RestrictNamespaces": "yes",
+    "RestrictRealtime": "yes",
+    "RestrictSUIDSGID": "yes",
+    "LockPersonality": "yes",
+    "MemoryDenyWriteExecute": "yes",
+    "UMask": "0077",
+    "StateDirectory": "orderbot",
+}
+
+
 @pytest.mark.parametrize("unit_name", SYSTEMD_SERVICES)
-def test_systemd_services_are_hardened(unit_name: str) -> None:
+@pytest.mark.parametrize(("key", "value"), HARDENING.items())
+def test_systemd_services_are_hardened(unit_name: str, key: str, value: str) -> None:
     service = read_unit(SYSTEMD_DIR / unit_name)["Service"]
-    assert service["NoNewPrivileges"] == ["yes"]
-    assert service["ProtectSystem"] == ["strict"]
-    assert service["ProtectHome"] == ["yes"]
-    assert service["PrivateTmp"] == ["yes"]
+    assert service.get(key) == [value]
+
+
+@pytest.mark.parametrize("unit_name", SYSTEMD_SERVICES)
+def test_systemd_services_filter_system_calls(unit_name: str) -> None:
+    service = read_unit(SYSTEMD_DIR / unit_name)["Service"]
+    assert service["SystemCallFilter"][0] == "@system-service"
+    assert "~@privileged" in service["SystemCallFilter"][1:]
+    assert service["SystemCallErrorNumber"] == ["EPERM"]
+
+
+def test_systemd_install_steps_build_the_venv_from_the_system_python() -> None:
+    # ProtectHome=yes hides /home and /root: a venv there, or one built from a
+    # Python there, fails with 203/EXEC.
+    text = (SYSTEMD_DIR / "orderbot.target").read_text(encoding="utf-8")
+    assert "/usr/bin/python3 -m venv .venv" in text
+    assert "cd /opt/orderbot" in text
+    assert "203/EXEC" in text
 
 
 @pytest.mark.parametrize("unit_name", SYSTEMD_SERVICES)
@@ -595,13 +674,60 @@ def test_orderbot_target_is_wanted_by_multi_user_target() -> None:
 
 def test_worker_template_instance_name_is_its_metrics_port() -> None:
     unit = read_unit(SYSTEMD_DIR / "orderbot-worker@.service")
-    assert unit_environment(unit)["METRICS_PORT"] == "%i"
-    assert unit_value(unit, "Install", "DefaultInstance") == "9101"
+    assert unit_environment(unit)["WORKER_METRICS_PORT"] == "%i"
+    assert unit_value(unit, "Install", "DefaultInstance") == str(FIRST_WORKER_METRICS_PORT)
 
 
 def test_systemd_outbox_worker_port_is_below_the_worker_ports() -> None:
     unit = read_unit(SYSTEMD_DIR / "orderbot-outbox-worker.service")
-    assert int(unit_environment(unit)["METRICS_PORT"]) < 9101
+    port = int(unit_environment(unit)["OUTBOX_METRICS_PORT"])
+    assert port == OUTBOX_METRICS_PORT
+    assert port < FIRST_WORKER_METRICS_PORT
+    assert port in METRICS_PORT_RANGE
+
+
+@pytest.mark.parametrize("unit_name", SYSTEMD_SERVICES)
+def test_systemd_units_set_no_shared_metrics_port(unit_name: str) -> None:
+    # One METRICS_PORT for every role is what made two workers collide.
+    assert "METRICS_PORT" not in unit_environment(read_unit(SYSTEMD_DIR / unit_name))
+
+
+def test_systemd_metrics_ports_are_in_their_range_away_from_node_exporter() -> None:
+    worker = read_unit(SYSTEMD_DIR / "orderbot-worker@.service")
+    outbox = read_unit(SYSTEMD_DIR / "orderbot-outbox-worker.service")
+    ports = {
+        int(unit_value(worker, "Install", "DefaultInstance")),
+        int(unit_environment(outbox)["OUTBOX_METRICS_PORT"]),
+    }
+    assert NODE_EXPORTER_PORT not in ports
+    assert all(port in METRICS_PORT_RANGE for port in ports)
+
+
+def systemd_exposure(analyze: str, unit: Path) -> tuple[float, str]:
+    done = subprocess.run(
+        [analyze, "security", "--offline=yes", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?) (\w+)", output)
+    assert match is not None, output
+    return float(match.group(1)), match.group(2)
+
+
+@pytest.mark.parametrize("unit_name", [*SYSTEMD_SERVICES, "orderbot-worker@9821.service"])
+def test_systemd_analyze_security_rates_every_unit_ok(tmp_path: Path, unit_name: str) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    for unit in SYSTEMD_DIR.iterdir():
+        shutil.copy(unit, tmp_path / unit.name)
+    (tmp_path / "orderbot-worker@9821.service").symlink_to("orderbot-worker@.service")
+    exposure, verdict = systemd_exposure(analyze, tmp_path / unit_name)
+    assert exposure <= MAX_EXPOSURE, f"{unit_name}: {exposure} {verdict}"
+    assert verdict == "OK"
 
 
 def test_systemd_analyze_verify_finds_no_syntax_errors(tmp_path: Path) -> None:
@@ -610,8 +736,8 @@ def test_systemd_analyze_verify_finds_no_syntax_errors(tmp_path: Path) -> None:
         pytest.skip("systemd-analyze is not installed")
     for unit in SYSTEMD_DIR.iterdir():
         shutil.copy(unit, tmp_path / unit.name)
-    # An instance of the template, as `systemctl start orderbot-worker@9101` loads it.
-    (tmp_path / "orderbot-worker@9101.service").symlink_to("orderbot-worker@.service")
+    # An instance of the template, as `systemctl start orderbot-worker@9821` loads it.
+    (tmp_path / "orderbot-worker@9821.service").symlink_to("orderbot-worker@.service")
     units = sorted(str(path) for path in tmp_path.iterdir())
     done = subprocess.run(
         [analyze, "verify", *units], capture_output=True, text=True, check=False, timeout=60
@@ -650,7 +776,66 @@ def test_pm2_kill_timeout_exceeds_shutdown_timeout(
     app = pm2_apps[app_name]
     shutdown = parse_duration(app["env"]["SHUTDOWN_TIMEOUT"])
     assert shutdown <= SHUTDOWN_TIMEOUT
-    assert timedelta(milliseconds=app["kill_timeout"]) > shutdown
+    assert timedelta(milliseconds=app["kill_timeout"]) >= shutdown + STOP_MARGIN
+
+
+@pytest.mark.parametrize("app_name", PM2_APPS)
+def test_pm2_stops_with_sigterm(pm2_apps: dict[str, dict[str, Any]], app_name: str) -> None:
+    # pm2's default is SIGINT; the processes drain on both, but the file says SIGTERM.
+    assert pm2_apps[app_name]["kill_signal"] == "SIGTERM"
+
+
+@pytest.mark.parametrize("app_name", PM2_APPS)
+def test_pm2_keeps_the_json_log_lines_whole(
+    pm2_apps: dict[str, dict[str, Any]], app_name: str
+) -> None:
+    app = pm2_apps[app_name]
+    # A date prefix turns a JSON line into something no log shipper parses.
+    assert app["time"] is False
+    assert "log_date_format" not in app
+    # One file per instance, so a line still says which process wrote it.
+    assert app["merge_logs"] is False
+    assert "combine_logs" not in app
+
+
+def test_pm2_log_files_go_where_pm2_log_dir_says() -> None:
+    apps = evaluate_pm2_file(PM2_LOG_DIR="/var/log/orderbot")
+    for name, app in apps.items():
+        assert app["out_file"] == f"/var/log/orderbot/{name}-out.log"
+        assert app["error_file"] == f"/var/log/orderbot/{name}-error.log"
+
+
+def test_pm2_can_run_the_apps_as_a_user_of_their_own() -> None:
+    apps = evaluate_pm2_file(ORDERBOT_USER="orderbot")
+    for app in apps.values():
+        assert (app["uid"], app["gid"]) == ("orderbot", "orderbot")
+    text = PM2_FILE.read_text(encoding="utf-8")
+    assert "useradd --system" in text
+    assert "pm2 startup systemd -u orderbot" in text
+
+
+def test_pm2_runs_as_the_starting_user_by_default(pm2_apps: dict[str, dict[str, Any]]) -> None:
+    assert all("uid" not in app and "user" not in app for app in pm2_apps.values())
+
+
+def test_pm2_file_documents_log_rotation() -> None:
+    text = PM2_FILE.read_text(encoding="utf-8")
+    assert "pm2 install pm2-logrotate" in text
+    assert "pm2-logrotate:max_size" in text
+
+
+def test_pm2_pins_no_http_port_over_env(pm2_apps: dict[str, dict[str, Any]]) -> None:
+    assert "HTTP_PORT" not in pm2_apps["orderbot-server"]["env"]
+    # Not even from pm2's environment: pm2 passes that through by itself.
+    apps = evaluate_pm2_file(HTTP_PORT="8099")
+    assert "HTTP_PORT" not in apps["orderbot-server"]["env"]
+
+
+@pytest.mark.parametrize("app_name", PM2_APPS)
+def test_pm2_sets_no_shared_metrics_port(
+    pm2_apps: dict[str, dict[str, Any]], app_name: str
+) -> None:
+    assert "METRICS_PORT" not in pm2_apps[app_name]["env"]
 
 
 @pytest.mark.parametrize("app_name", PM2_APPS)
@@ -661,7 +846,6 @@ def test_pm2_apps_fork_and_restart_from_the_repository(
     assert app["exec_mode"] == "fork"
     assert app["autorestart"] is True
     assert Path(app["cwd"]) == REPO
-    assert app["log_date_format"]
 
 
 @pytest.mark.parametrize(
@@ -678,14 +862,66 @@ def test_pm2_worker_instances_get_consecutive_metrics_ports(
     pm2_apps: dict[str, dict[str, Any]],
 ) -> None:
     worker = pm2_apps["orderbot-worker"]
-    assert worker["increment_var"] == "METRICS_PORT"
-    assert int(worker["env"]["METRICS_PORT"]) == 9101
+    assert worker["increment_var"] == "WORKER_METRICS_PORT"
+    assert int(worker["env"]["WORKER_METRICS_PORT"]) == FIRST_WORKER_METRICS_PORT
+    outbox = pm2_apps["orderbot-outbox-worker"]
+    assert int(outbox["env"]["OUTBOX_METRICS_PORT"]) == OUTBOX_METRICS_PORT
+
+
+def test_pm2_metrics_ports_move_with_the_environment() -> None:
+    apps = evaluate_pm2_file(WORKER_METRICS_PORT="9851", OUTBOX_METRICS_PORT="9841")
+    assert int(apps["orderbot-worker"]["env"]["WORKER_METRICS_PORT"]) == 9851
+    assert int(apps["orderbot-outbox-worker"]["env"]["OUTBOX_METRICS_PORT"]) == 9841
 
 
 def test_pm2_ports_never_collide(pm2_apps: dict[str, dict[str, Any]]) -> None:
     worker = pm2_apps["orderbot-worker"]
-    base = int(worker["env"]["METRICS_PORT"])
-    ports = [base + n for n in range(worker["instances"])]
-    ports.append(int(pm2_apps["orderbot-outbox-worker"]["env"]["METRICS_PORT"]))
-    ports.append(int(pm2_apps["orderbot-server"]["env"]["HTTP_PORT"]))
+    base = int(worker["env"]["WORKER_METRICS_PORT"])
+    # Room for `pm2 scale orderbot-worker 8` below the next range.
+    ports = [base + n for n in range(8)]
+    ports.append(int(pm2_apps["orderbot-outbox-worker"]["env"]["OUTBOX_METRICS_PORT"]))
+    ports.append(Settings.model_fields["http_port"].default)
     assert len(ports) == len(set(ports)), ports
+    assert NODE_EXPORTER_PORT not in ports
+    assert all(port in METRICS_PORT_RANGE for port in ports[:-1])
+
+
+MDWE_PROBE = """
+import ctypes, mmap, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit(77)
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+except OSError:
+    pass
+else:
+    sys.exit(78)
+import asyncio, uvloop, aiohttp, aio_pika, asyncpg, redis, hiredis, orjson, structlog
+from cryptography.fernet import Fernet
+import orderbot.cli, server.app, worker.service, outbox_worker.service
+box = Fernet(Fernet.generate_key())
+assert box.decrypt(box.encrypt(b"secret")) == b"secret"
+async def main() -> None:
+    await asyncio.sleep(0)
+uvloop.run(main())
+print("ok")
+"""
+
+
+def test_the_processes_work_under_memory_deny_write_execute() -> None:
+    # The units set MemoryDenyWriteExecute=yes: no memory both writable and executable.
+    # The kernel's own switch for it (PR_SET_MDWE, Linux 6.3+) checks that uvloop,
+    # cryptography, hiredis and the rest load and run without such memory.
+    done = subprocess.run(
+        [sys.executable, "-c", MDWE_PROBE],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if done.returncode == 77:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3+)")
+    assert done.returncode != 78, "W+X memory was not refused: the probe proves nothing"
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 DASHBOARD_FILE = REPO / "deploy" / "grafana" / "orderbot-dashboard.json"
 ALERTS_FILE = REPO / "deploy" / "prometheus" / "alerts.yml"
 PROMETHEUS_FILE = REPO / "deploy" / "prometheus" / "prometheus.yml"
-README = REPO / "README.md"
+RUNBOOK = REPO / "docs" / "operations.md"
 
 DATASOURCE_UID = "${DS_PROMETHEUS}"
 DASHBOARD_ROWS = ["Ingest", "Processing", "Replies & outbox", "Queues"]
@@ -541,19 +541,20 @@ def test_every_alert_has_summary_description_and_runbook() -> None:
         assert all(text.strip() for text in rule["annotations"].values()), rule["alert"]
 
 
-def test_alert_runbooks_point_to_the_alerts_own_readme_heading() -> None:
+def test_alert_runbooks_point_to_the_alerts_own_heading() -> None:
     for rule in alert_rules():
-        assert rule["annotations"]["runbook"] == f"README.md#{rule['alert'].lower()}"
+        runbook = f"docs/operations.md#{rule['alert'].lower()}"
+        assert rule["annotations"]["runbook"] == runbook
 
 
-def test_alert_runbook_anchors_exist_in_readme() -> None:
+def test_alert_runbook_anchors_exist_in_the_runbook() -> None:
     headings = [
         line.lstrip("#").strip()
-        for line in README.read_text(encoding="utf-8").splitlines()
+        for line in RUNBOOK.read_text(encoding="utf-8").splitlines()
         if line.startswith("#")
     ]
     if "Alerts" not in headings:
-        pytest.skip("README.md has no ### Alerts section yet")
+        pytest.skip("docs/operations.md has no Alerts section yet")
     anchors = {github_anchor(heading) for heading in headings}
     missing = [
         rule["annotations"]["runbook"]
@@ -622,8 +623,8 @@ def test_no_consumer_alert_fires_when_every_worker_is_down(promtool: str, tmp_pa
         tmp_path,
         "OrderbotMessagesNotConsumed",
         {
-            'up{job="orderbot-worker",instance="localhost:9101"}': "1x4 0x10",
-            'up{job="orderbot-worker",instance="localhost:9102"}': "1x4 0x10",
+            'up{job="orderbot-worker",instance="localhost:9821"}': "1x4 0x10",
+            'up{job="orderbot-worker",instance="localhost:9822"}': "1x4 0x10",
         },
         {"4m": [], "6m": [], "8m": [{"severity": "critical"}]},
     )
@@ -637,7 +638,7 @@ def test_no_consumer_alert_fires_when_messages_wait_without_a_prefetch(
         tmp_path,
         "OrderbotMessagesNotConsumed",
         {
-            'up{job="orderbot-worker",instance="localhost:9101"}': "1x10",
+            'up{job="orderbot-worker",instance="localhost:9821"}': "1x10",
             'orderbot_queue_messages{job="orderbot-server",instance="s",queue="messages"}': "7x10",
         },
         {"1m": [], "3m": [{"severity": "critical"}]},
@@ -652,7 +653,7 @@ def test_no_consumer_alert_stays_quiet_while_a_worker_consumes(
         tmp_path,
         "OrderbotMessagesNotConsumed",
         {
-            'up{job="orderbot-worker",instance="localhost:9101"}': "1x10",
+            'up{job="orderbot-worker",instance="localhost:9821"}': "1x10",
             'orderbot_queue_messages{job="orderbot-worker",instance="w",queue="messages"}': "7x10",
             'orderbot_consumer_prefetch{job="orderbot-worker",instance="w",queue="messages"}': (
                 "10x10"
@@ -819,7 +820,9 @@ def test_prometheus_config_scrapes_the_server_on_its_http_port() -> None:
 
 def test_prometheus_config_scrapes_the_outbox_worker_where_systemd_puts_it() -> None:
     unit = read_unit(SYSTEMD_DIR / "orderbot-outbox-worker.service")
-    assert target_ports("orderbot-outbox-worker") == [int(unit_environment(unit)["METRICS_PORT"])]
+    assert target_ports("orderbot-outbox-worker") == [
+        int(unit_environment(unit)["OUTBOX_METRICS_PORT"])
+    ]
 
 
 def test_prometheus_config_scrapes_workers_from_the_default_instance_up() -> None:

@@ -130,10 +130,17 @@ def list_queues() -> dict[str, int] | None:
     return queues
 
 
-async def delete_queues(amqp_url: str, names: list[str], budget: float = SWEEP_BUDGET) -> int:
+async def delete_queues(
+    amqp_url: str,
+    names: list[str],
+    budget: float = SWEEP_BUDGET,
+    *,
+    only_unconsumed: bool = True,
+) -> int:
     """Delete `names`, a namespace at a time, for at most `budget` seconds, unless the
     broker (asked directly: rabbitmqctl's counts of a quorum queue lag by seconds) says
-    a queue of the namespace has a consumer. Returns how many were deleted."""
+    a queue of the namespace has a consumer (`only_unconsumed`: a run deleting its own
+    queues passes False). Returns how many were deleted."""
     groups: dict[str, list[str]] = {}
     for name in names:
         namespace = parse(name)
@@ -155,7 +162,7 @@ async def delete_queues(amqp_url: str, names: list[str], budget: float = SWEEP_B
                     channel = await connection.channel()  # gone already
                     continue
                 consumers += queue.declaration_result.consumer_count or 0
-            if consumers:
+            if consumers and only_unconsumed:
                 continue
             for name in group:
                 await channel.queue_delete(name)

@@ -1,8 +1,8 @@
 """Finding RabbitMQ, Redis and PostgreSQL for the tests.
 
 The services named by AMQP_URL, REDIS_URL and DATABASE_URL (or their defaults) are
-used when they answer. Only when none answers and a Docker engine is present are
-they started with testcontainers, so a laptop with Docker needs no setup at all.
+used when they answer. Those that do not answer are started with testcontainers when a
+Docker engine is present, so a laptop with Docker needs no setup at all.
 """
 
 from __future__ import annotations
@@ -54,43 +54,42 @@ def find_services() -> Iterator[Services]:
             "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
         ),
     )
-    reachable = [
-        _answers(local.amqp_url, 5672),
-        _answers(local.redis_url, 6379),
-        _answers(local.postgres_url, 5432),
-    ]
-    if all(reachable):
+    reachable = {
+        "RabbitMQ": _answers(local.amqp_url, 5672),
+        "Redis": _answers(local.redis_url, 6379),
+        "PostgreSQL": _answers(local.postgres_url, 5432),
+    }
+    missing = [name for name, ok in reachable.items() if not ok]
+    if not missing:
         yield local
         return
-    if any(reachable) or not _docker_available():
-        missing = [
-            n
-            for n, ok in zip(("RabbitMQ", "Redis", "PostgreSQL"), reachable, strict=True)
-            if not ok
-        ]
+    if not _docker_available():
         raise RuntimeError(
             f"{', '.join(missing)} not reachable and no Docker engine to start them: "
             "start the services or set AMQP_URL / REDIS_URL / DATABASE_URL"
         )
-    with _containers() as services:
+    # Only what does not answer runs in a container (`make test` leaves exactly those
+    # to this: .ci/services.sh --for-tests).
+    with _containers(local, frozenset(missing)) as services:
         yield services
 
 
 @contextlib.contextmanager
-def _containers() -> Iterator[Services]:
+def _containers(local: Services, missing: frozenset[str]) -> Iterator[Services]:
     from testcontainers.postgres import PostgresContainer
     from testcontainers.rabbitmq import RabbitMqContainer
     from testcontainers.redis import RedisContainer
 
-    with (
-        RabbitMqContainer("rabbitmq:3.13-management") as rabbit,
-        RedisContainer("redis:7") as redis,
-        PostgresContainer("postgres:16", driver=None) as postgres,
-    ):
-        amqp = (
-            f"amqp://guest:guest@{rabbit.get_container_host_ip()}:{rabbit.get_exposed_port(5672)}/"
-        )
-        redis_url = f"redis://{redis.get_container_host_ip()}:{redis.get_exposed_port(6379)}/0"
-        yield Services(
-            amqp_url=amqp, redis_url=redis_url, postgres_url=postgres.get_connection_url()
-        )
+    with contextlib.ExitStack() as stack:
+        amqp, redis_url, postgres_url = local.amqp_url, local.redis_url, local.postgres_url
+        if "RabbitMQ" in missing:
+            rabbit = stack.enter_context(RabbitMqContainer("rabbitmq:3.13-management"))
+            host, port = rabbit.get_container_host_ip(), rabbit.get_exposed_port(5672)
+            amqp = f"amqp://guest:guest@{host}:{port}/"
+        if "Redis" in missing:
+            redis = stack.enter_context(RedisContainer("redis:7"))
+            redis_url = f"redis://{redis.get_container_host_ip()}:{redis.get_exposed_port(6379)}/0"
+        if "PostgreSQL" in missing:
+            postgres = stack.enter_context(PostgresContainer("postgres:16", driver=None))
+            postgres_url = postgres.get_connection_url()
+        yield Services(amqp_url=amqp, redis_url=redis_url, postgres_url=postgres_url)

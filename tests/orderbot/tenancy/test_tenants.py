@@ -48,6 +48,8 @@ from tests.support.customers import HAPPY_PATH_RU, Customer, expected_replies
 from tests.support.fake_provider import FakeChat2Desk, SentMessage
 from tests.support.operator_tools import bearer, insert_order
 from tests.support.processes import free_port, orderbot_cli, wait_http_ok
+from tests.support.queue_sweep import new_namespace
+from tests.support.run_cleanup import DATABASE_PREFIX
 from tests.support.services import Services
 
 Client = TestClient[Any, Any]
@@ -678,7 +680,7 @@ async def test_a_change_while_the_listen_connection_was_lost_is_read_after_recon
 @pytest.fixture
 async def own_database(services: Services) -> AsyncIterator[str]:
     """A database of this test alone (migrated), so it can shut everyone out of it."""
-    name = f"orderbot_test_{uuid.uuid4().hex[:12]}"
+    name = f"{DATABASE_PREFIX}{new_namespace()}"
     url = services.database_url(name)
     await migrate(url)
     yield url
