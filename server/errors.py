@@ -54,15 +54,21 @@ class _WebhookMetrics:
 
 
 _webhook_metrics: dict[str, _WebhookMetrics] = {}
-_KNOWN_PROVIDERS = 16  # any /webhook/<name> gets counted; only so many are kept here
+# The label is a closed set: any stranger can post to /webhook/<anything>, and each new
+# label value would be a score of series the server keeps and serves on every scrape.
+PROVIDERS = frozenset({"chat2desk", "twilio"})
+UNKNOWN_PROVIDER = "unknown"
+
+
+def provider_label(segment: str) -> str:
+    """The metric label of a /webhook/<segment> path: a provider we serve, or `unknown`."""
+    return segment if segment in PROVIDERS else UNKNOWN_PROVIDER
 
 
 def _metrics_of(provider: str) -> _WebhookMetrics:
     found = _webhook_metrics.get(provider)
     if found is None:
-        found = _WebhookMetrics(provider)
-        if len(_webhook_metrics) < _KNOWN_PROVIDERS:
-            _webhook_metrics[provider] = found
+        found = _webhook_metrics.setdefault(provider, _WebhookMetrics(provider))
     return found
 
 
@@ -74,8 +80,7 @@ async def server_middleware(request: web.Request, handler: Handler) -> web.Strea
     path = request.path
     if not path.startswith("/webhook/"):
         return await _answer(request, handler)
-    parts = path.split("/", 3)
-    provider = parts[2]
+    provider = provider_label(path.split("/", 3)[2])
     counted = _metrics_of(provider)
     counted.received.inc()
     started = time.perf_counter()
