@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import structlog
@@ -86,10 +87,20 @@ async def metrics(_: web.Request) -> web.Response:
     return metrics_response()
 
 
+def handler_args(settings: Settings) -> dict[str, Any]:
+    """Arguments of aiohttp's per-connection protocol. Set on the app, not on the runner,
+    so that every server of it (the test server too) behaves like production."""
+    return {
+        # Compressed bodies are refused (server_middleware): never inflate one.
+        "auto_decompress": False,
+    }
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.http_max_body,
         middlewares=[server_middleware],
+        handler_args=handler_args(settings),
     )
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([_broker_ctx, _redis_ctx, _postgres_ctx, tenants_ctx])

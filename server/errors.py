@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from orderbot import metrics
@@ -79,18 +79,36 @@ async def server_middleware(request: web.Request, handler: Handler) -> web.Strea
     is a coroutine and a handler wrapper per request."""
     path = request.path
     if not path.startswith("/webhook/"):
-        return await _answer(request, handler)
+        return _encoded(request) or await _answer(request, handler)
     provider = provider_label(path.split("/", 3)[2])
     counted = _metrics_of(provider)
     counted.received.inc()
     started = time.perf_counter()
     try:
+        refused = _encoded(request)
+        if refused is not None:
+            metrics.WEBHOOKS_REJECTED.labels(provider, "invalid").inc()
+            return refused
         response = await _answer(request, handler)
     finally:
         counted.seconds.observe(time.perf_counter() - started)
     rejection = _REJECTION.get(response.status)
     if rejection is not None:
         metrics.WEBHOOKS_REJECTED.labels(provider, rejection).inc()
+    return response
+
+
+def _encoded(request: web.Request) -> web.Response | None:
+    """A 415 for a compressed body, before anything reads it. No provider compresses
+    its webhooks and the operator API's bodies are tiny, while a small gzip can
+    inflate to gigabytes: a stranger's bomb would cost CPU before the token is even
+    checked. The server does not decompress at all (`auto_decompress` off), so this
+    refusal is what a client sees instead of a body that does not parse."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING)
+    if encoding is None or encoding.strip().lower() in ("", "identity"):
+        return None
+    response = json_error(415, "compressed bodies are not accepted")
+    response.force_close()  # do not read (or wait for) the rest of it
     return response
 
 
