@@ -24,6 +24,14 @@ log = structlog.get_logger(__name__)
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 _PRINTABLE = r"^[\x21-\x7e]+$"
+# Twilio's ids are a two-letter type and 32 hex digits. The signature concatenates each
+# name with its value and no separator, so a signed form can be re-cut: drop
+# `NumMedia=0` and append `NumMedia0` to `MessageSid`, and the signature still holds for
+# what is now a new message id that passes dedupe. An id of exactly Twilio's shape
+# cannot absorb a neighbour's name and value.
+_MESSAGE_SID = r"^(SM|MM)[0-9a-f]{32}$"
+_ACCOUNT_SID = r"^AC[0-9a-f]{32}$"
+_SERVICE_SID = r"^MG[0-9a-f]{32}$"
 
 
 class TwilioInbound(BaseModel):
@@ -31,8 +39,10 @@ class TwilioInbound(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    MessageSid: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
-    AccountSid: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
+    MessageSid: str = Field(pattern=_MESSAGE_SID)
+    SmsSid: str | None = Field(default=None, pattern=_MESSAGE_SID)
+    AccountSid: str = Field(pattern=_ACCOUNT_SID)
+    MessagingServiceSid: str | None = Field(default=None, pattern=_SERVICE_SID)
     From: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
     To: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
     Body: str = Field(default="", max_length=20_000)

@@ -266,7 +266,9 @@ def any_route_probes(draw: st.DrawFn) -> Probe:
 TWILIO_PATH = "/webhook/twilio"
 TWILIO_FIELDS = (
     "MessageSid",
+    "SmsSid",
     "AccountSid",
+    "MessagingServiceSid",
     "From",
     "To",
     "Body",
@@ -276,8 +278,15 @@ TWILIO_FIELDS = (
 )
 FORM = "application/x-www-form-urlencoded"
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")
-# Twilio's field rules, from its documentation: ids and numbers are printable ASCII.
-_TWILIO_LIMITS = {"MessageSid": 64, "AccountSid": 64, "From": 64, "To": 64, "WaId": 64}
+# Twilio's field rules, from its documentation: ids are a two-letter type and 32 hex
+# digits, numbers are printable ASCII.
+_TWILIO_LIMITS = {"From": 64, "To": 64, "WaId": 64}
+_TWILIO_IDS = {
+    "MessageSid": re.compile(r"(SM|MM)[0-9a-f]{32}"),
+    "SmsSid": re.compile(r"(SM|MM)[0-9a-f]{32}"),
+    "AccountSid": re.compile(r"AC[0-9a-f]{32}"),
+    "MessagingServiceSid": re.compile(r"MG[0-9a-f]{32}"),
+}
 FORM_VALUES = st.one_of(
     EDGE_TEXT,
     EDGE_NUMBERS.map(str),
@@ -289,7 +298,8 @@ FORM_VALUES = st.one_of(
 def _twilio_pairs(draw: st.DrawFn) -> list[tuple[str, str]]:
     """A Twilio form: mostly well formed, with edge values, dropped and repeated keys."""
     fields = {
-        "MessageSid": f"SM{draw(st.integers(0, 2**128)):032x}",
+        "MessageSid": draw(st.sampled_from(["SM", "SM", "MM"]))
+        + f"{draw(st.integers(0, 2**128)):032x}",
         "AccountSid": draw(st.sampled_from([TWILIO_SID, TWILIO_SID, "AC" + "0" * 32])),
         "From": f"whatsapp:+996{draw(st.integers(0, 10**9 - 1)):09d}",
         "To": draw(st.sampled_from([TWILIO_NUMBER, TWILIO_NUMBER, "whatsapp:+10000000000"])),
@@ -301,7 +311,10 @@ def _twilio_pairs(draw: st.DrawFn) -> list[tuple[str, str]]:
     for key in draw(st.sets(st.sampled_from(TWILIO_FIELDS), max_size=2)):
         fields[key] = draw(FORM_VALUES)
     for key in draw(st.sets(st.sampled_from([k for k in TWILIO_FIELDS if k != "To"]), max_size=1)):
-        del fields[key]
+        fields.pop(key, None)
+    if "MessageSid" in fields and "NumMedia" in fields and draw(st.integers(0, 9)) == 0:
+        # Re-cut: the signature of the form with NumMedia is the signature of this one.
+        fields["MessageSid"] += "NumMedia" + fields.pop("NumMedia")
     pairs = list(fields.items())
     pairs += draw(st.lists(st.tuples(st.text(max_size=8), FORM_VALUES), max_size=2))
     for key in draw(st.lists(st.sampled_from(sorted(fields)), max_size=1)):  # a repeated key
@@ -369,6 +382,9 @@ def twilio_contract(content_type: str, body: bytes, signing: str) -> tuple[Expec
     required = ("MessageSid", "AccountSid", "From", "To")
     if any(name not in fields for name in required):
         return "refused", None
+    for name, shape in _TWILIO_IDS.items():
+        if name in fields and not shape.fullmatch(fields[name]):
+            return "refused", None
     for name, limit in _TWILIO_LIMITS.items():
         value = fields.get(name)
         if value is not None and name in required and not _PRINTABLE.fullmatch(value):

@@ -1,0 +1,73 @@
+"""Twilio's signature binds the concatenation of names and values, not the pairs: the
+ids must have Twilio's exact shape so that a signed form cannot be re-cut into another
+message that still verifies."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from aio_pika.abc import AbstractChannel
+from aiohttp.test_utils import TestClient
+from twilio.request_validator import RequestValidator
+
+from orderbot.settings import Settings
+from tests.broker_tools import depth
+from tests.conftest import TWILIO_TOKEN
+from tests.test_twilio import URL, WhatsAppCustomer, post, signed
+
+Client = TestClient[Any, Any]
+
+
+async def test_a_signed_form_re_cut_into_a_new_message_id_is_refused(
+    client: Client, amqp: AbstractChannel, settings: Settings
+) -> None:
+    original = WhatsAppCustomer().says("yes")
+    headers = signed(original)
+    re_cut = {k: v for k, v in original.items() if k != "NumMedia"}
+    re_cut["MessageSid"] += "NumMedia" + original["NumMedia"]
+    # Still signed as far as Twilio's own validator can tell.
+    assert RequestValidator(TWILIO_TOKEN).validate(URL, re_cut, headers["X-Twilio-Signature"])
+
+    first = await client.post("/webhook/twilio", data=urlencode(original), headers=headers)
+    again = await client.post("/webhook/twilio", data=urlencode(re_cut), headers=headers)
+
+    assert first.status == 200
+    assert again.status == 422
+    assert [p["field"] for p in (await again.json())["detail"]] == ["MessageSid"]
+    assert await depth(amqp, settings.queue("messages")) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("MessageSid", "SM" + "0" * 31),
+        ("MessageSid", "SM" + "0" * 33),
+        ("MessageSid", "XX" + "0" * 32),
+        ("MessageSid", "SM" + "g" * 32),
+        ("SmsSid", "SM" + "0" * 32 + "To"),
+        ("AccountSid", "AC" + "0" * 32 + "Body"),
+        ("MessagingServiceSid", "MG" + "0" * 31),
+    ],
+)
+async def test_ids_not_of_twilios_shape_are_422(
+    client: Client, amqp: AbstractChannel, settings: Settings, field: str, value: str
+) -> None:
+    response = await post(client, {**WhatsAppCustomer().says("hi"), field: value})
+    assert response.status == 422
+    assert [p["field"] for p in (await response.json())["detail"]] == [field]
+    assert await depth(amqp, settings.queue("messages")) == 0
+
+
+async def test_media_messages_and_service_ids_of_twilios_shape_are_queued(
+    client: Client,
+) -> None:
+    form = {
+        **WhatsAppCustomer().says("hi"),
+        "MessagingServiceSid": "MG" + "a" * 32,
+    }
+    form["MessageSid"] = "MM" + form["MessageSid"][2:]
+    form["SmsSid"] = form["MessageSid"]
+    response = await post(client, form)
+    assert response.status == 200
