@@ -23,12 +23,21 @@ from orderbot.settings import ConfigError, Settings, load_settings
 Main = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]
 
 
-def run_role(role: str, main: Main, *, required: tuple[tuple[str, ...], ...] = ()) -> int:
-    """Run a process role; `required` lists groups of settings, one of which must be set."""
+def run_role(
+    role: str,
+    main: Main,
+    *,
+    required: tuple[tuple[str, ...], ...] = (),
+    check: Callable[[Settings], None] | None = None,
+) -> int:
+    """Run a process role; `required` lists groups of settings, one of which must be set;
+    `check` raises ConfigError for a combination of settings the role cannot run with."""
     try:
         settings = load_settings()
         if required:
             settings.require_any(*required)
+        if check is not None:
+            check(settings)
     except ConfigError as exc:
         print(f"orderbot {role}: {exc}", file=sys.stderr)
         return 2

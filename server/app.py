@@ -14,7 +14,7 @@ from orderbot.broker import BrokerLink
 from orderbot.health import readiness
 from orderbot.ops_server import metrics_response
 from orderbot.resources import open_redis
-from orderbot.settings import Settings
+from orderbot.settings import ConfigError, Settings
 from server.api import register_api
 from server.chat2desk import chat2desk_tenant_webhook, chat2desk_webhook
 from server.errors import server_middleware
@@ -26,6 +26,13 @@ from server.twilio import twilio_webhook
 log = structlog.get_logger(__name__)
 
 REQUIRED = (("chat2desk_webhook_token",), ("twilio_auth_token", "twilio_whatsapp_from"))
+
+
+def check_settings(settings: Settings) -> None:
+    """The settings' Twilio channel needs PUBLIC_BASE_URL: the URL a signature is checked
+    against must not come from the request, whose Host header the caller chooses."""
+    if settings.twilio_credentials() is not None and not settings.public_base_url:
+        raise ConfigError("PUBLIC_BASE_URL is required with TWILIO_* (the URL Twilio signs)")
 
 
 async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:

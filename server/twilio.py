@@ -67,10 +67,11 @@ async def _read_form(request: web.Request) -> list[tuple[str, str]] | web.Respon
         return json_error(400, "malformed form")
 
 
-def _signed_url(request: web.Request, public_base_url: str | None) -> str:
-    if public_base_url:
-        return public_base_url.rstrip("/") + request.rel_url.path_qs
-    return str(request.url)
+def _signed_url(request: web.Request, public_base_url: str) -> str:
+    """The URL Twilio signed: always the configured public one. The request's own URL
+    is built from its Host header, which a caller chooses, so it would let a request
+    signed for some other URL of the same account verify here."""
+    return public_base_url.rstrip("/") + request.rel_url.path_qs
 
 
 async def twilio_webhook(request: web.Request) -> web.Response:
@@ -78,6 +79,12 @@ async def twilio_webhook(request: web.Request) -> web.Response:
     that tenant's auth token: a tenant's token never vouches for another's number."""
     settings = request.app[SETTINGS]
     directory = request.app[TENANTS]
+    if not settings.public_base_url:
+        # Only a table's tenants get here (the settings' Twilio channel needs it at
+        # start). Ours to fix, and nothing can be verified until then: a 5xx.
+        log.error("twilio_public_base_url_missing")
+        _rejected("misconfigured")
+        return json_error(503, "signature cannot be checked", headers={"Retry-After": "60"})
     form = await _read_form(request)
     if isinstance(form, web.Response):
         return form
