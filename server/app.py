@@ -122,14 +122,20 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-async def run_server(settings: Settings, stop: asyncio.Event) -> None:
-    """Serve until stopped; then stop accepting, finish in-flight requests, close."""
-    runner = web.AppRunner(
+def make_runner(settings: Settings) -> web.AppRunner:
+    """The app as production serves it (tests serve it so too: aiohttp's test server
+    differs, e.g. it cancels a handler whose client hung up)."""
+    return web.AppRunner(
         create_app(settings),
         access_log=None,
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout.total_seconds(),
     )
+
+
+async def run_server(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve until stopped; then stop accepting, finish in-flight requests, close."""
+    runner = make_runner(settings)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_port=False)

@@ -28,11 +28,16 @@ def json_error(
     return web.json_response(body, status=status, headers=headers)
 
 
+CLIENT_CLOSED = 499
+
 _REJECTION = {
     400: "malformed",
     404: "not_found",
     405: "bad_method",
     413: "too_large",
+    # Not sent (nobody is there to read it): the status of a request whose client hung
+    # up before we could answer, as nginx logs it.
+    CLIENT_CLOSED: "client_disconnected",
     500: "internal_error",
 }
 
@@ -123,6 +128,24 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
             _ERROR_TEXT.get(exc.status, exc.reason),
             headers={k: v for k, v in exc.headers.items() if k in _EXPOSED_HEADERS},
         )
-    except Exception:
-        log.exception("request_failed", path=request.rel_url.path.split("/webhook/")[0])
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            # The client hung up mid-body (aiohttp fails the read with a
+            # ConnectionResetError): theirs, not ours, so neither a traceback nor a
+            # server error for the alerts.
+            log.info("client_disconnected", path=_safe_path(request))
+            return json_error(CLIENT_CLOSED, "client disconnected")
+        log.exception("request_failed", path=_safe_path(request))
         return json_error(500, "internal error")
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Whether the request's own connection is closed; a ConnectionError from a
+    dependency (a refused connect, say) while the client waits is still ours."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _safe_path(request: web.Request) -> str:
+    """The path up to the webhook segments, which may hold a token."""
+    return request.rel_url.path.split("/webhook/")[0]

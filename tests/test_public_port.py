@@ -3,20 +3,27 @@ costs it more than the request's own bytes, or counts as the server's own fault.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 import pytest
 from aio_pika.abc import AbstractChannel
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from orderbot.settings import Settings
+from server.app import make_runner
+from server.ingest import BROKER
 from tests.broker_tools import depth
+from tests.conftest import WEBHOOK_TOKEN
 from tests.customers import Customer
 
 Client = TestClient[Any, Any]
@@ -72,3 +79,61 @@ async def test_an_uncompressed_body_marked_identity_is_served(
         headers={"Content-Type": "application/json", "Content-Encoding": "identity"},
     )
     assert response.status == 200
+
+
+@pytest.fixture
+async def served(settings: Settings, amqp: AbstractChannel, redis: Redis) -> AsyncIterator[int]:
+    """The server as production runs it, on a free port (which it yields)."""
+    runner = make_runner(settings)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        await asyncio.wait_for(runner.app[BROKER].wait_connected(), 30)
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_client_hanging_up_mid_body_is_a_client_error_without_traceback(
+    served: int, amqp: AbstractChannel, settings: Settings
+) -> None:
+    c2d = {"provider": "chat2desk"}
+    received = _sample("orderbot_webhooks_received_total", **c2d)
+    gone = _sample("orderbot_webhooks_rejected_total", **c2d, reason="client_disconnected")
+    internal = _sample("orderbot_webhooks_rejected_total", **c2d, reason="internal_error")
+    body = orjson.dumps(Customer().says("hello"))
+    with capture_logs() as logs:
+        _, writer = await asyncio.open_connection("127.0.0.1", served)
+        writer.write(
+            f"POST /webhook/chat2desk/{WEBHOOK_TOKEN} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
+        await writer.drain()
+        # The handler is waiting for the rest of the body: hang up now.
+        await _until(lambda: _sample("orderbot_webhooks_received_total", **c2d) > received)
+        writer.close()
+        await writer.wait_closed()
+        await _until(
+            lambda: (
+                _sample("orderbot_webhooks_rejected_total", **c2d, reason="client_disconnected")
+                > gone
+            )
+        )
+    assert _sample("orderbot_webhooks_rejected_total", **c2d, reason="internal_error") == internal
+    [line] = [line for line in logs if line["event"] == "client_disconnected"]
+    assert line["log_level"] == "info"
+    assert "exc_info" not in line
+    assert not [line for line in logs if line["log_level"] in ("error", "critical")]
+    assert await depth(amqp, settings.queue("messages")) == 0
