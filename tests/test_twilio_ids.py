@@ -1,6 +1,7 @@
-"""Twilio's signature binds the concatenation of names and values, not the pairs: the
-ids must have Twilio's exact shape so that a signed form cannot be re-cut into another
-message that still verifies."""
+"""Twilio's form before and after its signature: the signature binds the concatenation
+of names and values, not the pairs, so the ids must have Twilio's exact shape (a signed
+form cannot be re-cut into another message that still verifies); and a form is bounded
+before anything parses it."""
 
 from __future__ import annotations
 
@@ -69,5 +70,30 @@ async def test_media_messages_and_service_ids_of_twilios_shape_are_queued(
     }
     form["MessageSid"] = "MM" + form["MessageSid"][2:]
     form["SmsSid"] = form["MessageSid"]
+    response = await post(client, form)
+    assert response.status == 200
+
+
+async def test_a_form_of_too_many_fields_is_413_before_anything_else(client: Client) -> None:
+    blank = await client.post(
+        "/webhook/twilio",
+        data=b"&" * 120_000,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    form = WhatsAppCustomer().says("hi")
+    padded = {**form, **{f"X{n}": "" for n in range(300)}}
+    signed_padded = await post(client, padded)
+
+    assert blank.status == 413
+    assert await blank.json() == {"error": "too many form fields"}
+    assert signed_padded.status == 413
+
+
+async def test_a_form_with_ten_media_and_its_usual_fields_is_served(client: Client) -> None:
+    form = WhatsAppCustomer().says("hi")
+    form["NumMedia"] = "10"
+    for n in range(10):
+        form[f"MediaUrl{n}"] = f"https://api.twilio.com/media/{n}"
+        form[f"MediaContentType{n}"] = "image/jpeg"
     response = await post(client, form)
     assert response.status == 200

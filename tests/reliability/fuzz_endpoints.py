@@ -277,6 +277,7 @@ TWILIO_FIELDS = (
     "WaId",
 )
 FORM = "application/x-www-form-urlencoded"
+MAX_FORM_FIELDS = 200  # Twilio sends about 20, 40 with ten media
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")
 # Twilio's field rules, from its documentation: ids are a two-letter type and 32 hex
 # digits, numbers are printable ASCII.
@@ -328,9 +329,11 @@ def twilio_probes(draw: st.DrawFn) -> Probe:
     pairs = draw(_twilio_pairs())
     body = urlencode(pairs).encode()
     content_type = draw(st.sampled_from([FORM, FORM, FORM, f"{FORM}; charset=utf-8"]))
-    kind = draw(st.sampled_from(["form", "form", "form", "form", "bytes", "json", "type"]))
+    kind = draw(st.sampled_from(["form", "form", "form", "form", "bytes", "json", "type", "wide"]))
     if kind == "bytes":
         body = draw(st.binary(max_size=200))
+    elif kind == "wide":  # the form padded with blank fields, around the bound
+        body += b"&" * draw(st.sampled_from([150, 250, 120_000]))
     elif kind == "json":
         body, content_type = json.dumps(dict(pairs)).encode(), "application/json"
     elif kind == "type":
@@ -369,6 +372,8 @@ def twilio_contract(content_type: str, body: bytes, signing: str) -> tuple[Expec
     with its auth token, with Twilio's fields valid, is queued; anything else refused."""
     if content_type.split(";")[0].strip().lower() != FORM:
         return ("refused" if content_type in (FORM, "application/json", "") else "any"), None
+    if body.count(b"&") >= MAX_FORM_FIELDS:
+        return "refused", None  # 413 before anything is parsed
     pairs = server_view(body)
     if pairs is None:
         return "refused", None
