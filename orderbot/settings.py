@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     http_max_body: int = Field(default=1024 * 1024, ge=1024)
+    # An idle connection (none sent yet, or between requests) is closed after this.
+    http_keepalive_timeout: Duration = timedelta(seconds=75)
+    # The longest a client may take to send a request's body.
+    http_read_timeout: Duration = timedelta(seconds=30)
+    # Connections a server process holds at once; past it, 503 and closed.
+    http_max_connections: int = Field(default=1000, ge=1)
 
     chat2desk_api_url: str = "https://api.chat2desk.com"
     chat2desk_api_token: SecretStr | None = None

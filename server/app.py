@@ -17,7 +17,8 @@ from orderbot.resources import open_redis
 from orderbot.settings import ConfigError, Settings
 from server.api import register_api
 from server.chat2desk import chat2desk_tenant_webhook, chat2desk_webhook
-from server.errors import server_middleware
+from server.connections import listen
+from server.errors import READ_TIMEOUT, server_middleware
 from server.ingest import BROKER, LIMITS, POSTGRES, REDIS, SETTINGS
 from server.rate_limits import WebhookLimits
 from server.tenancy import tenants_ctx
@@ -100,6 +101,9 @@ def handler_args(settings: Settings) -> dict[str, Any]:
     return {
         # Compressed bodies are refused (server_middleware): never inflate one.
         "auto_decompress": False,
+        # aiohttp's default is an hour; it also bounds a connection that never
+        # completes its request line and headers.
+        "keepalive_timeout": settings.http_keepalive_timeout.total_seconds(),
     }
 
 
@@ -110,6 +114,7 @@ def create_app(settings: Settings) -> web.Application:
         handler_args=handler_args(settings),
     )
     app[SETTINGS] = settings
+    app[READ_TIMEOUT] = settings.http_read_timeout.total_seconds()
     app.cleanup_ctx.extend([_broker_ctx, _redis_ctx, _postgres_ctx, tenants_ctx])
     app.router.add_get("/", index)
     app.router.add_get("/health", health)
@@ -137,10 +142,14 @@ async def run_server(settings: Settings, stop: asyncio.Event) -> None:
     """Serve until stopped; then stop accepting, finish in-flight requests, close."""
     runner = make_runner(settings)
     await runner.setup()
+    listener: asyncio.Server | None = None
     try:
-        site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_port=False)
-        await site.start()
+        listener = await listen(
+            runner, settings.http_host, settings.http_port, settings.http_max_connections
+        )
         log.info("listening", host=settings.http_host, port=settings.http_port)
         await stop.wait()
     finally:
+        if listener is not None:
+            listener.close()  # stop accepting; the runner drains what is in flight
         await runner.cleanup()

@@ -7,6 +7,7 @@ might hold a secret (the token path segment) is echoed back.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -29,9 +30,11 @@ def json_error(
 
 
 CLIENT_CLOSED = 499
+READ_TIMEOUT = web.AppKey("read_timeout", float)  # seconds: HTTP_READ_TIMEOUT
 
 _REJECTION = {
     400: "malformed",
+    408: "timeout",
     404: "not_found",
     405: "bad_method",
     413: "too_large",
@@ -103,6 +106,21 @@ async def server_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
+async def _read_body(request: web.Request) -> web.Response | None:
+    """Read the whole body (handlers then get it from aiohttp's cache) within
+    HTTP_READ_TIMEOUT, or a 408. aiohttp has no such bound: a client trickling a byte
+    a minute held its connection and handler for as long as it liked."""
+    try:
+        async with asyncio.timeout(request.app[READ_TIMEOUT]):
+            await request.read()
+    except TimeoutError:
+        log.info("request_body_timeout", path=_safe_path(request))
+        response = json_error(408, "request body not received in time")
+        response.force_close()
+        return response
+    return None
+
+
 def _encoded(request: web.Request) -> web.Response | None:
     """A 415 for a compressed body, before anything reads it. No provider compresses
     its webhooks and the operator API's bodies are tiny, while a small gzip can
@@ -119,6 +137,10 @@ def _encoded(request: web.Request) -> web.Response | None:
 
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        if request.body_exists:
+            slow = await _read_body(request)
+            if slow is not None:
+                return slow
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -4,6 +4,7 @@ costs it more than the request's own bytes, or counts as the server's own fault.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import uuid
 import zlib
@@ -21,6 +22,7 @@ from structlog.testing import capture_logs
 
 from orderbot.settings import Settings
 from server.app import make_runner
+from server.connections import listen
 from server.ingest import BROKER
 from tests.broker_tools import depth
 from tests.conftest import WEBHOOK_TOKEN
@@ -81,18 +83,27 @@ async def test_an_uncompressed_body_marked_identity_is_served(
     assert response.status == 200
 
 
-@pytest.fixture
-async def served(settings: Settings, amqp: AbstractChannel, redis: Redis) -> AsyncIterator[int]:
-    """The server as production runs it, on a free port (which it yields)."""
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[int, web.AppRunner]]:
+    """The server as production runs it (its runner and listener), on a free port."""
     runner = make_runner(settings)
     await runner.setup()
+    listener = None
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        listener = await listen(runner, "127.0.0.1", 0, settings.http_max_connections)
         await asyncio.wait_for(runner.app[BROKER].wait_connected(), 30)
-        yield int(runner.addresses[0][1])
+        yield int(listener.sockets[0].getsockname()[1]), runner
     finally:
+        if listener is not None:
+            listener.close()
         await runner.cleanup()
+
+
+@pytest.fixture
+async def served(settings: Settings, amqp: AbstractChannel, redis: Redis) -> AsyncIterator[int]:
+    """The port of the server as production runs it."""
+    async with serving(settings) as (port, _):
+        yield port
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -137,3 +148,81 @@ async def test_a_client_hanging_up_mid_body_is_a_client_error_without_traceback(
     assert "exc_info" not in line
     assert not [line for line in logs if line["log_level"] in ("error", "critical")]
     assert await depth(amqp, settings.queue("messages")) == 0
+
+
+async def _exchange(port: int, request: bytes) -> tuple[bytes, asyncio.StreamReader]:
+    """Send raw bytes on a new connection; the response's head and the reader."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+    return head, reader
+
+
+async def _closed_by_server(reader: asyncio.StreamReader) -> bool:
+    """Read until the server closes the connection; False if it does not within 10 s,
+    which no timeout of these tests comes near."""
+    try:
+        async with asyncio.timeout(10):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(
+    make_settings: Callable[..., Settings], amqp: AbstractChannel, redis: Redis
+) -> None:
+    settings = make_settings(http_keepalive_timeout="200ms")
+    async with serving(settings) as (port, _):
+        head, reader = await _exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await _closed_by_server(reader)
+        # A connection that never completes its headers is bounded the same way.
+        partial, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        await writer.drain()
+        assert await _closed_by_server(partial)
+
+
+async def test_a_body_trickling_past_the_read_timeout_gets_408_and_is_closed(
+    make_settings: Callable[..., Settings], amqp: AbstractChannel, redis: Redis
+) -> None:
+    settings = make_settings(http_read_timeout="200ms")
+    async with serving(settings) as (port, _):
+        head, reader = await _exchange(
+            port,
+            f"POST /webhook/chat2desk/{WEBHOOK_TOKEN} HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode(),
+        )
+        assert head.startswith(b"HTTP/1.1 408")
+        assert b"application/json" in head
+        assert await _closed_by_server(reader)
+    assert await depth(amqp, settings.queue("messages")) == 0
+
+
+async def test_connections_past_the_cap_get_503_and_the_others_are_served(
+    make_settings: Callable[..., Settings], amqp: AbstractChannel, redis: Redis
+) -> None:
+    settings = make_settings(http_max_connections=2)
+    async with serving(settings) as (port, runner):
+        server = runner.server
+        assert server is not None
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await _until(lambda: len(server.connections) == 2)
+
+        head, reader = await _exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503")
+        assert await _closed_by_server(reader)
+
+        # The held ones are still served; once one goes, a new one is served too.
+        held[0][1].write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(10):
+            assert (await held[0][0].readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        held[1][1].close()
+        await _until(lambda: len(server.connections) == 1)
+        head, _ = await _exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        held[0][1].close()
