@@ -20,6 +20,7 @@ from orderbot.tenants import Tenant, webhook_token_hash
 from server.errors import json_error
 from server.ingest import BROKER, accept, read_json, validation_error
 from server.tenancy import TENANTS, tenant_unavailable
+from server.text_rules import DROP_CONTROLS, NO_CONTROLS
 
 log = structlog.get_logger(__name__)
 
@@ -64,8 +65,8 @@ class Chat2DeskInbound(BaseModel):
 
     message_id: Id
     client_id: Id
-    text: StrictStr | None = Field(default=None, max_length=20_000)
-    transport: StrictStr | None = Field(default=None, max_length=64)
+    text: Annotated[StrictStr, Field(max_length=20_000), DROP_CONTROLS] | None = None
+    transport: Annotated[StrictStr, Field(max_length=64), NO_CONTROLS] | None = None
     channel_id: OptionalId = None
     dialog_id: OptionalId = None
 

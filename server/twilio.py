@@ -7,6 +7,7 @@ immediate reply" (the worker answers through the API).
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
 from urllib.parse import parse_qsl
 
 import structlog
@@ -19,6 +20,7 @@ from server import twilio_signature
 from server.errors import json_error
 from server.ingest import BROKER, SETTINGS, accept, validation_error
 from server.tenancy import TENANTS, tenant_unavailable
+from server.text_rules import DROP_CONTROLS
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +50,7 @@ class TwilioInbound(BaseModel):
     MessagingServiceSid: str | None = Field(default=None, pattern=_SERVICE_SID)
     From: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
     To: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
-    Body: str = Field(default="", max_length=20_000)
+    Body: Annotated[str, Field(max_length=20_000), DROP_CONTROLS] = ""
     NumMedia: int = Field(default=0, ge=0, le=100)
     ProfileName: str | None = Field(default=None, max_length=256)
     WaId: str | None = Field(default=None, max_length=64)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode
@@ -112,7 +113,7 @@ def _hook_object(draw: st.DrawFn) -> dict[str, Any]:
         "client_id": draw(_valid_id()),
         "type": "from_client",
         "text": draw(EDGE_TEXT),
-        "transport": "whatsapp",
+        "transport": draw(st.sampled_from(["whatsapp", "whatsapp", "wa\x00", "wa\x1b", "wa\x85"])),
         "channel_id": draw(_valid_id()),
     }
     for key in draw(st.sets(st.sampled_from([*hook, "hook_type", "dialog_id"]), max_size=3)):
@@ -208,6 +209,12 @@ def _beyond_parsers(value: object, depth: int = 0) -> bool:
     return False
 
 
+def _a_name(value: str, limit: int) -> bool:
+    """A name (a transport) is at most `limit` characters, none of them a control
+    character (Unicode category Cc); free text has its controls dropped, not refused."""
+    return len(value) <= limit and not any(unicodedata.category(c) == "Cc" for c in value)
+
+
 def chat2desk_contract(body: bytes) -> tuple[Expect, str | None]:
     """What POST /webhook/chat2desk/{right token} must answer to `body`."""
     if not body or len(body) > MAX_BODY:
@@ -234,7 +241,7 @@ def chat2desk_contract(body: bytes) -> tuple[Expect, str | None]:
         isinstance(message_id, str)
         and isinstance(client_id, str)
         and (text is None or (isinstance(text, str) and len(text) <= 20_000))
-        and (transport is None or (isinstance(transport, str) and len(transport) <= 64))
+        and (transport is None or (isinstance(transport, str) and _a_name(transport, 64)))
         and _valid_id_value(value.get("channel_id"), required=False) is not False
         and _valid_id_value(value.get("dialog_id"), required=False) is not False
     )
