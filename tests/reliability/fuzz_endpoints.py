@@ -81,6 +81,8 @@ class Endpoint:
 EDGE_TEXT = st.one_of(
     st.text(max_size=50),
     st.sampled_from(["", " ", "\x00", "\u202e", "e\u0301", "\U0001f600", "\ufeff", "\u2028"]),
+    # Invisible addresses: zero-width, bidi override, tag characters, noncharacters.
+    st.sampled_from(["\u200b" * 10, "\u202e" * 6, "\U000e0041" * 8, "\ufdd0\uffff" * 4]),
     st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=100, max_size=200),
 )
 EDGE_NUMBERS = st.one_of(
