@@ -1,10 +1,16 @@
-"""The listening socket of the server, with a cap on concurrent connections.
+"""The listening socket of the server: a cap on concurrent connections, and JSON for
+the errors aiohttp's own HTTP parser answers.
 
 aiohttp serves every connection it accepts; with no cap, strangers holding thousands
 of connections (idle, or trickling a body) take memory and file descriptors until
 accept fails for everyone, the providers included. Past HTTP_MAX_CONNECTIONS a new
 connection gets a 503 and is closed at once, so providers retry and the ones already
 being served are not slowed down.
+
+A request aiohttp cannot parse (a request line over 8,190 bytes, Content-Length with
+Transfer-Encoding, a NUL in a header) never reaches the app's middleware: aiohttp's
+protocol answers it as text/plain, echoing part of the bad line (a webhook token
+included), and logs a traceback. It is a client error like any other here.
 """
 
 from __future__ import annotations
@@ -12,9 +18,14 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from orderbot import metrics
+
+log = structlog.get_logger(__name__)
 
 _BODY = orjson.dumps({"error": "too many connections, retry later"})
 _BUSY = (
@@ -36,6 +47,35 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
+class _ClientErrorsAsJson(RequestHandler):
+    """aiohttp's protocol, but its 4xx for a request it could not parse are a JSON body
+    without the request's text and an info line without a traceback. Its 5xx (a
+    handler that failed, which the middleware already prevents) stay aiohttp's."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        # The class name says what was wrong; the message quotes the request.
+        log.info("bad_http_request", status=status, problem=type(exc).__name__ if exc else None)
+        if request.writer.output_size > 0:  # as aiohttp: the connection is broken
+            raise ConnectionError("response already started")
+        response = web.Response(
+            status=status,
+            body=orjson.dumps({"error": "malformed HTTP request"}),
+            content_type="application/json",
+        )
+        response.force_close()
+        return response
+
+
 class ConnectionCap:
     """The protocol factory of the listener: aiohttp's handler while the runner's
     server has fewer than `limit` connections, else `_Busy`."""
@@ -47,7 +87,11 @@ class ConnectionCap:
     def __call__(self) -> asyncio.Protocol:
         if len(self._server.connections) >= self._limit:
             return _Busy()
-        return self._server()
+        handler = self._server()
+        # The subclass adds no state (no slots), so the handler aiohttp built with all
+        # of its arguments becomes one in place.
+        handler.__class__ = _ClientErrorsAsJson
+        return handler
 
 
 async def listen(runner: web.BaseRunner, host: str, port: int, limit: int) -> asyncio.Server:

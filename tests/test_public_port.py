@@ -226,3 +226,32 @@ async def test_connections_past_the_cap_get_503_and_the_others_are_served(
         head, _ = await _exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")
         held[0][1].close()
+
+
+_GET = "GET /health HTTP/1.1\r\nHost: x\r\n"
+_POST = f"POST /webhook/chat2desk/{WEBHOOK_TOKEN}?pad=%s HTTP/1.1\r\nHost: x\r\n"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        (_POST % ("x" * 9000) + "Content-Length: 0\r\n\r\n").encode(),
+        (_POST % "" + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").encode(),
+        (_GET + f"X-Token: {WEBHOOK_TOKEN}\x00\r\n\r\n").encode(),
+        (_GET + f"X-Token: {'y' * 9000}{WEBHOOK_TOKEN}\r\n\r\n").encode(),
+    ],
+    ids=["request-line-too-long", "content-length-and-chunked", "nul-in-header", "long-header"],
+)
+async def test_requests_aiohttp_cannot_parse_get_json_without_echo_and_no_traceback(
+    served: int, request_bytes: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    with capture_logs() as logs:
+        head, reader = await _exchange(served, request_bytes)
+        async with asyncio.timeout(10):
+            body = await reader.read()
+    assert head.split(b" ")[1] == b"400"  # HTTP/1.0 when the version was not read
+    assert b"application/json" in head
+    assert orjson.loads(body) == {"error": "malformed HTTP request"}
+    assert WEBHOOK_TOKEN.encode() not in head + body
+    assert [line["log_level"] for line in logs if line["event"] == "bad_http_request"] == ["info"]
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
