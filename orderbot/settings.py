@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from orderbot.secret_forms import basic_auth_forms
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -155,6 +157,9 @@ class Settings(BaseSettings):
         found = [v.get_secret_value() for v in values if v and v.get_secret_value()]
         if self.orderbot_master_key is not None:  # each key of the list on its own
             found += [k.strip() for k in self.orderbot_master_key.get_secret_value().split(",")]
+        twilio = self.twilio_credentials()
+        if twilio is not None:  # the Basic auth header of the sends
+            found += basic_auth_forms(twilio[0], twilio[1])
         return [value for value in found if value]
 
     def twilio_credentials(self) -> tuple[str, str, str] | None:

@@ -13,6 +13,7 @@ from orderbot.providers.base import (
     classify_status,
     parse_retry_after,
 )
+from orderbot.secret_forms import expand, mask
 
 _OK, _TRANSIENT, _PERMANENT = (
     metrics.SENDS.labels("chat2desk", outcome) for outcome in ("ok", "transient", "permanent")
@@ -24,6 +25,7 @@ class Chat2DeskSender:
         self._session = session
         self._url = f"{api_url.rstrip('/')}/v1/messages"
         self._token = token
+        self._secret_forms = expand([token])
 
     async def send(self, conversation: Conversation, text: str) -> None:
         body: dict[str, object] = {
@@ -48,7 +50,7 @@ class Chat2DeskSender:
                 # A provider may echo the request's headers; the reason ends up in
                 # logs and DLQ headers, so the token must not survive into it.
                 answer = await response.text(errors="replace")
-                detail = answer.replace(self._token, "[redacted]")[:300]
+                detail = mask(answer, self._secret_forms)[:300]
                 reason = f"chat2desk answered {response.status}: {detail}"
                 if failure is PermanentSendError:
                     _PERMANENT.inc()

@@ -13,6 +13,7 @@ import orjson
 from orderbot import metrics
 from orderbot.envelopes import Conversation
 from orderbot.providers.base import PermanentSendError, TransientSendError, parse_retry_after
+from orderbot.secret_forms import basic_auth_forms, expand, mask
 
 _OK, _TRANSIENT, _PERMANENT = (
     metrics.SENDS.labels("twilio", outcome) for outcome in ("ok", "transient", "permanent")
@@ -32,7 +33,7 @@ class TwilioSender:
         self._session = session
         self._url = f"{api_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
         self._headers = {"Authorization": aiohttp.encode_basic_auth(account_sid, auth_token)}
-        self._token = auth_token
+        self._secret_forms = expand([auth_token, *basic_auth_forms(account_sid, auth_token)])
         self._from = sender
 
     async def send(self, conversation: Conversation, text: str) -> None:
@@ -44,7 +45,7 @@ class TwilioSender:
                     return
                 answer = await response.text(errors="replace")
                 code = _error_code(answer)
-                detail = answer.replace(self._token, "[redacted]")[:300]
+                detail = mask(answer, self._secret_forms)[:300]
                 reason = f"twilio answered {response.status} (code {code}): {detail}"
                 if response.status == 429 or code == TOO_MANY_REQUESTS or response.status >= 500:
                     _TRANSIENT.inc()
