@@ -34,9 +34,9 @@ READ_TIMEOUT = web.AppKey("read_timeout", float)  # seconds: HTTP_READ_TIMEOUT
 
 _REJECTION = {
     400: "malformed",
-    408: "timeout",
     404: "not_found",
     405: "bad_method",
+    408: "timeout",
     413: "too_large",
     # Not sent (nobody is there to read it): the status of a request whose client hung
     # up before we could answer, as nginx logs it.
