@@ -6,6 +6,7 @@ the problem instead of silently re-asking. None of them raises, whatever the tex
 
 import re
 import string
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -49,12 +50,31 @@ def detect_lang(text: str) -> Lang:
 
 
 def parse_address(text: str, rules: DialogRules) -> str | Invalid:
-    address = " ".join(_UNSTORABLE.sub(" ", text).split())
-    if len(address) < rules.address_min:
+    """The address as a courier and an operator will read it, and long enough counting
+    only what they can see.
+
+    NFKC folds look-alike forms (fullwidth letters, ligatures) into the plain ones, so
+    an address is stored once however it was typed. Format characters (zero-width
+    spaces and joiners, bidi overrides that show text backwards, tag characters) and
+    noncharacters are removed: they are invisible, and an address made of them alone
+    was stored as an order nobody could deliver. Combining marks alone do not count
+    towards the minimum either.
+    """
+    cleaned = unicodedata.normalize("NFKC", _UNSTORABLE.sub(" ", text))
+    cleaned = unicodedata.normalize("NFKC", "".join(c for c in cleaned if not _invisible(c)))
+    address = " ".join(cleaned.split())
+    if sum(1 for c in address if not unicodedata.category(c).startswith("M")) < rules.address_min:
         return Invalid(Reason.ADDRESS_TOO_SHORT)
     if len(address) > rules.address_max:
         return Invalid(Reason.ADDRESS_TOO_LONG)
     return address
+
+
+def _invisible(char: str) -> bool:
+    """A format character (category Cf) or a noncharacter (U+FDD0..U+FDEF and the last
+    two code points of every plane), which no text is meant to show."""
+    code = ord(char)
+    return unicodedata.category(char) == "Cf" or 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE
 
 
 def parse_phone(text: str, rule: PhoneRule) -> str | Invalid:

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import structlog
 from aiohttp import web
 
 from orderbot.amqp.link import BrokerLink
-from orderbot.config.settings import Settings
+from orderbot.config.settings import ConfigError, Settings
 from orderbot.runtime.resources import open_redis
+from server.connections import listen
 from server.errors import server_middleware
-from server.keys import BROKER, LIMITS, POSTGRES, REDIS, SETTINGS
+from server.keys import BROKER, LIMITS, POSTGRES, READ_TIMEOUT, REDIS, SETTINGS
 from server.rate_limits import WebhookLimits
 from server.routes import setup_routes
 from server.tenancy import tenants_ctx
 
 log = structlog.get_logger(__name__)
+
+
+def check_settings(settings: Settings) -> None:
+    """The settings' Twilio channel needs PUBLIC_BASE_URL: the URL a signature is checked
+    against must not come from the request, whose Host header the caller chooses."""
+    if settings.twilio_credentials() is not None and not settings.public_base_url:
+        raise ConfigError("PUBLIC_BASE_URL is required with TWILIO_* (the URL Twilio signs)")
 
 
 async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -48,30 +57,54 @@ async def _postgres_ctx(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
+def handler_args(settings: Settings) -> dict[str, Any]:
+    """Arguments of aiohttp's per-connection protocol. Set on the app, not on the runner,
+    so that every server of it (the test server too) behaves like production."""
+    return {
+        # Compressed bodies are refused (server_middleware): never inflate one.
+        "auto_decompress": False,
+        # aiohttp's default is an hour; it also bounds a connection that never
+        # completes its request line and headers.
+        "keepalive_timeout": settings.http_keepalive_timeout.total_seconds(),
+    }
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.http_max_body,
         middlewares=[server_middleware],
+        handler_args=handler_args(settings),
     )
     app[SETTINGS] = settings
+    app[READ_TIMEOUT] = settings.http_read_timeout.total_seconds()
     app.cleanup_ctx.extend([_broker_ctx, _redis_ctx, _postgres_ctx, tenants_ctx])
     setup_routes(app)
     return app
 
 
-async def run_server(settings: Settings, stop: asyncio.Event) -> None:
-    """Serve until stopped; then stop accepting, finish in-flight requests, close."""
-    runner = web.AppRunner(
+def make_runner(settings: Settings) -> web.AppRunner:
+    """The app as production serves it (tests serve it so too: aiohttp's test server
+    differs, e.g. it cancels a handler whose client hung up)."""
+    return web.AppRunner(
         create_app(settings),
         access_log=None,
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout.total_seconds(),
     )
+
+
+async def run_server(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve until stopped; then stop accepting, finish in-flight requests, close."""
+    runner = make_runner(settings)
     await runner.setup()
+    listener: asyncio.Server | None = None
     try:
-        site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_port=False)
-        await site.start()
+        listener = await listen(
+            runner, settings.http_host, settings.http_port, settings.http_max_connections
+        )
         log.info("listening", host=settings.http_host, port=settings.http_port)
         await stop.wait()
     finally:
+        if listener is not None:
+            listener.close()  # stop accepting; the runner drains what is in flight
         await runner.cleanup()

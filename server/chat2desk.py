@@ -21,6 +21,7 @@ from server.errors import json_error
 from server.ingest import accept, read_json, validation_error
 from server.keys import BROKER, TENANTS
 from server.tenancy import tenant_unavailable
+from server.text_rules import DROP_CONTROLS, NO_CONTROLS
 
 log = structlog.get_logger(__name__)
 
@@ -65,8 +66,8 @@ class Chat2DeskInbound(BaseModel):
 
     message_id: Id
     client_id: Id
-    text: StrictStr | None = Field(default=None, max_length=20_000)
-    transport: StrictStr | None = Field(default=None, max_length=64)
+    text: Annotated[StrictStr, Field(max_length=20_000), DROP_CONTROLS] | None = None
+    transport: Annotated[StrictStr, Field(max_length=64), NO_CONTROLS] | None = None
     channel_id: OptionalId = None
     dialog_id: OptionalId = None
 

@@ -25,5 +25,6 @@ BROKER = web.AppKey("broker", BrokerLink)
 REDIS = web.AppKey("redis", Redis)
 POSTGRES = web.AppKey("postgres", asyncpg.Pool)
 TENANTS = web.AppKey("tenants", TenantDirectory)
+READ_TIMEOUT = web.AppKey("read_timeout", float)  # seconds: HTTP_READ_TIMEOUT
 LIMITS: web.AppKey[WebhookLimits] = web.AppKey("limits")
 API: web.AppKey[OperatorApi] = web.AppKey("operator_api")

@@ -7,6 +7,7 @@ immediate reply" (the worker answers through the API).
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
 from urllib.parse import parse_qsl
 
 import structlog
@@ -20,11 +21,23 @@ from server.errors import json_error
 from server.ingest import accept, validation_error
 from server.keys import BROKER, SETTINGS, TENANTS
 from server.tenancy import tenant_unavailable
+from server.text_rules import DROP_CONTROLS
 
 log = structlog.get_logger(__name__)
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 _PRINTABLE = r"^[\x21-\x7e]+$"
+# Twilio's inbound WhatsApp form has about 20 fields, 20 more with ten media; this
+# leaves room for the fields it adds over the years.
+MAX_FORM_FIELDS = 200
+# Twilio's ids are a two-letter type and 32 hex digits. The signature concatenates each
+# name with its value and no separator, so a signed form can be re-cut: drop
+# `NumMedia=0` and append `NumMedia0` to `MessageSid`, and the signature still holds for
+# what is now a new message id that passes dedupe. An id of exactly Twilio's shape
+# cannot absorb a neighbour's name and value.
+_MESSAGE_SID = r"^(SM|MM)[0-9a-f]{32}$"
+_ACCOUNT_SID = r"^AC[0-9a-f]{32}$"
+_SERVICE_SID = r"^MG[0-9a-f]{32}$"
 
 
 class TwilioInbound(BaseModel):
@@ -32,11 +45,13 @@ class TwilioInbound(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    MessageSid: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
-    AccountSid: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
+    MessageSid: str = Field(pattern=_MESSAGE_SID)
+    SmsSid: str | None = Field(default=None, pattern=_MESSAGE_SID)
+    AccountSid: str = Field(pattern=_ACCOUNT_SID)
+    MessagingServiceSid: str | None = Field(default=None, pattern=_SERVICE_SID)
     From: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
     To: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
-    Body: str = Field(default="", max_length=20_000)
+    Body: Annotated[str, Field(max_length=20_000), DROP_CONTROLS] = ""
     NumMedia: int = Field(default=0, ge=0, le=100)
     ProfileName: str | None = Field(default=None, max_length=256)
     WaId: str | None = Field(default=None, max_length=64)
@@ -51,17 +66,27 @@ async def _read_form(request: web.Request) -> list[tuple[str, str]] | web.Respon
         _rejected("invalid")
         return json_error(415, "expected application/x-www-form-urlencoded")
     raw = await request.read()
+    if raw.count(b"&") >= MAX_FORM_FIELDS:
+        # Counted before anything is parsed or decoded: this runs before the signature
+        # check, and a megabyte of blank fields took a tenth of a second to parse.
+        return json_error(413, "too many form fields")  # counted as too_large by the middleware
     try:
-        return parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        return parse_qsl(
+            raw.decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=False,
+            max_num_fields=MAX_FORM_FIELDS,
+        )
     except (UnicodeDecodeError, ValueError):
         _rejected("malformed")
         return json_error(400, "malformed form")
 
 
-def _signed_url(request: web.Request, public_base_url: str | None) -> str:
-    if public_base_url:
-        return public_base_url.rstrip("/") + request.rel_url.path_qs
-    return str(request.url)
+def _signed_url(request: web.Request, public_base_url: str) -> str:
+    """The URL Twilio signed: always the configured public one. The request's own URL
+    is built from its Host header, which a caller chooses, so it would let a request
+    signed for some other URL of the same account verify here."""
+    return public_base_url.rstrip("/") + request.rel_url.path_qs
 
 
 async def twilio_webhook(request: web.Request) -> web.Response:
@@ -69,6 +94,12 @@ async def twilio_webhook(request: web.Request) -> web.Response:
     that tenant's auth token: a tenant's token never vouches for another's number."""
     settings = request.app[SETTINGS]
     directory = request.app[TENANTS]
+    if not settings.public_base_url:
+        # Only a table's tenants get here (the settings' Twilio channel needs it at
+        # start). Ours to fix, and nothing can be verified until then: a 5xx.
+        log.error("twilio_public_base_url_missing")
+        _rejected("misconfigured")
+        return json_error(503, "signature cannot be checked", headers={"Retry-After": "60"})
     form = await _read_form(request)
     if isinstance(form, web.Response):
         return form

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from orderbot.config.secret_forms import basic_auth_forms
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -62,6 +64,12 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     http_max_body: int = Field(default=1024 * 1024, ge=1024)
+    # An idle connection (none sent yet, or between requests) is closed after this.
+    http_keepalive_timeout: Duration = timedelta(seconds=75)
+    # The longest a client may take to send a request's body.
+    http_read_timeout: Duration = timedelta(seconds=30)
+    # Connections a server process holds at once; past it, 503 and closed.
+    http_max_connections: int = Field(default=1000, ge=1)
 
     chat2desk_api_url: str = "https://api.chat2desk.com"
     chat2desk_api_token: SecretStr | None = None
@@ -149,6 +157,9 @@ class Settings(BaseSettings):
         found = [v.get_secret_value() for v in values if v and v.get_secret_value()]
         if self.orderbot_master_key is not None:  # each key of the list on its own
             found += [k.strip() for k in self.orderbot_master_key.get_secret_value().split(",")]
+        twilio = self.twilio_credentials()
+        if twilio is not None:  # the Basic auth header of the sends
+            found += basic_auth_forms(twilio[0], twilio[1])
         return [value for value in found if value]
 
     def twilio_credentials(self) -> tuple[str, str, str] | None:

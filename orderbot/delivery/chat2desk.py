@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 import orjson
 
+from orderbot.config.secret_forms import expand, mask
 from orderbot.delivery.sender import classify_status, parse_retry_after
 from orderbot.envelopes import Conversation
 from orderbot.errors import PermanentSendError, TransientSendError
@@ -20,6 +21,7 @@ class Chat2DeskSender:
         self._session = session
         self._url = f"{api_url.rstrip('/')}/v1/messages"
         self._token = token
+        self._secret_forms = expand([token])
 
     async def send(self, conversation: Conversation, text: str) -> None:
         body: dict[str, object] = {
@@ -44,7 +46,7 @@ class Chat2DeskSender:
                 # A provider may echo the request's headers; the reason ends up in
                 # logs and DLQ headers, so the token must not survive into it.
                 answer = await response.text(errors="replace")
-                detail = answer.replace(self._token, "[redacted]")[:300]
+                detail = mask(answer, self._secret_forms)[:300]
                 reason = f"chat2desk answered {response.status}: {detail}"
                 if failure is PermanentSendError:
                     _PERMANENT.inc()

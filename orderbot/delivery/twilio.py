@@ -10,6 +10,7 @@ from __future__ import annotations
 import aiohttp
 import orjson
 
+from orderbot.config.secret_forms import basic_auth_forms, expand, mask
 from orderbot.delivery.sender import parse_retry_after
 from orderbot.envelopes import Conversation
 from orderbot.errors import PermanentSendError, TransientSendError
@@ -33,7 +34,7 @@ class TwilioSender:
         self._session = session
         self._url = f"{api_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
         self._headers = {"Authorization": aiohttp.encode_basic_auth(account_sid, auth_token)}
-        self._token = auth_token
+        self._secret_forms = expand([auth_token, *basic_auth_forms(account_sid, auth_token)])
         self._from = sender
 
     async def send(self, conversation: Conversation, text: str) -> None:
@@ -45,7 +46,7 @@ class TwilioSender:
                     return
                 answer = await response.text(errors="replace")
                 code = _error_code(answer)
-                detail = answer.replace(self._token, "[redacted]")[:300]
+                detail = mask(answer, self._secret_forms)[:300]
                 reason = f"twilio answered {response.status} (code {code}): {detail}"
                 if response.status == 429 or code == TOO_MANY_REQUESTS or response.status >= 500:
                     _TRANSIENT.inc()

@@ -7,11 +7,12 @@ query is scoped to the caller's tenant in SQL: another tenant's order is simply 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from dialog import OrderStatus
 
@@ -31,7 +32,21 @@ def _as_utc(value: datetime) -> datetime:
         raise ValueError("date out of range") from None
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_8601(value: object) -> object:
+    """Only ISO 8601 text, as the OpenAPI document says (`date-time`): pydantic would
+    read `1700000000` as a Unix timestamp, in seconds or milliseconds by its size, a
+    guess that turns a typo into a silently wrong page."""
+    if not isinstance(value, str | datetime) or (
+        isinstance(value, str) and not _ISO_DATE.match(value)
+    ):
+        raise ValueError("expected an ISO 8601 date-time, e.g. 2026-11-26T10:00:00Z")
+    return value
+
+
+UtcDatetime = Annotated[datetime, BeforeValidator(_iso_8601), AfterValidator(_as_utc)]
 OrderId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 

@@ -47,6 +47,9 @@ def _start(role: Role) -> int:
     try:
         settings = load_settings()
         settings.require_any(*role.required)
+        if role.check is not None:
+            module, _, function = role.check.partition(":")
+            getattr(importlib.import_module(module), function)(settings)
     except ConfigError as exc:
         print(f"orderbot {role.command}: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,9 @@
 """structlog setup shared by every process: one JSON object a line, secrets masked.
 
 Secrets are masked by value, not by key name: a token can end up inside a URL, an
-exception text or a provider's error body, and only a value match catches those.
+exception text or a provider's error body, and only a value match catches those. The
+value in each of its derived forms (orderbot/config/secret_forms.py): a provider echoing our
+Basic auth header echoes base64, not the token.
 """
 
 from __future__ import annotations
@@ -14,29 +16,32 @@ from typing import Any
 import orjson
 import structlog
 
+from orderbot.config.secret_forms import REDACTED, expand, mask
 from orderbot.config.settings import Settings
 
-REDACTED = "[redacted]"
+__all__ = ["REDACTED", "SecretRedactor", "configure_logging", "register_secrets"]
 
 
 class SecretRedactor:
-    """structlog processor replacing every configured secret wherever it appears."""
+    """structlog processor replacing every configured secret wherever it appears, in
+    each of its derived forms (base64, Basic auth), and any credential after an auth
+    scheme (`Bearer`, `Basic`, `Token`) even if it is no secret we know."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets: list[str] = []
+        self._given: set[str] = set()
+        self._secrets: list[str] = []  # every form of each given secret, longest first
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
         """Mask these too: tenant credentials are loaded after logging is set up."""
-        known = set(self._secrets) | {s for s in secrets if len(s) >= 4}
-        self._secrets = sorted(known, key=len, reverse=True)
+        new = {s for s in secrets if len(s) >= 4} - self._given
+        if new:
+            self._given |= new
+            self._secrets = expand(self._given)
 
     def _mask(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self._secrets:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            return value
+            return mask(value, self._secrets)
         if isinstance(value, dict):
             return {k: self._mask(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -48,8 +53,6 @@ class SecretRedactor:
     def __call__(
         self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        if not self._secrets:
-            return event_dict
         return {key: self._mask(value) for key, value in event_dict.items()}
 
 

@@ -27,6 +27,10 @@ WEBHOOKS_IGNORED = Counter(
     "Webhook events acknowledged without queueing (not a client message, duplicate).",
     ["provider", "reason"],
 )
+HTTP_CONNECTIONS_REFUSED = Counter(
+    "orderbot_http_connections_refused_total",
+    "Connections to the server answered 503 and closed: HTTP_MAX_CONNECTIONS were open.",
+)
 WEBHOOK_SECONDS = Histogram(
     "orderbot_webhook_seconds",
     "Time to answer a webhook, confirm included.",

@@ -26,6 +26,8 @@ class Role:
     entry: str  # "module:coroutine function", called as entry(settings, stop)
     required: RequiredSettings
     metrics_port: int | None  # the ops port when METRICS_PORT is unset; None: HTTP_PORT
+    # "module:function" raising ConfigError for settings the role cannot run with
+    check: str | None = None
 
     @property
     def entry_module(self) -> str:
@@ -42,6 +44,7 @@ SERVER = Role(
     entry="server.app:run_server",
     required=(("chat2desk_webhook_token",), ("twilio_auth_token", "twilio_whatsapp_from")),
     metrics_port=None,
+    check="server.app:check_settings",
 )
 WORKER = Role(
     name="worker",

@@ -25,6 +25,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from orderbot.config.secret_box import SecretBox, UnreadableSecret
+from orderbot.config.secret_forms import basic_auth_forms
 from orderbot.config.settings import Settings
 from orderbot.runtime.logging import register_secrets
 from orderbot.runtime.waiting import sleep_unless_set, until_set_or_stopped
@@ -82,7 +83,11 @@ class Tenant(BaseModel):
 
     def secrets(self) -> list[str]:
         values = (self.chat2desk_api_token, self.chat2desk_webhook_token, self.twilio_auth_token)
-        return [v for v in (_plain(s) for s in values) if v]
+        found = [v for v in (_plain(s) for s in values) if v]
+        token = _plain(self.twilio_auth_token)
+        if self.twilio_account_sid and token:  # the Basic auth header of the sends
+            found += basic_auth_forms(self.twilio_account_sid, token)
+        return found
 
 
 def _plain(value: SecretStr | None) -> str:

@@ -4,8 +4,6 @@ RequestValidator, a whole conversation through form posts, and the webhook limit
 from __future__ import annotations
 
 import asyncio
-import itertools
-import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -23,46 +21,12 @@ from server import twilio_signature
 from server.app import create_app
 from server.keys import BROKER
 from tests.support.broker_tools import depth
-from tests.support.credentials import PUBLIC_BASE_URL, TWILIO_NUMBER, TWILIO_SID, TWILIO_TOKEN
+from tests.support.credentials import TWILIO_NUMBER, TWILIO_SID, TWILIO_TOKEN
 from tests.support.customers import HAPPY_PATH_RU, expected_replies
 from tests.support.fake_provider import FakeChat2Desk
+from tests.support.twilio import URL, WhatsAppCustomer, post
 
 Client = TestClient[Any, Any]
-URL = f"{PUBLIC_BASE_URL}/webhook/twilio"
-_sids = itertools.count(1)
-
-
-class WhatsAppCustomer:
-    def __init__(self) -> None:
-        self.number = f"whatsapp:+996{uuid.uuid4().int % 10**9:09d}"
-
-    def says(self, text: str) -> dict[str, str]:
-        return {
-            "MessageSid": f"SM{uuid.uuid4().hex}",
-            "AccountSid": TWILIO_SID,
-            "From": self.number,
-            "To": TWILIO_NUMBER,
-            "Body": text,
-            "NumMedia": "0",
-            "ProfileName": "Aida",
-            "WaId": self.number.removeprefix("whatsapp:+"),
-        }
-
-
-def signed(form: dict[str, str], url: str = URL, token: str = TWILIO_TOKEN) -> dict[str, str]:
-    """Headers as Twilio would send them, signed by the reference implementation."""
-    return {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Twilio-Signature": RequestValidator(token).compute_signature(url, form),
-    }
-
-
-async def post(client: Client, form: dict[str, str], **signing: str) -> Any:
-    return await client.post(
-        "/webhook/twilio", data=urlencode(form), headers=signed(form, **signing)
-    )
-
-
 params = st.lists(st.tuples(st.text(min_size=1, max_size=12), st.text(max_size=30)), max_size=8)
 
 
