@@ -18,12 +18,12 @@ from orderbot.tenancy.directory import TenantDirectory
 
 if TYPE_CHECKING:
     from server.api import OperatorApi
-    from server.rate_limits import WebhookLimits
+    from server.ingest import Ingest
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", BrokerLink)
 REDIS = web.AppKey("redis", Redis)
 POSTGRES = web.AppKey("postgres", asyncpg.Pool)
 TENANTS = web.AppKey("tenants", TenantDirectory)
-LIMITS: web.AppKey[WebhookLimits] = web.AppKey("limits")
+INGEST: web.AppKey[Ingest] = web.AppKey("ingest")
 API: web.AppKey[OperatorApi] = web.AppKey("operator_api")
