@@ -87,11 +87,13 @@ CREATE TABLE IF NOT EXISTS tenants (
     twilio_account_sid             TEXT,
     twilio_auth_token_enc          TEXT,
     twilio_whatsapp_from           TEXT        UNIQUE,
-    webhook_rate_limit_tenant      INTEGER     CHECK (webhook_rate_limit_tenant > 0),
     webhook_rate_limit_customer    INTEGER     CHECK (webhook_rate_limit_customer > 0),
     send_rate_limit                INTEGER     CHECK (send_rate_limit > 0),
     -- The operator API key of this business, as its SHA-256 (the key is shown once, at add).
     operator_api_key_sha256        TEXT        UNIQUE,
+    -- Chat2Desk's X-Signature for this business: off, check, require (NULL: the setting).
+    chat2desk_webhook_signature    TEXT
+                                   CHECK (chat2desk_webhook_signature IN ('off', 'check', 'require')),
     created_at                     TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at                     TIMESTAMPTZ NOT NULL DEFAULT now()
 );
@@ -100,6 +102,10 @@ CREATE TABLE IF NOT EXISTS tenants (
 -- restart (they also re-read it every TENANTS_RELOAD_INTERVAL in case a NOTIFY is missed).
 -- Added after the table first shipped: a database migrated before gets the column too.
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS operator_api_key_sha256 TEXT UNIQUE;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS chat2desk_webhook_signature TEXT
+    CHECK (chat2desk_webhook_signature IN ('off', 'check', 'require'));
+-- A tenant's own inbound limit is gone: the queue is the buffer, nothing is refused.
+ALTER TABLE tenants DROP COLUMN IF EXISTS webhook_rate_limit_tenant;
 
 CREATE OR REPLACE FUNCTION orderbot_tenants_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$

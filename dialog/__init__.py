@@ -15,6 +15,7 @@ from dialog.machine import StepResult, advance
 from dialog.rating import AskAgain, GiveUp, Rated, RatingRules, answer_rating, parse_rating
 from dialog.rules import DialogRules, PhoneRule
 from dialog.state import DialogState, Lang, OrderDraft, Step
+from dialog.texts import slow_down
 
 __all__ = [
     "Actor",
@@ -39,5 +40,6 @@ __all__ = [
     "check_transition",
     "notifies",
     "parse_rating",
+    "slow_down",
     "status_notice",
 ]

@@ -23,6 +23,7 @@ class Msg(StrEnum):
     ORDER_ACCEPTED = "order_accepted"
     STARTING_OVER = "starting_over"
     CANCELLED = "cancelled"
+    SLOW_DOWN = "slow_down"
 
 
 TEXTS: dict[Msg, dict[Lang, str]] = {
@@ -88,7 +89,18 @@ TEXTS: dict[Msg, dict[Lang, str]] = {
         Lang.EN: "Your order is cancelled. Write anything to start a new order.",
         Lang.RU: "Заказ отменён. Напишите что-нибудь, чтобы оформить новый заказ.",
     },
+    Msg.SLOW_DOWN: {
+        Lang.EN: "You are writing faster than I can follow. Please wait a minute before "
+        "your next message; what you sent meanwhile is kept for our team.",
+        Lang.RU: "Вы пишете быстрее, чем я успеваю отвечать. Подождите минуту перед "
+        "следующим сообщением; то, что вы уже отправили, сохранено для наших сотрудников.",
+    },
 }
+
+
+def slow_down(lang: Lang) -> str:
+    """What a customer is told, once a minute, while they write past their budget."""
+    return render(Msg.SLOW_DOWN, lang)
 
 
 def render(msg: Msg, lang: Lang, **params: object) -> str:

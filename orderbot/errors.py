@@ -14,8 +14,10 @@ A failure's family decides what happens to the message it interrupted::
     │   ├── PoisonMessage        a queue body no process can read (bad JSON, unknown version)
     │   └── PermanentSendError   the provider refused the reply for good (other 4xx)
     │       └── SenderUnavailable  the tenant cannot send on this channel (disabled, not set up)
-    └── Stopping                 the process is asked to stop while a dependency is down: the
-                                 message stays unacknowledged and the broker redelivers it
+    ├── Stopping                 the process is asked to stop while a dependency is down: the
+    │                            message stays unacknowledged and the broker redelivers it
+    └── SpoolFull                the edge spool is at SPOOL_MAX_BYTES: the one refusal (503)
+                                 of a valid message left, so that the provider retries
 
 `is_transient` answers for our own errors by their family first, then for the libraries'
 (redis, asyncpg, sockets), whose outages look like ordinary exceptions.
@@ -43,6 +45,10 @@ class Permanent(OrderbotError):
 
 class Stopping(OrderbotError):
     """The process is shutting down while a dependency is still unavailable."""
+
+
+class SpoolFull(OrderbotError):
+    """The edge spool cannot take another message; the webhook is answered 503."""
 
 
 class BrokerUnavailable(Transient):

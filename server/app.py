@@ -12,12 +12,14 @@ from aiohttp import web
 
 from orderbot.amqp.link import BrokerLink
 from orderbot.config.settings import ConfigError, Settings
+from orderbot.runtime import metrics
 from orderbot.runtime.resources import open_redis
 from server.connections import listen
 from server.errors import server_middleware
-from server.keys import BROKER, LIMITS, POSTGRES, READ_TIMEOUT, REDIS, SETTINGS
-from server.rate_limits import WebhookLimits
+from server.ingest import Ingest
+from server.keys import BROKER, INGEST, POSTGRES, READ_TIMEOUT, REDIS, SETTINGS
 from server.routes import setup_routes
+from server.spool import Drain, open_spool
 from server.tenancy import tenants_ctx
 
 log = structlog.get_logger(__name__)
@@ -36,10 +38,27 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _edge_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The spool and its drain: open before the first request, so that a webhook that
+    comes before the first broker connection is spooled, not refused."""
+    settings, broker = app[SETTINGS], app[BROKER]
+    name = f"edge-{settings.http_port}"
+    async with open_spool(settings.spool_dir, name, max_bytes=settings.spool_max_bytes) as spool:
+        app[INGEST] = Ingest(broker, spool)
+        metrics.SPOOL_DEPTH.set_function(lambda: spool.depth)
+        metrics.SPOOL_OLDEST_SECONDS.set_function(spool.oldest_age)
+        drain = Drain(spool, broker, ready=lambda: broker.is_ready)
+        task = asyncio.create_task(drain.run(), name="spool-drain")
+        try:
+            yield
+        finally:
+            drain.stop()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_redis(app[SETTINGS]) as redis:
         app[REDIS] = redis
-        app[LIMITS] = WebhookLimits(redis, app[SETTINGS])
         yield
 
 
@@ -77,7 +96,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[READ_TIMEOUT] = settings.http_read_timeout.total_seconds()
-    app.cleanup_ctx.extend([_broker_ctx, _redis_ctx, _postgres_ctx, tenants_ctx])
+    app.cleanup_ctx.extend([_broker_ctx, _edge_ctx, _redis_ctx, _postgres_ctx, tenants_ctx])
     setup_routes(app)
     return app
 

@@ -17,9 +17,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, V
 from orderbot.envelopes import Conversation, InboundMessage
 from orderbot.runtime import metrics
 from orderbot.tenancy.directory import Tenant, webhook_token_hash
+from server import chat2desk_signature
 from server.errors import json_error
-from server.ingest import accept, read_json, validation_error
-from server.keys import BROKER, TENANTS
+from server.ingest import parse_json, validation_error
+from server.keys import INGEST, SETTINGS, TENANTS
 from server.tenancy import tenant_unavailable
 from server.text_rules import DROP_CONTROLS, NO_CONTROLS
 
@@ -138,7 +139,12 @@ async def _serve(request: web.Request, tenant: Tenant) -> web.Response:
     if not tenant.active:
         # Told apart from a bad token only to whoever holds the right one.
         return _refused(403, "tenant_disabled", "tenant disabled")
-    body = await read_json(request)
+    raw = await request.read()
+    mode = tenant.chat2desk_webhook_signature or request.app[SETTINGS].chat2desk_webhook_signature
+    if mode != "off" and not _signed(request, tenant, raw, required=mode == "require"):
+        log.warning("webhook_bad_signature", tenant=tenant.slug)
+        return _refused(403, "bad_signature", "invalid signature")
+    body = parse_json(raw)
     if not isinstance(body, dict):
         metrics.WEBHOOKS_REJECTED.labels("chat2desk", "invalid").inc()
         return json_error(422, "invalid body", detail="expected a JSON object")
@@ -162,10 +168,15 @@ async def _serve(request: web.Request, tenant: Tenant) -> web.Response:
         text=hook.text or "",
         dialog_id=hook.dialog_id,
     )
-    return await accept(
-        request.app[BROKER],
-        request.app,
-        message,
-        tenant_per_minute=tenant.webhook_rate_limit_tenant,
-        customer_per_minute=tenant.webhook_rate_limit_customer,
+    return await request.app[INGEST].accept(message)
+
+
+def _signed(request: web.Request, tenant: Tenant, raw: bytes, *, required: bool) -> bool:
+    """Whether the body carries a valid X-Signature; without one, whether that is allowed."""
+    given = request.headers.get("X-Signature")
+    if given is None and not required:
+        return True
+    token = tenant.chat2desk_api_token
+    return chat2desk_signature.is_valid(
+        token.get_secret_value() if token else "", raw, request.headers.get("X-Timestamp"), given
     )

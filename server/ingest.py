@@ -1,9 +1,12 @@
-"""From a validated webhook to a confirmed message on `messages`.
+"""From a validated webhook to a durable message: confirmed on `messages`, or spooled.
 
-The provider gets its 2xx only after the broker confirmed the persistent publish;
-any doubt is a 503 with Retry-After, so the provider sends the message again and
-the worker's dedupe absorbs the repeat. The edge dedupe in Redis only saves the
-broker work on re-posts; it is best-effort and never a reason to refuse.
+The provider gets its 2xx only once the message is durable: confirmed by the broker,
+or, when the broker cannot confirm it (down, not yet connected, slow, queue full),
+written to the edge spool (server/spool.py), which drains it in order once the broker
+is back. While anything is spooled, new messages are spooled behind it. A valid
+message is refused only when the spool itself is full (503, so the provider retries).
+The path holds no Redis round trip and no refusal for load: duplicates and a flooding
+customer are the worker's to absorb, under the customer's lock.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from pydantic import BaseModel, ValidationError
 
 from orderbot.amqp.link import BrokerLink
 from orderbot.envelopes import InboundMessage, encode
-from orderbot.errors import BrokerUnavailable
+from orderbot.errors import BrokerUnavailable, SpoolFull
 from orderbot.runtime import metrics
 from server.errors import json_error
-from server.keys import LIMITS
+from server.spool import EdgeSpool
 
 log = structlog.get_logger(__name__)
 
@@ -28,8 +31,7 @@ log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_json(request: web.Request) -> Any:
-    raw = await request.read()
+def parse_json(raw: bytes) -> Any:
     if not raw:
         raise web.HTTPBadRequest(reason="empty body")
     try:
@@ -56,82 +58,66 @@ def _provider_of(model: type[BaseModel]) -> str:
 
 
 _QUEUED = orjson.dumps({"status": "queued"})
-_DUPLICATE = orjson.dumps({"status": "duplicate"})
 
 
 class _Counters:
-    """A provider's metric children, taken once: `.labels()` per request was a lock and
-    a dict lookup each, on the path every webhook takes. Created on first use, so a
-    provider that never posts shows no series (the exact-count tests rely on that)."""
+    """A provider's metric children, taken once: `.labels()` per request is a lock and
+    a dict lookup each, on the path every webhook takes."""
 
-    __slots__ = ("duplicate", "published", "rate_limited", "unavailable")
+    __slots__ = ("published", "spool_full", "spooled")
 
     def __init__(self, provider: str) -> None:
         self.published = metrics.WEBHOOKS_PUBLISHED.labels(provider)
-        self.duplicate = metrics.WEBHOOKS_IGNORED.labels(provider, "duplicate")
-        self.rate_limited = metrics.WEBHOOKS_REJECTED.labels(provider, "rate_limited")
-        self.unavailable = metrics.WEBHOOKS_REJECTED.labels(provider, "broker_unavailable")
-
-
-_counters: dict[str, _Counters] = {}
+        self.spooled = metrics.WEBHOOKS_SPOOLED.labels(provider)
+        self.spool_full = metrics.WEBHOOKS_REJECTED.labels(provider, "spool_full")
 
 
 def _json(body: bytes) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
-async def accept(
-    broker: BrokerLink,
-    app: web.Application,
-    message: InboundMessage,
-    *,
-    tenant_per_minute: int | None = None,
-    customer_per_minute: int | None = None,
-) -> web.Response:
-    """Queue a validated message: rate limits and edge dedupe (one Redis script), then
-    the confirmed publish, then the edge key. None for a limit: the settings' default
-    (`WEBHOOK_RATE_LIMIT_TENANT`, `WEBHOOK_RATE_LIMIT_CUSTOMER`)."""
-    limits = app[LIMITS]
-    conversation = message.conversation
-    provider = conversation.provider
-    counters = _counters.get(provider) or _counters.setdefault(provider, _Counters(provider))
-    verdict = await limits.check(
-        message,
-        tenant_per_minute=tenant_per_minute,
-        customer_per_minute=customer_per_minute,
-    )
-    if verdict.retry_after is not None:
-        log.info(
-            "webhook_rate_limited",
-            correlation_id=message.message_id,
-            tenant=conversation.tenant,
-            client_id=conversation.client_id,
-        )
-        counters.rate_limited.inc()
-        return json_error(
-            429, "too many messages, retry later", headers={"Retry-After": str(verdict.retry_after)}
-        )
-    if verdict.seen:
-        log.info("webhook_duplicate", correlation_id=message.message_id, tenant=conversation.tenant)
-        counters.duplicate.inc()
-        return _json(_DUPLICATE)
-    try:
-        await broker.publish(
-            broker.topology.messages,
-            encode(message),
-            message_id=message.message_id,
-            correlation_id=message.message_id,
-        )
-    except BrokerUnavailable as exc:
-        log.warning(
-            "webhook_not_queued",
-            correlation_id=message.message_id,
-            tenant=conversation.tenant,
-            error=str(exc),
-        )
-        counters.unavailable.inc()
-        return json_error(503, "message not queued, retry later", headers={"Retry-After": "5"})
-    counters.published.inc()
-    limits.remember(message)
-    log.info("webhook_queued", correlation_id=message.message_id, tenant=conversation.tenant)
-    return _json(_QUEUED)
+class Ingest:
+    """The one way a validated customer message enters the pipeline."""
+
+    def __init__(self, broker: BrokerLink, spool: EdgeSpool) -> None:
+        self._broker = broker
+        self._spool = spool
+        self._counters = {p: _Counters(p) for p in ("chat2desk", "twilio")}
+
+    async def accept(self, message: InboundMessage) -> web.Response:
+        conversation = message.conversation
+        counters = self._counters[conversation.provider]
+        queue = self._broker.topology.messages
+        body = encode(message)
+        if self._spool.empty:
+            try:
+                await self._broker.publish(
+                    queue, body, message_id=message.message_id, correlation_id=message.message_id
+                )
+            except BrokerUnavailable as exc:
+                log.warning(
+                    "webhook_spooling",
+                    correlation_id=message.message_id,
+                    tenant=conversation.tenant,
+                    error=str(exc),
+                )
+            else:
+                counters.published.inc()
+                log.info(
+                    "webhook_queued", correlation_id=message.message_id, tenant=conversation.tenant
+                )
+                return _json(_QUEUED)
+        try:
+            await self._spool.put(queue, message.message_id, body)
+        except SpoolFull as exc:
+            log.error(
+                "webhook_refused_spool_full",
+                correlation_id=message.message_id,
+                tenant=conversation.tenant,
+                error=str(exc),
+            )
+            counters.spool_full.inc()
+            return json_error(503, "message not queued, retry later", headers={"Retry-After": "5"})
+        counters.spooled.inc()
+        log.info("webhook_spooled", correlation_id=message.message_id, tenant=conversation.tenant)
+        return _json(_QUEUED)

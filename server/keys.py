@@ -18,7 +18,7 @@ from orderbot.tenancy.directory import TenantDirectory
 
 if TYPE_CHECKING:
     from server.api import OperatorApi
-    from server.rate_limits import WebhookLimits
+    from server.ingest import Ingest
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", BrokerLink)
@@ -26,5 +26,5 @@ REDIS = web.AppKey("redis", Redis)
 POSTGRES = web.AppKey("postgres", asyncpg.Pool)
 TENANTS = web.AppKey("tenants", TenantDirectory)
 READ_TIMEOUT = web.AppKey("read_timeout", float)  # seconds: HTTP_READ_TIMEOUT
-LIMITS: web.AppKey[WebhookLimits] = web.AppKey("limits")
+INGEST: web.AppKey[Ingest] = web.AppKey("ingest")
 API: web.AppKey[OperatorApi] = web.AppKey("operator_api")

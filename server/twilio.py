@@ -18,8 +18,8 @@ from orderbot.envelopes import Conversation, InboundMessage
 from orderbot.runtime import metrics
 from server import twilio_signature
 from server.errors import json_error
-from server.ingest import accept, validation_error
-from server.keys import BROKER, SETTINGS, TENANTS
+from server.ingest import validation_error
+from server.keys import INGEST, SETTINGS, TENANTS
 from server.tenancy import tenant_unavailable
 from server.text_rules import DROP_CONTROLS
 
@@ -138,13 +138,7 @@ async def twilio_webhook(request: web.Request) -> web.Response:
         ),
         text=hook.Body,
     )
-    response = await accept(
-        request.app[BROKER],
-        request.app,
-        message,
-        tenant_per_minute=tenant.webhook_rate_limit_tenant,
-        customer_per_minute=tenant.webhook_rate_limit_customer,
-    )
+    response = await request.app[INGEST].accept(message)
     if response.status != 200:
         return response
     return web.Response(text=EMPTY_TWIML, content_type="text/xml")

@@ -117,7 +117,7 @@ async def fake() -> AsyncIterator[FakeChat2Desk]:
 
 @pytest.fixture
 def config(
-    services: Services, database_url: str, namespace: str, fake: FakeChat2Desk
+    services: Services, database_url: str, namespace: str, fake: FakeChat2Desk, tmp_path: Path
 ) -> dict[str, str]:
     """The environment of this test's orderbot processes; tests adjust it before starting them."""
     return {
@@ -143,7 +143,7 @@ def config(
         "SHUTDOWN_TIMEOUT": "10s",
         "LOCK_TIMEOUT": "1s",
         "CHAT2DESK_RATE_LIMIT": "600000",
-        "WEBHOOK_RATE_LIMIT_TENANT": "600000",
+        "SPOOL_DIR": str(tmp_path / "spool"),
         "WEBHOOK_RATE_LIMIT_CUSTOMER": "600000",
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "info",

@@ -9,6 +9,11 @@ from the same state, so the same order row is found and the replies go out again
 (twice, never zero times). A crash after the commit finds the marker and only acks.
 A dependency that is down makes the step raise; the consumer runs it again in place.
 
+A customer who writes past their budget (WEBHOOK_RATE_LIMIT_CUSTOMER a minute, per tenant
+too) is not refused anywhere: the message is parked in the DLQ with reason `rate_limited`,
+replayable, and the customer is told once a minute to slow down. A replayed message is an
+operator's choice and skips the budget.
+
 While the customer owes a rating and the dialog is idle, the message is the rating's answer
 instead (worker/rating.py): same lock, same replies path, same commit of the marker, with the
 dialog state unchanged but for its turn count.
@@ -17,16 +22,17 @@ dialog state unchanged but for its turn count.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import structlog
 
-from dialog import DialogRules, DialogState, advance
+from dialog import DialogRules, DialogState, advance, slow_down
 from orderbot.amqp.consumer import Delivery
-from orderbot.amqp.dead_letters import RetryStory, park_unreadable
+from orderbot.amqp.dead_letters import Reason, RetryStory, park, park_unreadable
 from orderbot.amqp.publisher import Publisher
 from orderbot.conversation.dialog_store import Begun, DialogStore
 from orderbot.conversation.locks import ClientLocks, Lease
-from orderbot.envelopes import InboundMessage, decode, utcnow
+from orderbot.envelopes import InboundMessage, decode, encode, utcnow
 from orderbot.errors import PoisonMessage
 from orderbot.orders.store import OrderStore
 from orderbot.runtime import metrics
@@ -34,6 +40,8 @@ from worker.rating import RatingDesk
 from worker.replies import ReplyDispatcher
 
 log = structlog.get_logger(__name__)
+
+REPLAYED = "x-replayed-at"  # set by `orderbot dlq replay`
 
 
 class MessageProcessor:
@@ -47,6 +55,7 @@ class MessageProcessor:
         replies: ReplyDispatcher,
         rules: DialogRules,
         ratings: RatingDesk,
+        budget: Callable[[str], int | None] = lambda _tenant: None,
     ) -> None:
         self._broker = broker
         self._dialogs = dialogs
@@ -55,6 +64,7 @@ class MessageProcessor:
         self._replies = replies
         self._rules = rules
         self._ratings = ratings
+        self._budget = budget  # a tenant's customer messages a minute (None: no budget)
 
     async def __call__(self, message: Delivery) -> None:
         try:
@@ -76,14 +86,15 @@ class MessageProcessor:
             client_id=conversation.client_id,
         ):
             started = time.perf_counter()
-            outcome = await self._apply(inbound)
+            replayed = REPLAYED in (message.headers or {})
+            outcome = await self._apply(inbound, budgeted=not replayed)
             metrics.DIALOG_STEP_SECONDS.observe(time.perf_counter() - started)
             metrics.MESSAGES_PROCESSED.labels("messages", outcome).inc()
             if outcome != "duplicate":
                 age = (utcnow() - inbound.received_at).total_seconds()
                 metrics.MESSAGE_AGE_SECONDS.observe(max(age, 0.0))
 
-    async def _apply(self, inbound: InboundMessage) -> str:
+    async def _apply(self, inbound: InboundMessage, *, budgeted: bool = True) -> str:
         """Apply the step once; returns the outcome for the metrics.
 
         Two Redis round trips on the usual path: `begin` takes the lock and reads marker,
@@ -91,14 +102,18 @@ class MessageProcessor:
         go, fenced by its token.
         """
         conversation = inbound.conversation
+        per_minute = self._budget(conversation.tenant) if budgeted else None
         async with self._locks.hold_loading(
-            conversation.key, self._dialogs.begin(inbound)
+            conversation.key, self._dialogs.begin(inbound, per_minute=per_minute)
         ) as lease:
             begun = lease.loaded
             if begun.processed:
                 log.info("duplicate_skipped")
                 return "duplicate"
             state = begun.state()
+            if begun.over_budget:
+                await self._keep_for_later(inbound, state, begun, per_minute)
+                return "rate_limited"
             waiting = begun.waiting_replies > 0
             rating = await self._ratings.answer(inbound, state)
             if rating is not None:
@@ -132,6 +147,31 @@ class MessageProcessor:
             await self._commit(inbound, result.state, lease, release=True)
         log.info("step_applied", step=result.state.step.value, turns=result.state.turns)
         return "applied"
+
+    async def _keep_for_later(
+        self, inbound: InboundMessage, state: DialogState, begun: Begun, per_minute: int | None
+    ) -> None:
+        """Park a message past the customer's budget, unapplied (a replay applies it), and
+        tell the customer to slow down, once a window. The lock is let go with no commit."""
+        log.warning("customer_over_budget", per_minute=per_minute)
+        await park(
+            self._broker,
+            encode(inbound),
+            message_id=inbound.message_id,
+            reason=Reason.RATE_LIMITED,
+            detail=f"the customer sent more than {per_minute} messages a minute",
+            source_queue=self._broker.topology.messages,
+            story=RetryStory(attempts=1, first_failure=utcnow(), last_error="over budget"),
+            conversation=inbound.conversation,
+            correlation_id=inbound.message_id,
+        )
+        if begun.say_slow_down:
+            await self._replies.deliver(
+                inbound.conversation,
+                inbound.message_id,
+                (slow_down(state.lang),),
+                waiting=begun.waiting_replies > 0,
+            )
 
     async def _commit(
         self, inbound: InboundMessage, state: DialogState, lease: Lease[Begun], *, release: bool

@@ -45,6 +45,7 @@ class Reason(StrEnum):
     GAVE_UP = "gave_up"  # OUTBOX_MAX_ATTEMPTS or OUTBOX_MAX_AGE reached
     UNKNOWN_VERSION = "unknown_version"  # a body of a schema version no process reads
     UNREADABLE = "unreadable"  # not JSON, not an envelope, or invalid
+    RATE_LIMITED = "rate_limited"  # a customer's message past their budget: kept, replayable
 
     @classmethod
     def of_poison(cls, poison: PoisonMessage) -> Reason:

@@ -69,8 +69,16 @@ def _tenants_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         command.add_argument("--twilio-account-sid")
         command.add_argument("--twilio-auth-token", help=f"{_HIDDEN_HELP}")
         command.add_argument("--twilio-whatsapp-from", help="e.g. whatsapp:+14155238886")
-        for limit in ("webhook-rate-limit-tenant", "webhook-rate-limit-customer"):
-            command.add_argument(f"--{limit}", type=int, help="per minute")
+        command.add_argument(
+            "--webhook-rate-limit-customer",
+            type=int,
+            help="a customer's messages processed per minute (the rest is kept in the DLQ)",
+        )
+        command.add_argument(
+            "--chat2desk-webhook-signature",
+            choices=("off", "check", "require"),
+            help="verify Chat2Desk's X-Signature (default: CHAT2DESK_WEBHOOK_SIGNATURE)",
+        )
         command.add_argument("--send-rate-limit", type=int, help="send calls per minute")
         command.add_argument(
             "--operator-api-key",

@@ -30,9 +30,9 @@ _FIELDS = (
     *_SECRETS,
     "twilio_account_sid",
     "twilio_whatsapp_from",
-    "webhook_rate_limit_tenant",
     "webhook_rate_limit_customer",
     "send_rate_limit",
+    "chat2desk_webhook_signature",
 )
 
 
@@ -189,7 +189,6 @@ def _print(rows: list[dict[str, object]], *, as_json: bool) -> None:
             "/".join(
                 str(row[k] or "-")
                 for k in (
-                    "webhook_rate_limit_tenant",
                     "webhook_rate_limit_customer",
                     "send_rate_limit",
                 )

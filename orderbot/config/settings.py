@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
@@ -101,8 +102,16 @@ class Settings(BaseSettings):
     send_timeout: Duration = timedelta(seconds=10)
     chat2desk_rate_limit: int = Field(default=300, ge=1)
     send_rate_max_wait: Duration = timedelta(seconds=2)
-    webhook_rate_limit_tenant: int = Field(default=60, ge=1)
+    # A customer's messages a minute that the worker processes; the rest is parked in the
+    # DLQ (reason rate_limited) with one "please wait" answer per minute. Never refused.
     webhook_rate_limit_customer: int = Field(default=20, ge=1)
+
+    # The edge spool: where webhooks wait, durable, while the broker cannot confirm them.
+    spool_dir: Path = Path("var/spool")
+    spool_max_bytes: int = Field(default=1024**3, ge=1024)
+    # Chat2Desk's X-Signature (HMAC-SHA256 of body + X-Timestamp, keyed with the MD5 of
+    # the API token): off, check (when present), require. A tenant row may override it.
+    chat2desk_webhook_signature: Literal["off", "check", "require"] = "off"
 
     outbox_max_attempts: int = Field(default=50, ge=1)
     outbox_max_age: Duration = timedelta(days=7)
@@ -119,7 +128,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "chat2desk_webhook_signature", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -5,9 +5,11 @@ that first checks the writer still holds the customer's lock, so a step is appli
 at most once and never over a newer step's state.
 
 A step talks to Redis twice: `begin` takes the customer's lock and, only if it got
-it, reads the processed-marker, the state and the number of the customer's replies
-waiting in the outbox; `commit` checks the lock's token, writes state and marker, and
-may delete the lock in the same script.
+it, reads the processed-marker, takes a token of the customer's message budget, and
+reads the state and the number of the customer's replies waiting in the outbox;
+`commit` checks the lock's token, writes state and marker, and may delete the lock in
+the same script. The budget is taken only for a message not applied before, so a
+redelivered or re-posted message never uses it up.
 """
 
 from __future__ import annotations
@@ -20,21 +22,32 @@ from redis.asyncio import Redis
 
 from dialog import DialogState
 from orderbot.conversation.batch import batch_for
+from orderbot.conversation.buckets import TAKE_FUNCTION
 from orderbot.conversation.keys import Keys
 from orderbot.envelopes import InboundMessage
 from orderbot.errors import LockLost
 
-# KEYS: lock, processed-marker, state, the customer's outbox order. ARGV: token, lease ms.
-# nil: the lock is busy. {1}: already applied. {0, waiting replies, state or nil}.
-_BEGIN = """
+# KEYS: lock, processed-marker, state, the customer's outbox order, the customer's budget,
+# the customer's "please wait" marker. ARGV: token, lease ms, budget tokens per ms (0: no
+# budget), budget capacity, "please wait" ms. nil: the lock is busy. {1}: already applied.
+# {2, say "please wait" (1/0), waiting replies, state or nil}: over budget.
+# {0, waiting replies, state or nil}: go on.
+_BEGIN = (
+    TAKE_FUNCTION
+    + """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return false
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {1}
 end
+if tonumber(ARGV[3]) > 0 and take(KEYS[5], tonumber(ARGV[3]), tonumber(ARGV[4])) > 0 then
+  local first = redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[5]) and 1 or 0
+  return {2, first, redis.call('ZCARD', KEYS[4]), redis.call('GET', KEYS[3])}
+end
 return {0, redis.call('ZCARD', KEYS[4]), redis.call('GET', KEYS[3])}
 """
+)
 
 # KEYS: lock, state, processed-marker. ARGV: token, state, state ttl, marker ttl, release.
 _COMMIT = """
@@ -57,11 +70,16 @@ class Begun:
     processed: bool
     waiting_replies: int = 0
     raw_state: str | None = None
+    over_budget: bool = False  # the customer's messages a minute are used up
+    say_slow_down: bool = False  # and they were not told so in this window yet
 
     def state(self) -> DialogState:
         if self.raw_state is None:
             return DialogState()
         return DialogState.model_validate_json(self.raw_state)
+
+
+_NOTICE_MS = 60_000  # "please wait" at most once a minute per customer
 
 
 class DialogStore:
@@ -80,20 +98,39 @@ class DialogStore:
         self._commit = batch.script(_COMMIT)
         self._begin = batch.script(_BEGIN)
 
-    def begin(self, message: InboundMessage) -> Callable[[str, str, int], Awaitable[Begun | None]]:
-        """A lock taker for `ClientLocks.hold_loading` that loads what the step needs."""
+    def begin(
+        self, message: InboundMessage, *, per_minute: int | None = None
+    ) -> Callable[[str, str, int], Awaitable[Begun | None]]:
+        """A lock taker for `ClientLocks.hold_loading` that loads what the step needs, and
+        takes one of the customer's `per_minute` messages (None: no budget)."""
+        conversation = message.conversation
         keys = [
             self.keys.processed(message),
-            self.keys.dialog(message.conversation),
-            self.keys.outbox_order(message.conversation),
+            self.keys.dialog(conversation),
+            self.keys.outbox_order(conversation),
+            self.keys.customer_bucket(conversation),
+            self.keys.flood_notice(conversation),
         ]
+        # A bucket holds a minute's worth: a burst of one minute's budget is fine.
+        budget = (per_minute / 60_000, per_minute) if per_minute else (0, 0)
 
         async def take(lock_key: str, token: str, lease_ms: int) -> Begun | None:
-            reply = await self._begin(keys=[lock_key, *keys], args=[token, lease_ms])
+            reply = await self._begin(
+                keys=[lock_key, *keys], args=[token, lease_ms, *budget, _NOTICE_MS]
+            )
             if reply is None:
                 return None
-            if int(reply[0]):
+            verdict = int(reply[0])
+            if verdict == 1:
                 return Begun(processed=True)
+            if verdict == 2:
+                return Begun(
+                    processed=False,
+                    waiting_replies=int(reply[2]),
+                    raw_state=reply[3] if len(reply) > 3 else None,
+                    over_budget=True,
+                    say_slow_down=bool(int(reply[1])),
+                )
             return Begun(
                 processed=False,
                 waiting_replies=int(reply[1]),

@@ -7,11 +7,11 @@ layout, by what a key holds:
     {prefix}lock:{tenant}:{provider}:{client}              the customer's lock
     {prefix}dialog:{tenant}:{provider}:{client}            the dialog state (JSON)
     {prefix}processed:{tenant}:{provider}:{message id}     a step was applied
-    {prefix}edge:{tenant}:{provider}:{message id}          the edge saw this message
     {prefix}outbox:{tenant}:{provider}:{client}:order      replies waiting, in order
     {prefix}outbox:…:seen | :seq | :sent:{id} | :sending:{id}
     {prefix}rating:{tenant}:{provider}:{client}            the rating a customer owes
-    {prefix}ratelimit:webhook:customer:{conversation} | :tenant:{tenant}
+    {prefix}ratelimit:customer:{conversation}              a customer's message budget
+    {prefix}ratelimit:notice:{conversation}                "please wait" was said
     {prefix}ratelimit:send:{provider}:{tenant}             the shared send bucket
 """
 
@@ -36,10 +36,6 @@ class Keys:
         c = message.conversation
         return f"{self.prefix}processed:{c.tenant}:{c.provider}:{message.message_id}"
 
-    def edge(self, message: InboundMessage) -> str:
-        c = message.conversation
-        return f"{self.prefix}edge:{c.tenant}:{c.provider}:{message.message_id}"
-
     def outbox(self, conversation: Conversation) -> tuple[str, str, str]:
         """The customer's waiting replies (sorted set), when each was last seen (hash),
         and the counter that numbers them."""
@@ -57,10 +53,11 @@ class Keys:
     def rating(self, conversation: Conversation) -> str:
         return f"{self.prefix}rating:{conversation.key}"
 
-    def webhook_buckets(self, conversation: Conversation) -> tuple[str, str]:
-        """The customer's and the tenant's inbound token buckets."""
-        base = f"{self.prefix}ratelimit:webhook"
-        return f"{base}:customer:{conversation.key}", f"{base}:tenant:{conversation.tenant}"
+    def customer_bucket(self, conversation: Conversation) -> str:
+        return f"{self.prefix}ratelimit:customer:{conversation.key}"
+
+    def flood_notice(self, conversation: Conversation) -> str:
+        return f"{self.prefix}ratelimit:notice:{conversation.key}"
 
     def send_bucket(self, provider: str, tenant: str) -> str:
         return f"{self.prefix}ratelimit:send:{provider}:{tenant}"

@@ -13,33 +13,12 @@ import asyncio
 from redis.asyncio import Redis
 
 from orderbot.conversation.batch import batch_for
+from orderbot.conversation.buckets import TAKE_FUNCTION
 from orderbot.delivery.sender import ReplySender
 from orderbot.envelopes import Conversation
 from orderbot.errors import TransientSendError
 from orderbot.runtime import metrics
 
-# The bucket as a Lua function, shared by every script that takes a token (the webhook
-# gate takes two and checks the edge key in the same script). `now` is Redis' clock in
-# ms, the same for every process; returns 0 (taken) or the ms until a token is due.
-TAKE_FUNCTION = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + t[2] / 1000
-local function take(key, rate, capacity)
-  local bucket = redis.call('HMGET', key, 'tokens', 'ts')
-  local tokens = tonumber(bucket[1]) or capacity
-  local ts = tonumber(bucket[2]) or now
-  tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
-  local wait = 0
-  if tokens >= 1 then
-    tokens = tokens - 1
-  else
-    wait = math.ceil((1 - tokens) / rate)
-  end
-  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
-  redis.call('PEXPIRE', key, math.ceil(capacity / rate) + 1000)
-  return wait
-end
-"""
 _TAKE = TAKE_FUNCTION + "return take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
 
 

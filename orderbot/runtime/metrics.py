@@ -22,6 +22,11 @@ WEBHOOKS_PUBLISHED = Counter(
     "Customer messages confirmed by the broker on `messages`.",
     ["provider"],
 )
+WEBHOOKS_SPOOLED = Counter(
+    "orderbot_webhooks_spooled_total",
+    "Customer messages written to the edge spool because the broker could not confirm them.",
+    ["provider"],
+)
 WEBHOOKS_IGNORED = Counter(
     "orderbot_webhooks_ignored_total",
     "Webhook events acknowledged without queueing (not a client message, duplicate).",
@@ -36,6 +41,15 @@ WEBHOOK_SECONDS = Histogram(
     "Time to answer a webhook, confirm included.",
     ["provider"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+SPOOL_DRAINED = Counter(
+    "orderbot_spool_drained_total",
+    "Spooled messages published to the broker, confirmed, and deleted from the spool.",
+)
+SPOOL_DEPTH = Gauge("orderbot_spool_messages", "Messages in the edge spool, not yet confirmed.")
+SPOOL_OLDEST_SECONDS = Gauge(
+    "orderbot_spool_oldest_seconds", "Age of the oldest message in the edge spool (0: empty)."
 )
 
 MESSAGES_PROCESSED = Counter(

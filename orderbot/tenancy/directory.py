@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterable
 from time import monotonic
+from typing import Literal
 
 import asyncpg
 import structlog
@@ -63,10 +64,10 @@ class Tenant(BaseModel):
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_whatsapp_from: str | None = None
-    webhook_rate_limit_tenant: int | None = None
     webhook_rate_limit_customer: int | None = None
     send_rate_limit: int | None = None
     operator_api_key_sha256: str | None = None
+    chat2desk_webhook_signature: Literal["off", "check", "require"] | None = None
     from_settings: bool = False
 
     @property
@@ -124,10 +125,10 @@ def tenant_from_row(row: asyncpg.Record, box: SecretBox) -> Tenant:
         twilio_account_sid=row["twilio_account_sid"],
         twilio_auth_token=secret("twilio_auth_token_enc"),
         twilio_whatsapp_from=row["twilio_whatsapp_from"],
-        webhook_rate_limit_tenant=row["webhook_rate_limit_tenant"],
         webhook_rate_limit_customer=row["webhook_rate_limit_customer"],
         send_rate_limit=row["send_rate_limit"],
         operator_api_key_sha256=row["operator_api_key_sha256"],
+        chat2desk_webhook_signature=row["chat2desk_webhook_signature"],
     )
 
 

@@ -6,7 +6,7 @@ log ever holds one in clear. The trigger on the table tells running processes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,16 +44,22 @@ class TenantChanges(BaseModel):
     twilio_account_sid: str | None = Field(default=None, min_length=1, max_length=64)
     twilio_auth_token: str | None = Field(default=None, min_length=1)
     twilio_whatsapp_from: str | None = Field(default=None, min_length=1, max_length=64)
-    webhook_rate_limit_tenant: int | None = Field(default=None, ge=1)
     webhook_rate_limit_customer: int | None = Field(default=None, ge=1)
     send_rate_limit: int | None = Field(default=None, ge=1)
     # The same rule as OPERATOR_API_KEY: a short key can be guessed.
     operator_api_key: str | None = Field(default=None, min_length=16, max_length=512)
+    chat2desk_webhook_signature: Literal["off", "check", "require"] | None = None
 
     def columns(self, box: SecretBox | None) -> dict[str, Any]:
         """Column values, secrets encrypted (a box is needed only when one is given)."""
-        plain = ("name", "active", "twilio_account_sid", "twilio_whatsapp_from")
-        limits = ("webhook_rate_limit_tenant", "webhook_rate_limit_customer", "send_rate_limit")
+        plain = (
+            "name",
+            "active",
+            "twilio_account_sid",
+            "twilio_whatsapp_from",
+            "chat2desk_webhook_signature",
+        )
+        limits = ("webhook_rate_limit_customer", "send_rate_limit")
         values: dict[str, Any] = {
             name: getattr(self, name)
             for name in (*plain, *limits)
@@ -147,9 +153,9 @@ async def listing(conn: asyncpg.Connection) -> list[dict[str, Any]]:
             "twilio_account_sid": row["twilio_account_sid"],
             "twilio_whatsapp_from": row["twilio_whatsapp_from"],
             "twilio": row["twilio_auth_token_enc"] is not None,
-            "webhook_rate_limit_tenant": row["webhook_rate_limit_tenant"],
             "webhook_rate_limit_customer": row["webhook_rate_limit_customer"],
             "send_rate_limit": row["send_rate_limit"],
+            "chat2desk_webhook_signature": row["chat2desk_webhook_signature"],
             "operator_api": row["operator_api_key_sha256"] is not None,
             "updated_at": row["updated_at"].isoformat(),
         }

@@ -67,7 +67,6 @@ def system_env(
             "CHAT2DESK_API_URL": provider.url,
             "SEND_TIMEOUT": "500ms",  # a stalled provider is a timeout, not a hang
             "OUTBOX_MAX_ATTEMPTS": "100000",  # outages here are transient: nothing may give up
-            "WEBHOOK_RATE_LIMIT_TENANT": "1000000",
             "WEBHOOK_RATE_LIMIT_CUSTOMER": "1000000",
         }
     )

@@ -51,6 +51,7 @@ from tests.support.processes import free_port, orderbot_cli, wait_http_ok
 from tests.support.queue_sweep import new_namespace
 from tests.support.run_cleanup import DATABASE_PREFIX
 from tests.support.services import Services
+from worker.service import customer_budget
 
 Client = TestClient[Any, Any]
 Spawn = Callable[..., Any]
@@ -454,26 +455,17 @@ async def test_a_tenant_without_twilio_gets_its_twilio_reply_parked_with_the_rea
     assert "has no twilio channel" in str(parked.headers["x-reason"])
 
 
-async def test_a_tenant_s_own_webhook_limit_applies_to_it_alone(
-    client: Client, add: Callable[..., Awaitable[Business]]
+async def test_a_tenant_s_own_customer_budget_applies_to_it_alone(
+    client: Client, add: Callable[..., Awaitable[Business]], settings: Settings
 ) -> None:
     strict, relaxed = await add("strict", webhook_rate_limit_customer=2), await add("relaxed")
     await tenants_loaded(client, strict, relaxed)
-    customer = Customer()
+    assert client.app is not None
 
-    strict_statuses = [
-        (await client.post(chat2desk_url(strict, own_url=True), json=customer.says(f"m{i}"))).status
-        for i in range(3)
-    ]
-    relaxed_statuses = [
-        (
-            await client.post(chat2desk_url(relaxed, own_url=True), json=customer.says(f"n{i}"))
-        ).status
-        for i in range(3)
-    ]
+    budget = customer_budget(settings, client.app[TENANTS])
 
-    assert strict_statuses == [200, 200, 429]
-    assert relaxed_statuses == [200, 200, 200]
+    assert budget(strict.slug) == 2
+    assert budget(relaxed.slug) == settings.webhook_rate_limit_customer
 
 
 # --- Twilio ------------------------------------------------------------------------------

@@ -1,0 +1,162 @@
+"""The edge spool: a valid message gets its 2xx while the broker cannot confirm it, is
+published in order once the broker is back, survives the server's death, and is refused
+(503) only when the spool itself is full."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+from aio_pika.abc import AbstractChannel
+from aiohttp.test_utils import TestClient, TestServer
+
+from orderbot.config.settings import Settings
+from orderbot.envelopes import InboundMessage, decode
+from server.app import create_app
+from server.keys import BROKER
+from tests.support.broker_tools import take_all, wait_depth
+from tests.support.customers import Customer
+from tests.support.processes import free_port, wait_http_ok
+from tests.support.tcp_proxy import TcpProxy, running_proxy
+
+Client = TestClient[Any, Any]
+
+
+@pytest.fixture
+async def broker_proxy(settings: Settings) -> AsyncIterator[TcpProxy]:
+    async with running_proxy(urlsplit(settings.amqp_url).port or 5672) as proxy:
+        yield proxy
+
+
+def _through(settings: Settings, proxy: TcpProxy) -> str:
+    parts = urlsplit(settings.amqp_url)
+    return parts._replace(
+        netloc=f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
+    ).geturl()
+
+
+async def _queued_ids(amqp: AbstractChannel, settings: Settings, count: int) -> list[str]:
+    await wait_depth(amqp, settings.queue("messages"), count)
+    return [
+        decode(InboundMessage, m.body).message_id
+        for m in await take_all(amqp, settings.queue("messages"))
+    ]
+
+
+async def test_a_webhook_before_the_first_broker_connection_is_spooled_not_refused(
+    make_settings: Callable[..., Settings],
+    amqp: AbstractChannel,
+    broker_proxy: TcpProxy,
+    webhook_url: Callable[[str], str],
+) -> None:
+    broker_proxy.outage()
+    settings = make_settings(amqp_url=_through(make_settings(), broker_proxy))
+    customer = Customer()
+    app = create_app(settings)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post(
+            webhook_url(""), json=customer.says("hello", message_id="first")
+        )
+        answer = await response.json()
+        ready = await client.get("/health/ready")
+        readiness = await ready.json()
+        broker_proxy.restore()
+        await asyncio.wait_for(app[BROKER].wait_connected(), 30)
+        ids = await _queued_ids(amqp, settings, 1)
+
+    assert response.status == 200
+    assert answer == {"status": "queued"}
+    assert ready.status == 503  # readiness still says the broker is not connected
+    assert readiness["checks"]["broker"] != "ok"
+    assert ids == ["first"]
+
+
+async def test_spooled_messages_reach_the_queue_in_the_order_they_came(
+    make_settings: Callable[..., Settings],
+    amqp: AbstractChannel,
+    broker_proxy: TcpProxy,
+    webhook_url: Callable[[str], str],
+) -> None:
+    settings = make_settings(amqp_url=_through(make_settings(), broker_proxy), publish_timeout="1s")
+    customer = Customer()
+    app = create_app(settings)
+    async with TestClient(TestServer(app)) as client:
+        await app[BROKER].wait_connected()
+        before = await client.post(webhook_url(""), json=customer.says("m", message_id="m0"))
+        broker_proxy.outage()
+        during = [
+            await client.post(webhook_url(""), json=customer.says("m", message_id=f"m{i}"))
+            for i in range(1, 6)
+        ]
+        broker_proxy.restore()
+        # The broker may be back before the spool is empty: these queue behind it.
+        after = [
+            await client.post(webhook_url(""), json=customer.says("m", message_id=f"m{i}"))
+            for i in range(6, 9)
+        ]
+        ids = await _queued_ids(amqp, settings, 9)
+
+    assert [r.status for r in (before, *during, *after)] == [200] * 9
+    assert ids == [f"m{i}" for i in range(9)]
+
+
+async def test_a_full_spool_is_the_one_refusal_of_a_valid_message(
+    make_settings: Callable[..., Settings],
+    broker_proxy: TcpProxy,
+    webhook_url: Callable[[str], str],
+) -> None:
+    broker_proxy.outage()
+    settings = make_settings(amqp_url=_through(make_settings(), broker_proxy), spool_max_bytes=1024)
+    customer = Customer()
+    async with TestClient(TestServer(create_app(settings))) as client:
+        statuses = [
+            (await client.post(webhook_url(""), json=customer.says("x" * 200))).status
+            for _ in range(6)
+        ]
+        metrics = await (await client.get("/metrics")).text()
+
+    assert statuses[0] == 200
+    assert statuses[-1] == 503
+    assert statuses == sorted(statuses)  # once full, full: no message is skipped over
+    assert 'orderbot_webhooks_rejected_total{provider="chat2desk",reason="spool_full"}' in metrics
+
+
+async def test_a_new_server_drains_what_a_killed_one_left_in_the_spool(
+    spawn: Callable[..., Any],
+    config: dict[str, str],
+    settings: Settings,
+    amqp: AbstractChannel,
+    broker_proxy: TcpProxy,
+    tmp_path: Path,
+    webhook_url: Callable[[str], str],
+) -> None:
+    broker_proxy.outage()
+    first_port = free_port()
+    first = await spawn(
+        "server", HTTP_PORT=str(first_port), AMQP_URL=_through(settings, broker_proxy)
+    )
+    base = f"http://127.0.0.1:{first_port}"
+    await wait_http_ok(f"{base}/health")
+    customer = Customer()
+    async with aiohttp.ClientSession() as http:
+        for i in range(20):
+            async with http.post(
+                webhook_url(base), json=customer.says("m", message_id=f"k{i}")
+            ) as r:
+                assert r.status == 200
+    first.send(signal.SIGKILL)
+    await first.wait()
+
+    second_port = free_port()  # another port: its own file, the dead one's is adopted
+    second = await spawn("server", HTTP_PORT=str(second_port))
+    await second.wait_log('"spool_adopted_drained"')
+    ids = await _queued_ids(amqp, settings, 20)
+
+    assert ids == [f"k{i}" for i in range(20)]
+    assert list((tmp_path / "spool").glob(f"edge-{first_port}*")) == []
