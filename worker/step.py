@@ -1,22 +1,22 @@
 """One customer message: one dialog step, applied exactly once.
 
-The order of effects is what makes a crash anywhere safe:
-lock → skip if already applied → load state (these three in one Redis script) →
-pure step → place order (unique by source message id) → send or outbox the replies →
-commit state and the applied-marker together (and release the lock, in the same
-script) → return, and the consumer acks. A crash before the commit replays the step
-from the same state, so the same order row is found and the replies go out again
-(twice, never zero times). A crash after the commit finds the marker and only acks.
-A dependency that is down makes the step raise; the consumer runs it again in place.
+The order of effects is what makes a crash anywhere safe: lock → skip if already applied →
+load state (these three in one Redis script) → pure step → place order (unique by source
+message id) → send or outbox the replies → commit state and the applied-marker together (and
+release the lock, in the same script) → return, and the consumer acks. A crash before the
+commit replays the step from the same state, so the same order row is found and the replies
+go out again (twice, never zero times). A crash after the commit finds the marker and only
+acks. A dependency that is down makes the step raise; the consumer runs it again in place.
 
 A customer who writes past their budget (WEBHOOK_RATE_LIMIT_CUSTOMER a minute, per tenant
-too) is not refused anywhere: the message is parked in the DLQ with reason `rate_limited`,
-replayable, and the customer is told once a minute to slow down. A replayed message is an
-operator's choice and skips the budget.
+too) is not refused anywhere: the message is kept in the `held` queue with reason
+`rate_limited` (not the DLQ: nothing failed, and no alert should page for it), replayable
+with `orderbot dlq replay --held`, and the customer is told once a minute to slow down. A
+replayed message is an operator's choice and skips the budget.
 
 While the customer owes a rating and the dialog is idle, the message is the rating's answer
-instead (worker/rating.py): same lock, same replies path, same commit of the marker, with the
-dialog state unchanged but for its turn count.
+instead (worker/rating.py): same lock, same replies path, same commit of the marker, with
+the dialog state unchanged but for its turn count.
 """
 
 from __future__ import annotations
@@ -164,6 +164,7 @@ class MessageProcessor:
             story=RetryStory(attempts=1, first_failure=utcnow(), last_error="over budget"),
             conversation=inbound.conversation,
             correlation_id=inbound.message_id,
+            into=self._broker.topology.held,
         )
         if begun.say_slow_down:
             await self._replies.deliver(

@@ -119,8 +119,10 @@ async def park(
     conversation: Conversation | None = None,
     headers: Mapping[str, object] | None = None,
     correlation_id: str | None = None,
+    into: str | None = None,
 ) -> None:
-    """Publish to the DLQ, confirmed; the caller acks the original only after this.
+    """Publish to the DLQ (or `into`: the held queue), confirmed; the caller acks the
+    original only after this.
 
     `headers` are the message's own (kept as they came); the story, the customer and
     the reason are written over them.
@@ -139,7 +141,7 @@ async def park(
         }
     )
     await broker.publish(
-        broker.topology.dlq,
+        into or broker.topology.dlq,
         body,
         message_id=message_id,
         headers=parked,

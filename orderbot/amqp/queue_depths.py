@@ -22,7 +22,12 @@ async def _poll(broker: BrokerLink, interval: float) -> None:
     await broker.wait_connected()
     channel = await broker.connection.channel()
     topology = broker.topology
-    names = {"messages": topology.messages, "outbox": topology.outbox, "dlq": topology.dlq}
+    names = {
+        "messages": topology.messages,
+        "outbox": topology.outbox,
+        "dlq": topology.dlq,
+        "held": topology.held,
+    }
     try:
         while True:
             for label, name in names.items():

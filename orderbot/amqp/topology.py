@@ -22,6 +22,7 @@ class Topology:
     messages: str
     outbox: str
     dlq: str
+    held: str  # what a customer sent past their budget: kept, not failed
     delay_tiers: tuple[tuple[str, int], ...]
     delivery_limit: int
     max_length: int
@@ -36,6 +37,7 @@ class Topology:
             messages=settings.queue("messages"),
             outbox=settings.queue("outbox"),
             dlq=settings.queue("dlq"),
+            held=settings.queue("held"),
             delay_tiers=tiers,
             delivery_limit=settings.messages_delivery_limit,
             max_length=settings.messages_max_length,
@@ -51,7 +53,13 @@ class Topology:
 
     @property
     def all_queues(self) -> tuple[str, ...]:
-        return (self.messages, self.outbox, self.dlq, *(name for name, _ in self.delay_tiers))
+        return (
+            self.messages,
+            self.outbox,
+            self.dlq,
+            self.held,
+            *(name for name, _ in self.delay_tiers),
+        )
 
 
 def _ms(delay: timedelta) -> int:
@@ -72,6 +80,7 @@ def _dead_letter_to(queue: str) -> FieldTable:
 
 async def declare_topology(channel: AbstractChannel, topology: Topology) -> None:
     await channel.declare_queue(topology.dlq, durable=True, arguments={"x-queue-type": "classic"})
+    await channel.declare_queue(topology.held, durable=True, arguments={"x-queue-type": "classic"})
     work_queue: FieldTable = {
         "x-queue-type": "quorum",
         "x-delivery-limit": topology.delivery_limit,

@@ -74,11 +74,12 @@ def describe(message: AbstractIncomingMessage) -> ParkedMessage:
 
 
 @contextlib.asynccontextmanager
-async def _dlq(broker: BrokerLink) -> AsyncIterator[AbstractQueue]:
+async def _dlq(broker: BrokerLink, held: bool = False) -> AsyncIterator[AbstractQueue]:
     await broker.wait_connected()
     channel = await broker.connection.channel()
     try:
-        yield await channel.declare_queue(broker.topology.dlq, passive=True)
+        name = broker.topology.held if held else broker.topology.dlq
+        yield await channel.declare_queue(name, passive=True)
     finally:
         await channel.close()  # returns every unacked message to the DLQ
 
@@ -94,12 +95,17 @@ async def _fetch(queue: AbstractQueue, limit: int) -> AsyncIterator[AbstractInco
         yield message
 
 
-async def list_parked(broker: BrokerLink, *, limit: int = 1000) -> list[ParkedMessage]:
-    async with _dlq(broker) as queue:
+async def list_parked(
+    broker: BrokerLink, *, limit: int = 1000, held: bool = False
+) -> list[ParkedMessage]:
+    """The DLQ's messages, or (`held`) what customers sent past their budget."""
+    async with _dlq(broker, held) as queue:
         return [describe(message) async for message in _fetch(queue, limit)]
 
 
-async def replay(broker: BrokerLink, *, message_id: str | None, limit: int = 100_000) -> int:
+async def replay(
+    broker: BrokerLink, *, message_id: str | None, limit: int = 100_000, held: bool = False
+) -> int:
     """Send parked messages back (all, or the one with `message_id`); returns the count.
 
     A customer message goes back to `messages`; a reply goes to `outbox` with its
@@ -107,7 +113,7 @@ async def replay(broker: BrokerLink, *, message_id: str | None, limit: int = 100
     """
     replayed = 0
     topology = broker.topology
-    async with _dlq(broker) as queue:
+    async with _dlq(broker, held) as queue:
         async for message in _fetch(queue, limit):
             if message_id is not None and message.message_id != message_id:
                 continue
@@ -135,7 +141,7 @@ async def replay(broker: BrokerLink, *, message_id: str | None, limit: int = 100
     return replayed
 
 
-async def purge(broker: BrokerLink) -> int:
-    async with _dlq(broker) as queue:
+async def purge(broker: BrokerLink, *, held: bool = False) -> int:
+    async with _dlq(broker, held) as queue:
         result = await queue.purge()
         return int(result.message_count or 0)

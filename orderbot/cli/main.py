@@ -34,14 +34,18 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="server, worker and outbox-worker together, for development")
     dlq = sub.add_parser("dlq", help="inspect and replay the dead-letter queue")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    held_help = "the held queue (what customers sent past their budget) instead of the DLQ"
     listing = dlq_sub.add_parser("list", help="show parked messages")
+    listing.add_argument("--held", action="store_true", help=held_help)
     listing.add_argument("--json", action="store_true", help="one JSON object per message")
     listing.add_argument("--limit", type=int, default=1000)
     replay = dlq_sub.add_parser("replay", help="send parked messages back for processing")
+    replay.add_argument("--held", action="store_true", help=held_help)
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every parked message")
     which.add_argument("--id", dest="message_id", help="the message with this id")
     purge = dlq_sub.add_parser("purge", help="delete every parked message")
+    purge.add_argument("--held", action="store_true", help=held_help)
     purge.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
     _tenants_parser(sub)
     return parser
@@ -192,15 +196,17 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
             print("orderbot dlq: cannot reach the broker at AMQP_URL", file=sys.stderr)
             return 1
         if args.dlq_command == "list":
-            parked = await dlq.list_parked(broker, limit=args.limit)
+            parked = await dlq.list_parked(broker, limit=args.limit, held=args.held)
             _print_parked(parked, as_json=args.json)
         elif args.dlq_command == "replay":
-            count = await dlq.replay(broker, message_id=None if args.all else args.message_id)
+            count = await dlq.replay(
+                broker, message_id=None if args.all else args.message_id, held=args.held
+            )
             print(f"replayed {count} message(s)")
             if args.message_id and count == 0:
                 return 1
         else:
-            print(f"purged {await dlq.purge(broker)} message(s)")
+            print(f"purged {await dlq.purge(broker, held=args.held)} message(s)")
     return 0
 
 

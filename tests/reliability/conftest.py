@@ -56,6 +56,13 @@ async def redis_proxy(services: Services) -> AsyncIterator[TcpProxy]:
 
 
 @pytest.fixture
+async def amqp_proxy(services: Services) -> AsyncIterator[TcpProxy]:
+    """A proxy the server may reach the broker through (the broker-outage scenario)."""
+    async with running_proxy(urlsplit(services.amqp_url).port or 5672) as proxy:
+        yield proxy
+
+
+@pytest.fixture
 def system_env(
     services: Services, provider: ChaosChat2Desk, redis_proxy: TcpProxy
 ) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """A customer who writes faster than anyone types is never refused: past their budget
-(WEBHOOK_RATE_LIMIT_CUSTOMER a minute) the messages are parked in the DLQ, findable and
-replayable, and the customer is told to slow down once a minute. Re-posts do not use up
-the budget."""
+(WEBHOOK_RATE_LIMIT_CUSTOMER a minute) the messages are kept in the held queue (not the DLQ:
+nothing failed), findable and replayable, and the customer is told to slow down once a
+minute. Re-posts do not use up the budget."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ async def test_a_flood_is_answered_2xx_kept_in_the_dlq_and_told_to_slow_down_onc
     await fake.wait_for(lambda: slow_down(Lang.RU) in fake.texts_for(flooder.client_id))
 
     async with BrokerLink(settings, "test") as broker:
-        parked = await list_parked(broker)
+        parked = await list_parked(broker, held=True)
     assert statuses == [200] * 60
     assert all(p.reason.startswith("the customer sent more than") for p in parked)
     assert len(parked) >= 60 - 2 * BUDGET  # a token or two may refill during the test
@@ -67,15 +67,15 @@ async def test_a_replayed_flood_message_is_applied_past_the_budget(
     flooder = Customer()
     for i in range(BUDGET + 1):
         await client.post(webhook_url(""), json=flooder.says(f"привет {i}"))
-    await wait_depth(amqp, settings.queue("dlq"), 1)
+    await wait_depth(amqp, settings.queue("held"), 1)
     replies_before = len(fake.texts_for(flooder.client_id))
 
     async with BrokerLink(settings, "test") as broker:
-        [parked] = await list_parked(broker)
-        assert await replay(broker, message_id=parked.message_id) == 1
+        [parked] = await list_parked(broker, held=True)
+        assert await replay(broker, message_id=parked.message_id, held=True) == 1
     await fake.wait_for(lambda: len(fake.texts_for(flooder.client_id)) > replies_before)
 
-    assert await depth(amqp, settings.queue("dlq")) == 0
+    assert await depth(amqp, settings.queue("held")) == 0
 
 
 async def test_a_reposted_message_does_not_use_up_the_budget(
@@ -97,5 +97,5 @@ async def test_a_reposted_message_does_not_use_up_the_budget(
         while await depth(amqp, settings.queue("messages")) > 0:
             await asyncio.sleep(0.05)
 
-    assert await depth(amqp, settings.queue("dlq")) == 0
+    assert await depth(amqp, settings.queue("held")) == 0
     assert slow_down(Lang.RU) not in fake.texts_for(customer.client_id)

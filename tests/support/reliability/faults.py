@@ -30,6 +30,7 @@ from tests.support.reliability.system import System, tcp_peers
 from tests.support.tcp_proxy import TcpProxy
 
 OUTAGE_SECONDS = (2.0, 4.0)  # how long Redis or the provider stays unavailable
+BROKER_OUTAGE_SECONDS = (20.0, 30.0)  # how long the server cannot reach the broker
 CONSUMERS_BACK_TIMEOUT = 15.0  # "within seconds": aio-pika retries every 5 s
 SEND_SLACK = 1.0  # seconds between a step's send and its commit, a 2xx and its arrival
 
@@ -63,6 +64,7 @@ class Faults:
     system: System
     load: Load
     redis_proxy: TcpProxy
+    amqp_proxy: TcpProxy  # the server's way to the broker in the broker-outage scenario
     provider: ChaosChat2Desk
     admin_redis: Redis  # a direct connection, not through the proxy
     db: asyncpg.Connection  # to this session's database
@@ -79,7 +81,7 @@ class Faults:
         """Faults of `kinds` at random moments, one after the other, for `seconds`.
 
         Kinds: kill, broker, redis_kill, redis_outage, postgres, provider_fail,
-        provider_throttle, provider_slow, sigterm.
+        provider_throttle, provider_slow, sigterm, broker_outage.
         """
         actions: dict[str, Callable[[], Awaitable[None]]] = {
             "kill": self.kill_process,
@@ -91,6 +93,7 @@ class Faults:
             "provider_throttle": lambda: self.provider_outage("throttle"),
             "provider_slow": lambda: self.provider_outage("slow"),
             "sigterm": self.sigterm_everything,
+            "broker_outage": self.broker_outage,
         }
         loop = asyncio.get_running_loop()
         until = loop.time() + seconds
@@ -188,6 +191,18 @@ class Faults:
         since = time.monotonic()
         detail = f"{mode} for {seconds:.1f}s"
         await self._recovered("redis_outage", detail, since, may_duplicate=True, began=began)
+
+    async def broker_outage(self) -> None:
+        """The server cannot reach the broker for 20-30 s: connections refused. It must
+        answer every webhook 2xx meanwhile (the edge spool) and lose none."""
+        seconds = self.rng.uniform(*BROKER_OUTAGE_SECONDS)
+        began = time.monotonic()
+        self.amqp_proxy.outage("refuse")
+        await asyncio.sleep(seconds)  # the length of the outage
+        self.amqp_proxy.restore()
+        since = time.monotonic()
+        detail = f"server cut from the broker for {seconds:.1f}s"
+        await self._recovered("broker_outage", detail, since, may_duplicate=False, began=began)
 
     async def terminate_postgres_backends(self) -> None:
         """`pg_terminate_backend` for this test's processes' backends in this database."""

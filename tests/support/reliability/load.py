@@ -250,6 +250,6 @@ class Load:
             return None
         label = f"{status} {answer.get('status')}" if isinstance(answer, dict) else str(status)
         self.answers[label] += 1
-        if status not in (200, 429, 503):
+        if status != 200:  # nothing valid is refused, whatever is down (the spool is not full)
             self.refused_valid.append(f"{status} for {body['message_id']}")
         return status

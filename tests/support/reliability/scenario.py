@@ -56,6 +56,7 @@ class Harness:
     system: System
     provider: ChaosChat2Desk
     redis_proxy: TcpProxy
+    amqp_proxy: TcpProxy
     redis: Redis
     db: asyncpg.Connection
     amqp: AbstractChannel
@@ -76,6 +77,7 @@ class Harness:
                 system=self.system,
                 load=load,
                 redis_proxy=self.redis_proxy,
+                amqp_proxy=self.amqp_proxy,
                 provider=self.provider,
                 admin_redis=self.redis,
                 db=self.db,

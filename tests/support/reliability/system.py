@@ -39,6 +39,7 @@ class System:
     env: dict[str, str]
     http_port: int
     worker_count: int = 2
+    role_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per role, over env
     server: OrderbotProcess | None = None
     workers: list[OrderbotProcess] = field(default_factory=list)
     outbox: OrderbotProcess | None = None
@@ -75,7 +76,7 @@ class System:
         return process
 
     async def _start(self, role: str) -> OrderbotProcess:
-        env = dict(self.env)
+        env = {**self.env, **self.role_env.get(role, {})}
         if role == "server":
             env["HTTP_PORT"] = str(self.http_port)
         return await self.spawn(role, **env)
