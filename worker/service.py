@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
 import structlog
 
@@ -21,10 +20,10 @@ from orderbot.orders.store import OrderStore
 from orderbot.runtime.ops import dependency_probes, serve_ops
 from orderbot.runtime.resources import open_postgres, open_redis
 from orderbot.runtime.roles import WORKER
-from orderbot.tenancy.directory import TenantDirectory, open_tenant_directory
+from orderbot.tenancy.directory import open_tenant_directory
 from worker.rating import rating_desk
 from worker.replies import ReplyDispatcher
-from worker.step import MessageProcessor
+from worker.step import MessageProcessor, customer_budget
 
 log = structlog.get_logger(__name__)
 
@@ -36,17 +35,6 @@ def dialog_rules(settings: Settings) -> DialogRules:
             national_digits=settings.phone_national_digits,
         )
     )
-
-
-def customer_budget(settings: Settings, tenants: TenantDirectory) -> Callable[[str], int | None]:
-    """A tenant's customer messages a minute: its own limit, else the setting's."""
-
-    def budget(slug: str) -> int | None:
-        tenant = tenants.get(slug)
-        own = tenant.webhook_rate_limit_customer if tenant is not None else None
-        return own if own is not None else settings.webhook_rate_limit_customer
-
-    return budget
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:

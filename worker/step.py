@@ -30,12 +30,14 @@ from dialog import DialogRules, DialogState, advance, slow_down
 from orderbot.amqp.consumer import Delivery
 from orderbot.amqp.dead_letters import Reason, RetryStory, park, park_unreadable
 from orderbot.amqp.publisher import Publisher
+from orderbot.config.settings import Settings
 from orderbot.conversation.dialog_store import Begun, DialogStore
 from orderbot.conversation.locks import ClientLocks, Lease
 from orderbot.envelopes import InboundMessage, decode, encode, utcnow
 from orderbot.errors import PoisonMessage
 from orderbot.orders.store import OrderStore
 from orderbot.runtime import metrics
+from orderbot.tenancy.directory import TenantDirectory
 from worker.rating import RatingDesk
 from worker.replies import ReplyDispatcher
 
@@ -181,3 +183,14 @@ class MessageProcessor:
             inbound, state, lock_key=lease.key, lock_token=lease.token, release=release
         )
         lease.released = release
+
+
+def customer_budget(settings: Settings, tenants: TenantDirectory) -> Callable[[str], int | None]:
+    """A tenant's customer messages a minute: its own limit, else the setting's."""
+
+    def budget(slug: str) -> int | None:
+        tenant = tenants.get(slug)
+        own = tenant.webhook_rate_limit_customer if tenant is not None else None
+        return own if own is not None else settings.webhook_rate_limit_customer
+
+    return budget

@@ -36,6 +36,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from orderbot.amqp.link import BrokerLink
+from orderbot.errors import is_transient
 from orderbot.runtime import metrics
 from orderbot.runtime.waiting import sleep_unless_set, until_done
 
@@ -165,7 +166,14 @@ class Consumer:
         inflight = metrics.CONSUMER_INFLIGHT.labels(self._queue)
         inflight.inc()
         try:
-            await until_done(functools.partial(self._handler, message), self._stop)
+            try:
+                await self._handler(message)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # A dependency is down: the same handler again, in place, with backoff.
+                log.warning("dependency_unavailable", error=repr(exc), queue=self._queue)
+                await until_done(functools.partial(self._handler, message), self._stop)
         except asyncio.CancelledError:
             raise
         except Exception:

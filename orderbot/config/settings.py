@@ -63,7 +63,13 @@ class Settings(BaseSettings):
 
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    # Each worker role's own ops port (/metrics, /health), in a range of their own: 9100
+    # is node_exporter's. METRICS_PORT overrides it for one process (0 turns it off); it
+    # is no setting for a shared .env, where every role would take the same port.
+    metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    worker_metrics_port: int = Field(default=9821, ge=0, le=65535)
+    outbox_metrics_port: int = Field(default=9811, ge=0, le=65535)
     http_max_body: int = Field(default=1024 * 1024, ge=1024)
     # An idle connection (none sent yet, or between requests) is closed after this.
     http_keepalive_timeout: Duration = timedelta(seconds=75)

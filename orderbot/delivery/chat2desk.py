@@ -39,10 +39,10 @@ class Chat2DeskSender:
                 data=orjson.dumps(body),
                 headers={"Authorization": self._token, "Content-Type": "application/json"},
             ) as response:
-                failure = classify_status(response.status)
-                if failure is None:
+                if response.status < 300:
                     _OK.inc()
                     return
+                failure = classify_status(response.status)
                 # A provider may echo the request's headers; the reason ends up in
                 # logs and DLQ headers, so the token must not survive into it.
                 answer = await response.text(errors="replace")

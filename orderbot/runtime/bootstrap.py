@@ -56,7 +56,11 @@ def _start(role: Role) -> int:
     configure_logging(settings, role.name)
     _freeze_startup_objects()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_run(role, settings, entry))
+        try:
+            return runner.run(_run(role, settings, entry))
+        except ConfigError as exc:  # found while starting, e.g. a port that is taken
+            print(f"orderbot {role.command}: {exc}", file=sys.stderr)
+            return 2
 
 
 def _freeze_startup_objects() -> None:

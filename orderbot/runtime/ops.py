@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Protocol
 
@@ -19,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
-from orderbot.config.settings import Settings
+from orderbot.config.settings import ConfigError, Settings
 from orderbot.runtime.roles import Role
 
 log = structlog.get_logger(__name__)
@@ -101,8 +102,10 @@ def add_ops_routes(router: web.UrlDispatcher, probes: Probes) -> None:
 async def serve_ops(
     settings: Settings, role: Role, probes: Mapping[str, Probe]
 ) -> AsyncIterator[None]:
-    """Serve the ops routes on METRICS_PORT (the role's own port when unset; 0: off)."""
-    port = role.metrics_port if settings.metrics_port is None else settings.metrics_port
+    """Serve the ops routes on the role's own port (METRICS_PORT over it; 0: off), bound
+    to METRICS_HOST: a public HTTP_HOST does not expose the workers' /metrics."""
+    setting = "metrics_port" if settings.metrics_port is not None else role.metrics_port_setting
+    port = getattr(settings, setting) if setting else None
     if not port:
         yield
         return
@@ -110,8 +113,15 @@ async def serve_ops(
     add_ops_routes(app.router, lambda: probes)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, port)
-    await site.start()
+    site = web.TCPSite(runner, settings.metrics_host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(
+            f"cannot listen on {settings.metrics_host}:{port} ({str(setting).upper()}): "
+            f"{os.strerror(exc.errno) if exc.errno else exc}"
+        ) from None
     log.info("ops_listening", port=port)
     try:
         yield

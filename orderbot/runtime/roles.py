@@ -25,7 +25,7 @@ class Role:
     command: str  # `orderbot <command>`
     entry: str  # "module:coroutine function", called as entry(settings, stop)
     required: RequiredSettings
-    metrics_port: int | None  # the ops port when METRICS_PORT is unset; None: HTTP_PORT
+    metrics_port_setting: str | None  # the setting naming its ops port; None: HTTP_PORT's
     # "module:function" raising ConfigError for settings the role cannot run with
     check: str | None = None
 
@@ -43,7 +43,7 @@ SERVER = Role(
     command="server",
     entry="server.app:run_server",
     required=(("chat2desk_webhook_token",), ("twilio_auth_token", "twilio_whatsapp_from")),
-    metrics_port=None,
+    metrics_port_setting=None,
     check="server.app:check_settings",
 )
 WORKER = Role(
@@ -51,14 +51,14 @@ WORKER = Role(
     command="worker",
     entry="worker.service:run_worker",
     required=_SENDING,
-    metrics_port=9101,
+    metrics_port_setting="worker_metrics_port",
 )
 OUTBOX_WORKER = Role(
     name="outbox_worker",
     command="outbox-worker",
     entry="outbox_worker.service:run_outbox_worker",
     required=_SENDING,
-    metrics_port=9102,
+    metrics_port_setting="outbox_metrics_port",
 )
 ROLES: tuple[Role, ...] = (SERVER, WORKER, OUTBOX_WORKER)
 

@@ -48,7 +48,8 @@ REQUIRED_ALERTS = frozenset(
         "OrderbotMessageAgeHigh",
         "OrderbotMessagesNotConsumed",
         "OrderbotOutboxBacklog",
-        "OrderbotWebhookBrokerUnavailable",
+        "OrderbotEdgeSpoolNotEmpty",
+        "OrderbotEdgeSpoolFull",
     }
 )
 SEVERITIES = frozenset({"warning", "critical"})
@@ -744,18 +745,28 @@ def test_message_age_alert_fires_when_p99_exceeds_ten_seconds(
     )
 
 
-def test_broker_unavailable_alert_fires_on_two_minutes_of_503s(
+def test_edge_spool_alert_fires_on_two_minutes_of_spooled_messages(
     promtool: str, tmp_path: Path
 ) -> None:
     check_alert(
         promtool,
         tmp_path,
-        "OrderbotWebhookBrokerUnavailable",
+        "OrderbotEdgeSpoolNotEmpty",
+        {'orderbot_spool_messages{job="orderbot-server",instance="s"}': "0x4 5x20"},
+        {"2m": [], "7m": [{"severity": "warning", "instance": "s"}]},
+    )
+
+
+def test_edge_spool_full_alert_fires_on_refused_webhooks(promtool: str, tmp_path: Path) -> None:
+    check_alert(
+        promtool,
+        tmp_path,
+        "OrderbotEdgeSpoolFull",
         {
             'orderbot_webhooks_rejected_total{job="orderbot-server",instance="s",'
-            'provider="chat2desk",reason="broker_unavailable"}': "0x20 1+1x40",
+            'provider="twilio",reason="spool_full"}': "0x20 1+1x40",
         },
-        {"5m": [], "7m": [], "9m": [{"severity": "critical", "provider": "chat2desk"}]},
+        {"5m": [], "8m": [{"severity": "critical", "provider": "twilio"}]},
         interval="15s",
     )
 
@@ -771,7 +782,7 @@ def test_webhook_error_rate_alert_fires_on_server_side_rejections(
             'orderbot_webhooks_received_total{job="orderbot-server",instance="s",'
             'provider="chat2desk"}': "0+100x20",
             'orderbot_webhooks_rejected_total{job="orderbot-server",instance="s",'
-            'provider="chat2desk",reason="broker_unavailable"}': "0+10x20",
+            'provider="chat2desk",reason="spool_full"}': "0+10x20",
         },
         {"10m": [{"severity": "critical", "provider": "chat2desk"}]},
     )

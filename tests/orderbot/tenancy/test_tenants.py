@@ -51,7 +51,7 @@ from tests.support.processes import free_port, orderbot_cli, wait_http_ok
 from tests.support.queue_sweep import new_namespace
 from tests.support.run_cleanup import DATABASE_PREFIX
 from tests.support.services import Services
-from worker.service import customer_budget
+from worker.step import customer_budget
 
 Client = TestClient[Any, Any]
 Spawn = Callable[..., Any]
