@@ -320,6 +320,8 @@ class Drain:
         confirmed: list[Spooled] = []
         refused: BrokerUnavailable | None = None
         for row in rows:
+            if self._stopping.is_set():  # the rest waits in the spool for the next start
+                break
             try:
                 await self._broker.publish(
                     row.queue, row.body, message_id=row.message_id, correlation_id=row.message_id
