@@ -45,8 +45,9 @@ env: .env
 migrate: install services env
 	$(BIN)/orderbot migrate
 
+# ORDERBOT_DEV: the example secrets of .env.example are fine here, and nowhere else.
 run: migrate
-	$(BIN)/orderbot run
+	ORDERBOT_DEV=1 $(BIN)/orderbot run
 
 test: install-dev services-for-tests
 	$(BIN)/pytest

@@ -176,7 +176,8 @@ def table(results: dict[str, Any]) -> str:
         "| server | req/s | latency | CPU µs/request | cores | machine | orderbot as a ratio |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name in ("bare-http", "bare-publish", "orderbot"):
+    spooling = "orderbot-spooling" if "orderbot-spooling" in ingest["best"] else None
+    for name in ("bare-http", "bare-publish", "orderbot", *([spooling] if spooling else [])):
         run = ingest["best"][name]
         cores = run["cores_used"]
         used = f"{cores.get(name, cores.get('server', 0)):.2f} / {cores['rabbitmq']:.2f} / "
@@ -185,6 +186,7 @@ def table(results: dict[str, Any]) -> str:
             "bare-http": f"{ingest['ratio_to_bare_http']:.2f}",
             "bare-publish": f"**{ingest['ratio_to_bare_publish']:.2f}**",
             "orderbot": "1",
+            "orderbot-spooling": "broker down: every 2xx from the edge spool",
         }[name]
         out.append(
             f"| {name} | {run['rps']:.0f} | {_ms(run)} | {_cpu_per_request(run, name)} | {used} "

@@ -53,7 +53,7 @@ def free_port() -> int:
 
 def uses_uvloop() -> bool:
     """Whether orderbot's processes run on uvloop, so the baselines can match them."""
-    sources = [REPO / "orderbot" / "runner.py", REPO / "server" / "app.py"]
+    sources = [REPO / "orderbot" / "runtime" / "bootstrap.py", REPO / "server" / "app.py"]
     return any("uvloop" in path.read_text() for path in sources if path.exists())
 
 

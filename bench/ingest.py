@@ -1,10 +1,12 @@
 """Ingest: `POST /webhook/chat2desk/{token}` until the broker confirmed the publish.
 
-The same load generator drives three servers in turn on the same machine: a
+The same load generator drives four servers in turn on the same machine: a
 bare aiohttp handler answering 200, a bare handler doing one confirmed
-persistent publish, and orderbot's server. Our figure is reported as a ratio to
-each: the first says what the HTTP stack costs, the second what our code adds on
-top of the one thing guarantee 1 cannot do without.
+persistent publish, orderbot's server, and a second orderbot server whose broker
+is unreachable (every webhook goes to its edge spool, on disk). Our figure is
+reported as a ratio to each baseline: the first says what the HTTP stack costs,
+the second what our code adds on top of the one durable write a 2xx needs; the
+spooling row says what the edge takes in while the broker is down.
 
 `python -m bench.ingest [--quick]` runs it alone; `bench.all` runs everything.
 """
@@ -47,6 +49,8 @@ class Target:
     async def purge(self) -> None:
         """Empty the queue between runs: a queue grown by earlier runs slows the broker
         and, past MESSAGES_MAX_LENGTH, would turn our 200s into 503s."""
+        if not self.queue:  # the spooling server's broker is unreachable: nothing queued
+            return
         async with self.stack.amqp() as channel:
             queue = await channel.declare_queue(self.queue, passive=True)
             await queue.purge()
@@ -105,10 +109,26 @@ async def run_ingest(stack: Stack, plan: Plan, log_dir: Path) -> dict[str, Any]:
         targets.append(
             Target("orderbot", stack.http_port, stack.server, stack, stack.topology.messages)
         )
+        spooling_port = free_port()
+        spooling = await spawn(
+            "orderbot-spooling",
+            ["-m", "server"],
+            {
+                **stack.env,
+                "HTTP_PORT": str(spooling_port),
+                "AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/",  # nobody there
+                "SPOOL_DIR": str(log_dir / f"{stack.namespace}-spooling"),
+            },
+            log_dir,
+            cwd=log_dir,
+        )
+        started.append(spooling)
+        await wait_http(spooling_port)
+        spooling_target = Target("orderbot-spooling", spooling_port, spooling, stack, "")
 
-        closed: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+        closed: dict[str, list[dict[str, Any]]] = {t.name: [] for t in (*targets, spooling_target)}
         for _ in range(plan.rounds):
-            for target in targets:
+            for target in (*targets, spooling_target):
                 closed[target.name].append(await drive(target, plan, log_dir, rate=None))
         best = {name: max(runs, key=lambda r: float(r["rps"])) for name, runs in closed.items()}
 
@@ -142,6 +162,10 @@ async def run_ingest(stack: Stack, plan: Plan, log_dir: Path) -> dict[str, Any]:
         "open": open_runs,
         "ratio_to_bare_http": ratio("bare-http"),
         "ratio_to_bare_publish": ratio("bare-publish"),
+        "spooling_rps": float(best["orderbot-spooling"]["rps"]),
+        "spooling_ratio_to_bare_publish": round(
+            float(best["orderbot-spooling"]["rps"]) / float(best["bare-publish"]["rps"] or 1), 3
+        ),
         "peak_rss_mb": {p.name: round(p.peak_rss_mb, 1) for p in started},
     }
 

@@ -8,6 +8,7 @@ only this run's orders and is dropped at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ from orderbot.orders.migrate import migrate
 from outbox_worker.service import run_outbox_worker
 from server.app import create_app
 from server.keys import BROKER
+from tests.support.broker_watchdog import BrokerWatchdog
 from tests.support.credentials import (
     API_TOKEN,
     OPERATOR_KEY,
@@ -77,8 +79,10 @@ def services() -> Iterator[Services]:
         dead = sweep_dead_runs(found.redis_url, admin)
         if dead.keys or dead.databases or dead.errors:
             print(f"deleted what dead test runs left: {dead}")
+        watchdog = BrokerWatchdog.for_this_run(found.amqp_url)
         try:
-            yield found
+            with watchdog or contextlib.nullcontext():
+                yield found
         finally:
             report = cleanup.run()
             if report is not None and (report.queues or report.keys or report.errors):

@@ -14,8 +14,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, TextIO
 
 from orderbot.runtime.roles import ROLES
 
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "migrate":
         return _migrate(settings)
     if args.command == "run":
-        return _run_all()
+        return _run_all(settings.log_format)
     configure_logging(settings, "cli")  # log lines go to stderr; stdout is the report
     if args.command == "tenants":
         from orderbot.cli.tenants import run_tenants
@@ -141,7 +142,7 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _run_all() -> int:
+def _run_all(log_format: str) -> int:
     """Start the three processes; Ctrl-C (or SIGTERM) stops them all gracefully.
 
     The children get their own process group, so a terminal's Ctrl-C reaches only
@@ -150,6 +151,7 @@ def _run_all() -> int:
     """
     children: dict[str, subprocess.Popen[bytes]] = {}
     signalled: set[str] = set()
+    relay = _LineRelay(prefixed=log_format == "console")
 
     def stop_all(_signum: int = signal.SIGINT, _frame: object = None) -> None:
         for role, child in children.items():
@@ -160,9 +162,14 @@ def _run_all() -> int:
     signal.signal(signal.SIGINT, stop_all)
     signal.signal(signal.SIGTERM, stop_all)
     for described in ROLES:
-        children[described.name] = subprocess.Popen(
-            [sys.executable, "-m", described.name], process_group=0
+        child = subprocess.Popen(
+            [sys.executable, "-m", described.name],
+            process_group=0,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
+        children[described.name] = child
+        relay.follow(described.name, child)
     # The first child to exit, for whatever reason, stops the group. os.wait reaps
     # it, so its status is kept here: Popen would report 0 for a reaped child.
     reaped: dict[int, int] = {}
@@ -178,7 +185,41 @@ def _run_all() -> int:
         if code != 0 and not (role in signalled and code == -signal.SIGINT):
             print(f"orderbot run: {role} exited with {code}", file=sys.stderr)
             status = 1
+    relay.join()
     return status
+
+
+class _LineRelay:
+    """The children's output, passed on a whole line at a time: three processes writing
+    to one terminal or log file would otherwise cut into each other's JSON lines. In
+    console mode each line says which role wrote it."""
+
+    def __init__(self, *, prefixed: bool) -> None:
+        self._prefixed = prefixed
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def follow(self, role: str, child: subprocess.Popen[bytes]) -> None:
+        for source, sink in ((child.stdout, sys.stdout), (child.stderr, sys.stderr)):
+            if source is None:
+                continue
+            thread = threading.Thread(
+                target=self._copy, args=(role, source, sink), name=f"relay-{role}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _copy(self, role: str, source: IO[bytes], sink: TextIO) -> None:
+        prefix = f"[{role}] ".encode() if self._prefixed else b""
+        for line in iter(source.readline, b""):
+            whole = line if line.endswith(b"\n") else line + b"\n"
+            with self._lock:
+                sink.buffer.write(prefix + whole)
+                sink.buffer.flush()
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join(timeout=5)
 
 
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:

@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     phone_country_code: str = Field(default="996", pattern=r"^\d{1,4}$")
     phone_national_digits: int = Field(default=9, ge=4, le=14)
 
+    # A development machine (`make run`): the example secrets of .env.example are allowed.
+    orderbot_dev: bool = False
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
 
@@ -211,6 +214,31 @@ class Settings(BaseSettings):
         if value is not None and 0 < len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters (or empty to disable the API)")
         return value
+
+
+# The secrets of .env.example: known to anyone who read it, so a process serving them
+# outside development (ORDERBOT_DEV, set by `make run`) refuses to start.
+EXAMPLE_SECRETS = frozenset({"dev-webhook-token", "dev-operator-api-key"})
+
+
+def refuse_example_secrets(settings: Settings) -> None:
+    """ConfigError if a secret of .env.example is in use outside development."""
+    if settings.orderbot_dev:
+        return
+    named = {
+        "CHAT2DESK_WEBHOOK_TOKEN": settings.chat2desk_webhook_token,
+        "OPERATOR_API_KEY": settings.operator_api_key,
+    }
+    found = [
+        name
+        for name, value in named.items()
+        if value and value.get_secret_value() in EXAMPLE_SECRETS
+    ]
+    if found:
+        raise ConfigError(
+            f"{', '.join(found)} still holds the example value of .env.example; set a secret "
+            "of your own (or ORDERBOT_DEV=1 on a development machine, as `make run` does)"
+        )
 
 
 class ConfigError(Exception):

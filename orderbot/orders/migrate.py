@@ -57,12 +57,32 @@ async def create_database_if_missing(database_url: str) -> bool:
 
 
 async def migrate(database_url: str) -> None:
+    """Create the database if missing, then apply the schema; a database this call
+    created is dropped again when the schema cannot be applied, so a failed first
+    migrate leaves nothing half-made behind."""
+    schema = schema_sql()
     created = await create_database_if_missing(database_url)
-    conn = await asyncpg.connect(database_url)
     try:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
-            await conn.execute(schema_sql())
-    finally:
-        await conn.close()
+        conn = await asyncpg.connect(database_url)
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
+                await conn.execute(schema)
+        finally:
+            await conn.close()
+    except BaseException:
+        if created:
+            await _drop_database(database_url)
+        raise
     log.info("migrated", database_created=created)
+
+
+async def _drop_database(database_url: str) -> None:
+    name = unquote(urlsplit(database_url).path.lstrip("/"))
+    admin = await asyncpg.connect(database_url, database="postgres")
+    try:
+        quoted = '"' + name.replace('"', '""') + '"'
+        await admin.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+    finally:
+        await admin.close()
+    log.warning("migrate_failed_database_dropped", database=name)

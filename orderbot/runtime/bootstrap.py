@@ -40,13 +40,14 @@ def _start(role: Role) -> int:
     import asyncio
     import importlib
 
-    from orderbot.config.settings import ConfigError, load_settings
+    from orderbot.config.settings import ConfigError, load_settings, refuse_example_secrets
     from orderbot.runtime.logging import configure_logging
 
     entry: Entry = getattr(importlib.import_module(role.entry_module), role.entry_function)
     try:
         settings = load_settings()
         settings.require_any(*role.required)
+        refuse_example_secrets(settings)
         if role.check is not None:
             module, _, function = role.check.partition(":")
             getattr(importlib.import_module(module), function)(settings)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The install path a deployment takes: build the wheel, install it into a fresh venv,
+# and run `orderbot migrate` from a directory outside the checkout against a new
+# database (schema.sql must come with the package). The database is dropped after.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+work=$(mktemp -d)
+db="orderbot_wheel_$$"
+base=${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/orderbot}
+url="${base%/*}/$db"
+cleanup() {
+  .venv/bin/python - "$url" <<'PY' || true
+import asyncio, sys
+import asyncpg
+async def drop(url: str) -> None:
+    admin = await asyncpg.connect(url, database="postgres")
+    name = url.rsplit("/", 1)[1]
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+asyncio.run(drop(sys.argv[1]))
+PY
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+.venv/bin/python -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" .
+python3 -m venv "$work/venv"
+"$work/venv/bin/python" -m pip install --quiet "$work"/dist/orderbot-*.whl
+(cd "$work" && env -u PYTHONPATH DATABASE_URL="$url" "$work/venv/bin/orderbot" migrate)
+echo "wheel: installed into a fresh venv and migrated $db from $work"
