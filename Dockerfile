@@ -39,6 +39,9 @@ COPY --from=build /opt/venv /opt/venv
 # (WORKDIR), and the files are root-owned, so the app cannot modify itself.
 COPY --from=build /app /app
 WORKDIR /app
+# The server's edge spool: its own volume in compose, writable by the app alone.
+RUN mkdir -p /var/lib/orderbot/spool && chown -R orderbot:orderbot /var/lib/orderbot
+ENV SPOOL_DIR=/var/lib/orderbot/spool
 
 USER orderbot
 
