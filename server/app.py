@@ -13,12 +13,14 @@ from aiohttp import web
 from orderbot.amqp.link import BrokerLink
 from orderbot.config.settings import ConfigError, Settings
 from orderbot.runtime import metrics
+from orderbot.runtime.ops import serve_ops
 from orderbot.runtime.resources import open_redis
+from orderbot.runtime.roles import SERVER
 from server.connections import listen
 from server.errors import server_middleware
 from server.ingest import Ingest
 from server.keys import BROKER, INGEST, POSTGRES, READ_TIMEOUT, REDIS, SETTINGS
-from server.routes import setup_routes
+from server.routes import server_probes, setup_routes
 from server.spool import Drain, open_spool
 from server.tenancy import tenants_ctx
 
@@ -122,7 +124,8 @@ async def run_server(settings: Settings, stop: asyncio.Event) -> None:
             runner, settings.http_host, settings.http_port, settings.http_max_connections
         )
         log.info("listening", host=settings.http_host, port=settings.http_port)
-        await stop.wait()
+        async with serve_ops(settings, SERVER, lambda: server_probes(runner.app)):
+            await stop.wait()
     finally:
         if listener is not None:
             listener.close()  # stop accepting; the runner drains what is in flight

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from orderbot.runtime.ops import add_ops_routes, dependency_probes
+from orderbot.runtime.ops import Probe, add_ops_routes, dependency_probes, health
 from server.api import register_api
 from server.chat2desk import chat2desk_tenant_webhook, chat2desk_webhook
-from server.keys import BROKER, POSTGRES, REDIS
+from server.keys import BROKER, POSTGRES, REDIS, SETTINGS
 from server.twilio import twilio_webhook
 
 ENDPOINTS = (
@@ -24,12 +24,16 @@ async def index(_: web.Request) -> web.Response:
     return web.json_response({"service": "orderbot", "endpoints": list(ENDPOINTS)})
 
 
+def server_probes(app: web.Application) -> dict[str, Probe]:
+    return dependency_probes(broker=app[BROKER], redis=app[REDIS], pool=app[POSTGRES])
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/", index)
-    add_ops_routes(
-        app.router,
-        lambda: dependency_probes(broker=app[BROKER], redis=app[REDIS], pool=app[POSTGRES]),
-    )
+    if app[SETTINGS].server_metrics_port is None:
+        add_ops_routes(app.router, lambda: server_probes(app))
+    else:  # /metrics and /health/ready are served on the ops port (server/app.py)
+        app.router.add_get("/health", health)
     app.router.add_post("/webhook/chat2desk/{token}", chat2desk_webhook)
     app.router.add_post("/webhook/chat2desk/{tenant}/{token}", chat2desk_tenant_webhook)
     app.router.add_post("/webhook/twilio", twilio_webhook)

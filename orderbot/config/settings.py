@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     worker_metrics_port: int = Field(default=9821, ge=0, le=65535)
+    # Set: the server's /metrics and /health/ready move off the public HTTP_PORT to this
+    # port on METRICS_HOST (HTTP_PORT keeps /health for the proxy's liveness check).
+    server_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     outbox_metrics_port: int = Field(default=9811, ge=0, le=65535)
     http_max_body: int = Field(default=1024 * 1024, ge=1024)
     # An idle connection (none sent yet, or between requests) is closed after this.

@@ -73,13 +73,15 @@ async def readiness(probes: Mapping[str, Probe]) -> tuple[bool, dict[str, str]]:
     return all(v == "ok" for v in checks.values()), checks
 
 
-def add_ops_routes(router: web.UrlDispatcher, probes: Probes) -> None:
-    """/health (the process is alive), /health/ready (its dependencies answer: `probes`
-    is asked on every request, so it may name objects made after the routes) and
-    /metrics (this process's Prometheus registry)."""
+async def health(_: web.Request) -> web.Response:
+    """The process is alive (its event loop answers)."""
+    return web.json_response({"status": "ok"})
 
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+
+def add_ops_routes(router: web.UrlDispatcher, probes: Probes) -> None:
+    """/health, /health/ready (its dependencies answer: `probes` is asked on every
+    request, so it may name objects made after the routes) and /metrics (this process's
+    Prometheus registry)."""
 
     async def ready(_: web.Request) -> web.Response:
         ok, checks = await readiness(probes())
@@ -100,17 +102,20 @@ def add_ops_routes(router: web.UrlDispatcher, probes: Probes) -> None:
 
 @contextlib.asynccontextmanager
 async def serve_ops(
-    settings: Settings, role: Role, probes: Mapping[str, Probe]
+    settings: Settings, role: Role, probes: Mapping[str, Probe] | Probes
 ) -> AsyncIterator[None]:
-    """Serve the ops routes on the role's own port (METRICS_PORT over it; 0: off), bound
-    to METRICS_HOST: a public HTTP_HOST does not expose the workers' /metrics."""
-    setting = "metrics_port" if settings.metrics_port is not None else role.metrics_port_setting
-    port = getattr(settings, setting) if setting else None
+    """Serve the ops routes on the role's own port (METRICS_PORT over a worker's; 0: off),
+    bound to METRICS_HOST: a public HTTP_HOST does not expose them. The server's port
+    (SERVER_METRICS_PORT) is unset by default: it then serves them on HTTP_PORT."""
+    setting = role.metrics_port_setting
+    if settings.metrics_port is not None and role.metrics_port_override:
+        setting = "metrics_port"
+    port = getattr(settings, setting)
     if not port:
         yield
         return
     app = web.Application()
-    add_ops_routes(app.router, lambda: probes)
+    add_ops_routes(app.router, probes if callable(probes) else lambda: probes)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.metrics_host, port)

@@ -25,7 +25,10 @@ class Role:
     command: str  # `orderbot <command>`
     entry: str  # "module:coroutine function", called as entry(settings, stop)
     required: RequiredSettings
-    metrics_port_setting: str | None  # the setting naming its ops port; None: HTTP_PORT's
+    metrics_port_setting: str  # the setting naming its own ops port
+    # Whether METRICS_PORT (one process's override) applies: not to the server, whose ops
+    # routes stay on HTTP_PORT unless SERVER_METRICS_PORT moves them.
+    metrics_port_override: bool = True
     # "module:function" raising ConfigError for settings the role cannot run with
     check: str | None = None
 
@@ -43,7 +46,8 @@ SERVER = Role(
     command="server",
     entry="server.app:run_server",
     required=(("chat2desk_webhook_token",), ("twilio_auth_token", "twilio_whatsapp_from")),
-    metrics_port_setting=None,
+    metrics_port_setting="server_metrics_port",
+    metrics_port_override=False,
     check="server.app:check_settings",
 )
 WORKER = Role(
