@@ -38,19 +38,17 @@ def main(role_name: str) -> int:
 
 def _start(role: Role) -> int:
     import asyncio
-    import importlib
 
     from orderbot.config.settings import ConfigError, load_settings, refuse_example_secrets
     from orderbot.runtime.logging import configure_logging
 
-    entry: Entry = getattr(importlib.import_module(role.entry_module), role.entry_function)
+    entry: Entry = _resolve(role.entry)
     try:
         settings = load_settings()
         settings.require_any(*role.required)
         refuse_example_secrets(settings)
         if role.check is not None:
-            module, _, function = role.check.partition(":")
-            getattr(importlib.import_module(module), function)(settings)
+            _resolve(role.check)(settings)
     except ConfigError as exc:
         print(f"orderbot {role.command}: {exc}", file=sys.stderr)
         return 2
@@ -62,6 +60,14 @@ def _start(role: Role) -> int:
         except ConfigError as exc:  # found while starting, e.g. a port that is taken
             print(f"orderbot {role.command}: {exc}", file=sys.stderr)
             return 2
+
+
+def _resolve(reference: str) -> Any:
+    """The object a "module:name" reference of the role table names, imported now."""
+    import importlib
+
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _freeze_startup_objects() -> None:

@@ -36,10 +36,6 @@ class Role:
     def entry_module(self) -> str:
         return self.entry.partition(":")[0]
 
-    @property
-    def entry_function(self) -> str:
-        return self.entry.partition(":")[2]
-
 
 SERVER = Role(
     name="server",
