@@ -1,6 +1,6 @@
 """Run an orderbot role (`python bench/_trace_role.py server|worker`) with a call recorder.
 
-Used by bench/happy_path.py. SIGUSR1 starts recording every entry into a function of
+Used by `python -m bench.happy_path`. SIGUSR1 starts recording every entry into a function of
 the project's own code (files under server/, worker/, outbox_worker/, orderbot/,
 dialog/ of this checkout); SIGUSR2 stops it and writes the events as JSON to
 $TRACE_OUT. Nothing is recorded, and nothing slows down, outside that window. The role

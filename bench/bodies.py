@@ -2,8 +2,8 @@
 
 Each body carries every field Chat2Desk sends for an inbound WhatsApp message
 (the server ignores most of them, but parsing them is part of its cost), and a
-message id unique to the run: a repeated id would be answered by the edge dedupe
-without a publish, which would flatter the figures.
+message id unique to the run: a repeated id would be skipped by the worker's
+processed-marker without a dialog step, which would flatter the figures.
 """
 
 from __future__ import annotations

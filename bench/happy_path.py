@@ -7,7 +7,7 @@ move files. This measures that path on the real processes, started as `python -m
 and `python -m worker` through bench/_trace_role.py, so it needs no knowledge of the
 package layout and gives comparable numbers before and after.
 
-    .venv/bin/python bench/happy_path.py [--json FILE] [--with-resumes] [--keep]
+    .venv/bin/python -m bench.happy_path [--json FILE] [--with-resumes] [--keep]
 
 It warms both processes up with a message of customer A, then records, in both, every
 call into project code (files under server/ worker/ outbox_worker/ orderbot/ dialog/)
@@ -47,6 +47,9 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from bench.bodies import chat2desk_body
+from bench.harness import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TRACER = Path(__file__).resolve().parent / "_trace_role.py"
 ROLES = ("server", "worker")
@@ -66,12 +69,6 @@ Event = tuple[str, str, bool, str, int, list[str]]
 
 def say(message: str) -> None:
     print(f"[happy_path {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def new_namespace() -> str:
@@ -214,18 +211,10 @@ class Run:
     async def message(self, client_id: int, text: str, before: float | None = None) -> None:
         """Post a customer message and wait for its reply at the fake and the worker's ack."""
         before = await self.applied() if before is None else before
-        body = {
-            "message_id": f"{self.ns}-{client_id}",
-            "client_id": client_id,
-            "type": "from_client",
-            "hook_type": "inbox",
-            "text": text,
-            "transport": "whatsapp",
-            "channel_id": 4242,
-            "dialog_id": 77,
-        }
+        body = chat2desk_body(f"{self.ns}-{client_id}", client_id, text)
         url = f"http://127.0.0.1:{self.http_port}/webhook/chat2desk/{self.token}"
-        async with self.session.post(url, json=body) as response:
+        headers = {"Content-Type": "application/json"}
+        async with self.session.post(url, data=body, headers=headers) as response:
             if response.status != 200:
                 raise RuntimeError(f"webhook answered {response.status}: {await response.text()}")
 
