@@ -22,9 +22,11 @@ from tests.support.processes import free_port, orderbot_cli, wait_http_ok
 from tests.support.services import Services
 
 
-async def test_run_starts_the_whole_system_and_ctrl_c_stops_it_cleanly(
-    config: dict[str, str], fake: FakeChat2Desk, tmp_path: Path
-) -> None:
+async def _start_run(
+    config: dict[str, str], tmp_path: Path, *, stdout: bool = False, **env: str
+) -> tuple[asyncio.subprocess.Process, str, Path]:
+    """`orderbot run` on a free port, its stderr (and `stdout`: its stdout too) in run.log,
+    once the server is ready and both consumers are up; (process, base URL, log)."""
     port = free_port()
     log_path = tmp_path / "run.log"
     with log_path.open("wb") as log_file:
@@ -33,9 +35,9 @@ async def test_run_starts_the_whole_system_and_ctrl_c_stops_it_cleanly(
             "-m",
             "orderbot.cli.main",
             "run",
-            env={**os.environ, **config, "HTTP_PORT": str(port)},
+            env={**os.environ, **config, "HTTP_PORT": str(port), **env},
             cwd=tmp_path,
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=log_file if stdout else asyncio.subprocess.DEVNULL,
             stderr=log_file,
         )
     base = f"http://127.0.0.1:{port}"
@@ -43,6 +45,13 @@ async def test_run_starts_the_whole_system_and_ctrl_c_stops_it_cleanly(
     async with asyncio.timeout(30):  # both consumers are up
         while log_path.read_text().count('"event":"consuming"') < 2:
             await asyncio.sleep(0.02)
+    return run, base, log_path
+
+
+async def test_run_starts_the_whole_system_and_ctrl_c_stops_it_cleanly(
+    config: dict[str, str], fake: FakeChat2Desk, tmp_path: Path
+) -> None:
+    run, base, log_path = await _start_run(config, tmp_path)
     customer = Customer()
     async with aiohttp.ClientSession() as http:
         url = f"{base}/webhook/chat2desk/{WEBHOOK_TOKEN}"
@@ -62,24 +71,7 @@ async def test_run_starts_the_whole_system_and_ctrl_c_stops_it_cleanly(
 async def test_every_line_run_prints_in_json_mode_is_one_whole_json_object(
     config: dict[str, str], fake: FakeChat2Desk, tmp_path: Path
 ) -> None:
-    port = free_port()
-    log_path = tmp_path / "run.log"
-    with log_path.open("wb") as log_file:
-        run = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "orderbot.cli.main",
-            "run",
-            env={**os.environ, **config, "HTTP_PORT": str(port), "LOG_FORMAT": "json"},
-            cwd=tmp_path,
-            stdout=log_file,
-            stderr=log_file,
-        )
-    base = f"http://127.0.0.1:{port}"
-    await wait_http_ok(f"{base}/health/ready")
-    async with asyncio.timeout(30):
-        while log_path.read_text().count('"event":"consuming"') < 2:
-            await asyncio.sleep(0.02)
+    run, base, log_path = await _start_run(config, tmp_path, stdout=True, LOG_FORMAT="json")
     customers = [Customer() for _ in range(20)]
     async with aiohttp.ClientSession() as http:
         url = f"{base}/webhook/chat2desk/{WEBHOOK_TOKEN}"
