@@ -251,9 +251,13 @@ class EdgeSpool:
         deleted with them."""
         await spool_file.remove(rows)
         if spool_file.depth == 0 and spool_file in self._adopted:
-            self._adopted.remove(spool_file)
-            await spool_file.close(delete=True)
-            log.info("spool_adopted_drained", path=str(spool_file.path))
+            await self._retire(spool_file)
+
+    async def _retire(self, adopted: _File) -> None:
+        """A dead process's file, drained: deleted with its lock."""
+        self._adopted.remove(adopted)
+        await adopted.close(delete=True)
+        log.info("spool_adopted_drained", path=str(adopted.path))
 
     async def next_batch(self, limit: int = 100) -> tuple[_File, list[Spooled]] | None:
         """The oldest spooled messages, adopted files first; None when all is drained."""
@@ -261,9 +265,7 @@ class EdgeSpool:
             rows = await adopted.oldest_rows(limit)
             if rows:
                 return adopted, rows
-            self._adopted.remove(adopted)
-            await adopted.close(delete=True)
-            log.info("spool_adopted_drained", path=str(adopted.path))
+            await self._retire(adopted)  # its count said more than it held
         if self._own is not None and self._own.depth:
             rows = await self._own.oldest_rows(limit)
             if rows:
