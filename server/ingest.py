@@ -87,7 +87,7 @@ class Ingest:
     async def accept(self, message: InboundMessage) -> web.Response:
         conversation = message.conversation
         counters = self._counters[conversation.provider]
-        queue = self._broker.topology.messages
+        queue = self._broker.topology.messages_for(conversation.key)
         body = encode(message)
         if self._spool.empty:
             try:

@@ -43,6 +43,12 @@ class Topology:
             max_length=settings.messages_max_length,
         )
 
+    def messages_for(self, conversation_key: str) -> str:
+        """The queue a customer's messages go to. Every publisher of a customer message
+        (the server, its spool, a DLQ replay, the reconciler) routes through here, so
+        one customer's messages always share a queue and keep their order."""
+        return self.messages
+
     def delay_queue(self, delay: timedelta) -> str:
         """The tier holding messages for `delay` (the nearest declared one not shorter)."""
         wanted = _ms(delay)
