@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 
-.PHONY: install install-dev services services-for-tests env migrate run test test-reliability soak lint format bench bench-quick clean
+.PHONY: install install-dev services services-for-tests env migrate run test test-reliability soak lint format settings-docs bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,11 @@ lint: install-dev
 format: install-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# README's settings table and .env.example, rendered from orderbot/config/settings.py.
+settings-docs: install
+	$(BIN)/orderbot settings --markdown --into README.md
+	$(BIN)/orderbot settings --env-example --into .env.example
 
 bench: install-dev services
 	$(BIN)/python -m bench.all

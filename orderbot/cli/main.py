@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, TextIO
 
 from orderbot.runtime.roles import ROLES
@@ -49,6 +50,17 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("--held", action="store_true", help=held_help)
     purge.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
     _tenants_parser(sub)
+    docs = sub.add_parser("settings", help="the settings' documentation, from their model")
+    form = docs.add_mutually_exclusive_group(required=True)
+    form.add_argument("--markdown", action="store_true", help="README's settings table")
+    form.add_argument("--env-example", action="store_true", help="the whole .env.example")
+    docs.add_argument(
+        "--into",
+        type=Path,
+        metavar="PATH",
+        help="write it into PATH instead of printing it (the table: between the "
+        "<!-- settings:begin --> and <!-- settings:end --> lines of PATH)",
+    )
     return parser
 
 
@@ -105,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orderbot.runtime.bootstrap import main as run_role
 
         return run_role(args.command)
+    if args.command == "settings":  # documentation: no environment needed
+        return _settings_docs(markdown=args.markdown, into=args.into)
     from orderbot.config.settings import ConfigError, load_settings
     from orderbot.runtime.logging import configure_logging
 
@@ -123,6 +137,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_tenants(settings, args))
     return asyncio.run(_dlq(settings, args))
+
+
+def _settings_docs(*, markdown: bool, into: Path | None) -> int:
+    from orderbot.cli import settings_docs
+
+    text = settings_docs.markdown_table() if markdown else settings_docs.env_example()
+    if into is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        if markdown:
+            text = settings_docs.between_markers(into.read_text(encoding="utf-8"), text)
+        into.write_text(text, encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        print(f"orderbot settings: {into}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _migrate(settings: Settings) -> int:

@@ -57,88 +57,338 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
 
-    amqp_url: str = "amqp://guest:guest@localhost:5672/"
-    redis_url: str = "redis://localhost:6379/0"
-    database_url: str = "postgresql://postgres@localhost:5432/orderbot"
+    # Each field's description is its documentation: `orderbot settings` renders README's
+    # table and .env.example from them (`make settings-docs`). json_schema_extra: "group"
+    # starts a topic that the fields after it share; "dev" makes .env.example set it, to
+    # its default (True) or to the given development value; `examples` give the value a
+    # commented-out line shows instead of the default.
 
-    http_host: str = "0.0.0.0"
-    http_port: int = Field(default=8080, ge=0, le=65535)
-    # Each worker role's own ops port (/metrics, /health), in a range of their own: 9100
-    # is node_exporter's. METRICS_PORT overrides it for one process (0 turns it off); it
-    # is no setting for a shared .env, where every role would take the same port.
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int | None = Field(default=None, ge=0, le=65535)
-    worker_metrics_port: int = Field(default=9821, ge=0, le=65535)
-    # Set: the server's /metrics and /health/ready move off the public HTTP_PORT to this
-    # port on METRICS_HOST (HTTP_PORT keeps /health for the proxy's liveness check).
-    server_metrics_port: int | None = Field(default=None, ge=1, le=65535)
-    outbox_metrics_port: int = Field(default=9811, ge=0, le=65535)
-    http_max_body: int = Field(default=1024 * 1024, ge=1024)
-    # An idle connection (none sent yet, or between requests) is closed after this.
-    http_keepalive_timeout: Duration = timedelta(seconds=75)
-    # The longest a client may take to send a request's body.
-    http_read_timeout: Duration = timedelta(seconds=30)
-    # Connections a server process holds at once; past it, 503 and closed.
-    http_max_connections: int = Field(default=1000, ge=1)
+    amqp_url: str = Field(
+        default="amqp://guest:guest@localhost:5672/",
+        description="RabbitMQ (docker compose points the three services at its own hosts)",
+        json_schema_extra={"group": "Services", "dev": True},
+    )
+    redis_url: str = Field(
+        default="redis://localhost:6379/0",
+        description="Redis: dialog state, per-customer locks, dedupe markers, rate budgets",
+        json_schema_extra={"dev": True},
+    )
+    database_url: str = Field(
+        default="postgresql://postgres@localhost:5432/orderbot",
+        description="PostgreSQL: orders and tenants; `orderbot migrate` creates the database",
+        json_schema_extra={"dev": True},
+    )
 
-    chat2desk_api_url: str = "https://api.chat2desk.com"
-    chat2desk_api_token: SecretStr | None = None
-    chat2desk_webhook_token: SecretStr | None = None
+    http_host: str = Field(
+        default="0.0.0.0",
+        description="address the webhook server listens on",
+        json_schema_extra={"group": "HTTP server", "dev": True},
+    )
+    http_port: int = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="port of the webhooks, `/health` and (unless SERVER_METRICS_PORT) "
+        "`/metrics` and `/health/ready`",
+        json_schema_extra={"dev": True},
+    )
+    http_max_body: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="largest request body in bytes; a bigger one gets 413",
+    )
+    http_keepalive_timeout: Duration = Field(
+        default=timedelta(seconds=75),
+        description="an idle connection (nothing sent yet, or between requests) is closed "
+        "after this",
+    )
+    http_read_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="longest a client may take to send a request's body (then 408)",
+    )
+    http_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="connections one server process holds at once; past it, 503 and closed",
+    )
 
-    twilio_api_url: str = "https://api.twilio.com"
-    twilio_account_sid: str | None = None
-    twilio_auth_token: SecretStr | None = None
-    twilio_whatsapp_from: str | None = None
-    twilio_rate_limit: int = Field(default=600, ge=1)
-    public_base_url: str | None = None
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address of the ops ports (`/metrics`, `/health`, `/health/ready`), "
+        "not HTTP_HOST: a public server address does not expose them",
+        json_schema_extra={"group": "Ops ports (metrics and health)", "dev": True},
+    )
+    worker_metrics_port: int = Field(
+        default=9821,
+        ge=0,
+        le=65535,
+        description="a worker's ops port (0: off), away from node_exporter's 9100; pm2 and "
+        "systemd give each worker its own (9821, 9822, ...), so a shared env file leaves it "
+        "unset",
+    )
+    outbox_metrics_port: int = Field(
+        default=9811,
+        ge=0,
+        le=65535,
+        description="the outbox worker's ops port (0: off)",
+    )
+    server_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="set: the server's `/metrics` and `/health/ready` move off HTTP_PORT "
+        "(which keeps `/health` for a proxy's liveness check) to this port",
+        examples=[9801],
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="one process's ops port over its role's (0: off); never in a shared "
+        "env file, where every role would take the same port",
+        examples=[9821],
+    )
 
-    worker_concurrency: int = Field(default=10, ge=1, le=1000)
-    queue_prefix: str = ""
-    redis_key_prefix: str = "orderbot:"
-    tenant: str = "default"
-    # Fernet keys (comma list, the first encrypts) of the credentials in the `tenants`
-    # table; unset means this deployment serves only the tenant of these settings.
-    orderbot_master_key: SecretStr | None = None
-    # Fallback re-read of the `tenants` table, besides its NOTIFY.
-    tenants_reload_interval: Duration = timedelta(seconds=30)
+    chat2desk_api_url: str = Field(
+        default="https://api.chat2desk.com",
+        description="Chat2Desk's API, where replies are sent",
+        json_schema_extra={"group": "Chat2Desk"},
+    )
+    chat2desk_api_token: SecretStr | None = Field(
+        default=None,
+        description="token of Chat2Desk's send API; the workers need it or the Twilio "
+        "settings (or tenants from the table)",
+        json_schema_extra={"dev": "change-me"},
+    )
+    chat2desk_webhook_token: SecretStr | None = Field(
+        default=None,
+        description="secret path segment of the webhook URL, POST "
+        "`/webhook/chat2desk/<token>`; the server needs it or the Twilio settings; the "
+        "example value is refused unless ORDERBOT_DEV",
+        json_schema_extra={"dev": "dev-webhook-token"},
+    )
+    chat2desk_webhook_signature: Literal["off", "check", "require"] = Field(
+        default="off",
+        description="Chat2Desk's `X-Signature` (HMAC-SHA256 of the body and `X-Timestamp`, "
+        "keyed with the MD5 of the API token): `off`, `check` (when present) or `require`; "
+        "a tenant may override it",
+    )
+    chat2desk_rate_limit: int = Field(
+        default=300,
+        ge=1,
+        description="Chat2Desk send calls a minute per tenant, shared by every process "
+        "(a token bucket in Redis)",
+    )
 
-    messages_delivery_limit: int = Field(default=20, ge=1)
-    messages_max_length: int = Field(default=100_000, ge=1)
-    publish_timeout: Duration = timedelta(seconds=5)
+    twilio_api_url: str = Field(
+        default="https://api.twilio.com",
+        description="Twilio's API, where WhatsApp replies are sent",
+        json_schema_extra={"group": "Twilio WhatsApp (optional)"},
+    )
+    twilio_account_sid: str | None = Field(
+        default=None,
+        description="Twilio account SID; with the auth token and the sender it turns the "
+        "channel on",
+        examples=["ACxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"],
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        default=None,
+        description="Twilio auth token: signs Twilio's webhooks and authorises the sends",
+    )
+    twilio_whatsapp_from: str | None = Field(
+        default=None,
+        description="the WhatsApp sender of the replies",
+        examples=["whatsapp:+14155238886"],
+    )
+    twilio_rate_limit: int = Field(
+        default=600,
+        ge=1,
+        description="Twilio send calls a minute per tenant, shared by every process",
+    )
+    public_base_url: str | None = Field(
+        default=None,
+        description="the public URL Twilio signs (never taken from the request's Host): "
+        "without it the server refuses to start with Twilio set, and answers a table "
+        "tenant's Twilio webhooks 503",
+        examples=["https://bot.example.com"],
+    )
 
-    send_attempts: int = Field(default=3, ge=1)
-    send_backoff: Duration = timedelta(seconds=1)
-    send_timeout: Duration = timedelta(seconds=10)
-    chat2desk_rate_limit: int = Field(default=300, ge=1)
-    send_rate_max_wait: Duration = timedelta(seconds=2)
-    # A customer's messages a minute that the worker processes; the rest is parked in the
-    # DLQ (reason rate_limited) with one "please wait" answer per minute. Never refused.
-    webhook_rate_limit_customer: int = Field(default=20, ge=1)
+    worker_concurrency: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="consumer prefetch of the worker and the outbox worker: messages in "
+        "flight per process (and the size of the worker's database pool)",
+        json_schema_extra={"group": "Broker, Redis and tenancy"},
+    )
+    queue_prefix: str = Field(
+        default="",
+        description="prefix of every queue and exchange name, so that test runs and "
+        "deployments can share one broker",
+        json_schema_extra={"dev": True},
+    )
+    redis_key_prefix: str = Field(
+        default="orderbot:",
+        description="prefix of every Redis key",
+        json_schema_extra={"dev": True},
+    )
+    tenant: str = Field(
+        default="default",
+        description="the tenant these settings describe (single-tenant deployments keep `default`)",
+    )
+    orderbot_master_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet keys of the `tenants` table's credentials, comma-separated, the "
+        "first encrypts (`orderbot tenants new-key` makes one); unset: the table is not "
+        "read and only these settings' tenant is served",
+    )
+    tenants_reload_interval: Duration = Field(
+        default=timedelta(seconds=30),
+        description="re-read of the `tenants` table, besides its change notifications",
+    )
 
-    # The edge spool: where webhooks wait, durable, while the broker cannot confirm them.
-    spool_dir: Path = Path("var/spool")
-    spool_max_bytes: int = Field(default=1024**3, ge=1024)
-    # Chat2Desk's X-Signature (HMAC-SHA256 of body + X-Timestamp, keyed with the MD5 of
-    # the API token): off, check (when present), require. A tenant row may override it.
-    chat2desk_webhook_signature: Literal["off", "check", "require"] = "off"
+    messages_delivery_limit: int = Field(
+        default=20,
+        ge=1,
+        description="deliveries of one message before `messages` dead-letters it to `dlq`",
+        json_schema_extra={"group": "Inbound: the queue and the edge spool"},
+    )
+    messages_max_length: int = Field(
+        default=100_000,
+        ge=1,
+        description="most messages `messages` holds; past it webhooks are spooled at the "
+        "edge (changing it on a live broker needs the queue re-created)",
+    )
+    publish_timeout: Duration = Field(
+        default=timedelta(seconds=5),
+        description="wait for the broker's publisher confirm before the server spools",
+    )
+    spool_dir: Path = Field(
+        default=Path("var/spool"),
+        description="the edge spool, where webhooks the broker cannot confirm wait on disk "
+        "(one SQLite file per server process); relative to the working directory",
+    )
+    spool_max_bytes: int = Field(
+        default=1024**3,
+        ge=1024,
+        description="bound of the spool; past it a webhook gets 503, the only refusal of a "
+        "valid message",
+    )
+    webhook_rate_limit_customer: int = Field(
+        default=20,
+        ge=1,
+        description="a customer's messages processed a minute; the rest wait in the "
+        "`held` queue and the customer is asked once a minute to slow down (never refused)",
+    )
 
-    outbox_max_attempts: int = Field(default=50, ge=1)
-    outbox_max_age: Duration = timedelta(days=7)
-    outbox_delays: Durations = tuple(timedelta(seconds=s) for s in (5, 10, 20, 40, 80, 160, 300))
+    send_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="tries of a reply in the worker before it goes to the outbox",
+        json_schema_extra={"group": "Sending replies"},
+    )
+    send_backoff: Duration = Field(
+        default=timedelta(seconds=1),
+        description="wait after the first failed try, doubled after each next one (3 "
+        "attempts: 1s, then 2s); a provider's Retry-After replaces it",
+    )
+    send_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        description="timeout of one call to a provider's send API",
+    )
+    send_rate_max_wait: Duration = Field(
+        default=timedelta(seconds=2),
+        description="longest wait for a rate-limit token before the try fails as transient",
+    )
 
-    shutdown_timeout: Duration = timedelta(seconds=25)
-    lock_timeout: Duration = timedelta(seconds=15)
-    dedupe_ttl: Duration = timedelta(days=7)
-    dialog_ttl: Duration = timedelta(hours=24)
+    outbox_max_attempts: int = Field(
+        default=50,
+        ge=1,
+        description="attempts of a reply after which it goes to `dlq`",
+        json_schema_extra={"group": "Outbox and dead-letter queue"},
+    )
+    outbox_max_age: Duration = Field(
+        default=timedelta(days=7),
+        description="age of a reply after which it goes to `dlq`",
+    )
+    outbox_delays: Durations = Field(
+        default=tuple(timedelta(seconds=s) for s in (5, 10, 20, 40, 80, 160, 300)),
+        description="delay tiers between outbox attempts, one RabbitMQ TTL queue each",
+    )
 
-    phone_country_code: str = Field(default="996", pattern=r"^\d{1,4}$")
-    phone_national_digits: int = Field(default=9, ge=4, le=14)
+    shutdown_timeout: Duration = Field(
+        default=timedelta(seconds=25),
+        description="on SIGTERM: stop taking work and finish what is in flight within "
+        "this; keep it below the supervisor's kill timeout",
+        json_schema_extra={"group": "Processes and Redis state"},
+    )
+    lock_timeout: Duration = Field(
+        default=timedelta(seconds=15),
+        description="lease of a per-customer lock, renewed while its step runs; it expires "
+        "this long after its worker died",
+    )
+    dedupe_ttl: Duration = Field(
+        default=timedelta(days=7),
+        description="how long a processed provider message id is remembered, so that a "
+        "redelivery changes nothing",
+    )
+    dialog_ttl: Duration = Field(
+        default=timedelta(hours=24),
+        description="a customer's dialog state expires this long after its last step",
+    )
 
-    # A development machine (`make run`): the example secrets of .env.example are allowed.
-    orderbot_dev: bool = False
+    phone_country_code: str = Field(
+        default="996",
+        pattern=r"^\d{1,4}$",
+        description="the dialog's phone rule: `+`, this code, then PHONE_NATIONAL_DIGITS digits",
+        json_schema_extra={"group": "Order dialog"},
+    )
+    phone_national_digits: int = Field(
+        default=9, ge=4, le=14, description="digits after the country code"
+    )
 
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console"] = "json"
+    operator_api_key: SecretStr | None = Field(
+        default=None,
+        description="bearer key of the operator API under `/api/` (16 characters or more); "
+        "unset or empty: the API is off (404); the example value is refused unless "
+        "ORDERBOT_DEV",
+        json_schema_extra={
+            "group": "Order lifecycle and operator API",
+            "dev": "dev-operator-api-key",
+        },
+    )
+    support_contact: str | None = Field(
+        default=None,
+        max_length=200,
+        description="told to a customer who rates an order 1 to 3 (a phone number, wa.me "
+        "link or e-mail); unset leaves that sentence out of the apology",
+        examples=["+996555000000"],
+    )
+    promo_code: str | None = Field(
+        default=None,
+        max_length=64,
+        description="sent with the thanks for a rating of 4 or 5; unset: the thanks alone",
+        examples=["THANKS10"],
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info",
+        description="`debug`, `info`, `warning` or `error`",
+        json_schema_extra={"group": "Logging", "dev": True},
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="json",
+        description="`json` for log collectors, `console` for a terminal",
+        json_schema_extra={"dev": "console"},
+    )
+
+    orderbot_dev: bool = Field(
+        default=False,
+        description="a development machine (`make run` sets it): the example secrets of "
+        ".env.example are allowed; never in production",
+        examples=[1],
+        json_schema_extra={"group": "Development"},
+    )
 
     @field_validator("log_level", "log_format", "chat2desk_webhook_signature", mode="before")
     @classmethod
@@ -201,14 +451,6 @@ class Settings(BaseSettings):
         if not any(all(getattr(self, name) for name in group) for group in groups):
             options = " or ".join(" + ".join(n.upper() for n in group) for group in groups)
             raise ConfigError(f"missing required setting: {options}")
-
-    # --- The order lifecycle and the operator API ---------------------------------------------
-    # Bearer key of /api/; unset or empty disables the operator API (its routes answer 404).
-    operator_api_key: SecretStr | None = None
-    # Shown in the apology after a rating of 1 to 3, e.g. a phone number or a wa.me link.
-    support_contact: str | None = Field(default=None, max_length=200)
-    # Sent with the thanks after a rating of 4 or 5.
-    promo_code: str | None = Field(default=None, max_length=64)
 
     @field_validator("operator_api_key")
     @classmethod
