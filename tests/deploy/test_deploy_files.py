@@ -558,6 +558,14 @@ def test_env_example_leaves_metrics_port_unset() -> None:
     assert "METRICS_PORT" not in env_example_assignments()
 
 
+@pytest.mark.parametrize("unit_name", SYSTEMD_SERVICES)
+def test_env_example_sets_nothing_a_systemd_unit_sets_itself(unit_name: str) -> None:
+    # Copied to the units' EnvironmentFile, it would override their Environment= lines:
+    # every worker instance would take the same WORKER_METRICS_PORT.
+    own = set(unit_environment(read_unit(SYSTEMD_DIR / unit_name)))
+    assert own & set(env_example_assignments()) == set()
+
+
 def test_env_example_is_readable_as_a_systemd_environment_file() -> None:
     # systemd keeps a trailing "# comment" and surrounding spaces in the value.
     for line in env_example_lines():
