@@ -142,7 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _settings_docs(*, markdown: bool, into: Path | None) -> int:
     from orderbot.cli import settings_docs
 
-    text = settings_docs.markdown_table() if markdown else settings_docs.env_example()
+    try:
+        text = settings_docs.markdown_table() if markdown else settings_docs.env_example()
+    except ValueError as exc:  # a field the documents cannot show
+        print(f"orderbot settings: {exc}", file=sys.stderr)
+        return 1
     if into is None:
         sys.stdout.write(text)
         return 0

@@ -53,15 +53,18 @@ Role = Literal["server", "worker", "outbox_worker", "cli"]
 
 
 class Settings(BaseSettings):
+    """Each field's description is its documentation: README's table and .env.example are
+    rendered from them, so a new setting is a field with a description, then
+    `make settings-docs`.
+
+    json_schema_extra: "group" starts a topic that the fields after it share; "dev" makes
+    .env.example set the variable, to its default (True) or to the development value
+    given. `examples` give the value a commented-out line shows instead of the default.
+    """
+
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
-
-    # Each field's description is its documentation: `orderbot settings` renders README's
-    # table and .env.example from them (`make settings-docs`). json_schema_extra: "group"
-    # starts a topic that the fields after it share; "dev" makes .env.example set it, to
-    # its default (True) or to the given development value; `examples` give the value a
-    # commented-out line shows instead of the default.
 
     amqp_url: str = Field(
         default="amqp://guest:guest@localhost:5672/",
@@ -324,8 +327,8 @@ class Settings(BaseSettings):
     )
     lock_timeout: Duration = Field(
         default=timedelta(seconds=15),
-        description="lease of a per-customer lock, renewed while its step runs; it expires "
-        "this long after its worker died",
+        description="lease of a per-customer lock, renewed while its step runs: the lock of "
+        "a worker that died is free again within this",
     )
     dedupe_ttl: Duration = Field(
         default=timedelta(days=7),
