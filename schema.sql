@@ -94,6 +94,8 @@ CREATE TABLE IF NOT EXISTS tenants (
     -- Chat2Desk's X-Signature for this business: off, check, require (NULL: the setting).
     chat2desk_webhook_signature    TEXT
                                    CHECK (chat2desk_webhook_signature IN ('off', 'check', 'require')),
+    -- The region whose national phone forms the dialog reads (NULL: PHONE_REGION).
+    phone_region                   TEXT        CHECK (phone_region ~ '^[A-Z]{2}$'),
     created_at                     TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at                     TIMESTAMPTZ NOT NULL DEFAULT now()
 );
@@ -104,6 +106,8 @@ CREATE TABLE IF NOT EXISTS tenants (
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS operator_api_key_sha256 TEXT UNIQUE;
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS chat2desk_webhook_signature TEXT
     CHECK (chat2desk_webhook_signature IN ('off', 'check', 'require'));
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS phone_region TEXT
+    CHECK (phone_region ~ '^[A-Z]{2}$');
 -- A tenant's own inbound limit is gone: the queue is the buffer, nothing is refused.
 ALTER TABLE tenants DROP COLUMN IF EXISTS webhook_rate_limit_tenant;
 

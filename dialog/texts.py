@@ -14,7 +14,9 @@ class Msg(StrEnum):
     ADDRESS_TOO_SHORT = "address_too_short"
     ADDRESS_TOO_LONG = "address_too_long"
     ASK_PHONE = "ask_phone"
+    OFFER_OWN_PHONE = "offer_own_phone"
     PHONE_INVALID = "phone_invalid"
+    PHONE_REGION_NOT_ALLOWED = "phone_region_not_allowed"
     ASK_QUANTITY = "ask_quantity"
     QUANTITY_NOT_A_NUMBER = "quantity_not_a_number"
     QUANTITY_OUT_OF_RANGE = "quantity_out_of_range"
@@ -46,13 +48,28 @@ TEXTS: dict[Msg, dict[Lang, str]] = {
         "Отправьте адрес доставки короче.",
     },
     Msg.ASK_PHONE: {
-        Lang.EN: "Thank you! Now send your phone number in the format {phone_format}.",
-        Lang.RU: "Спасибо! Теперь отправьте номер телефона в формате {phone_format}.",
+        Lang.EN: "Thank you! Now send your phone number, for example {national} "
+        "or {international}.",
+        Lang.RU: "Спасибо! Теперь отправьте номер телефона, например {national} "
+        "или {international}.",
+    },
+    Msg.OFFER_OWN_PHONE: {
+        Lang.EN: 'Thank you! Use {own_phone} as your phone number? Answer "yes", '
+        "or send another number.",
+        Lang.RU: "Спасибо! Использовать номер {own_phone}? Ответьте «да» "
+        "или отправьте другой номер.",
     },
     Msg.PHONE_INVALID: {
         Lang.EN: "This does not look like a valid phone number. "
-        "Please send it in the format {phone_format}.",
-        Lang.RU: "Это не похоже на номер телефона. Отправьте его в формате {phone_format}.",
+        "Please send it like {national} or {international}.",
+        Lang.RU: "Это не похоже на номер телефона. "
+        "Отправьте его, например, так: {national} или {international}.",
+    },
+    Msg.PHONE_REGION_NOT_ALLOWED: {
+        Lang.EN: "We can only take a phone number starting with {codes}. "
+        "Please send another number.",
+        Lang.RU: "Мы принимаем только номера, которые начинаются с {codes}. "
+        "Отправьте другой номер.",
     },
     Msg.ASK_QUANTITY: {
         Lang.EN: "How many would you like? Send a number from {min} to {max}.",

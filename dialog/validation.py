@@ -10,6 +10,8 @@ import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
+import phonenumbers
+
 from dialog.rules import DialogRules, PhoneRule
 from dialog.state import Lang
 
@@ -18,6 +20,7 @@ class Reason(StrEnum):
     ADDRESS_TOO_SHORT = "address_too_short"
     ADDRESS_TOO_LONG = "address_too_long"
     PHONE_INVALID = "phone_invalid"
+    PHONE_REGION_NOT_ALLOWED = "phone_region_not_allowed"
     QUANTITY_NOT_A_NUMBER = "quantity_not_a_number"
     QUANTITY_OUT_OF_RANGE = "quantity_out_of_range"
 
@@ -37,6 +40,9 @@ CANCEL_WORDS = frozenset({"cancel", "/cancel", "stop", "отмена", "стоп
 # be encoded to the UTF-8 JSON the state is stored as, so neither may reach a stored address.
 _UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _PHONE_SEPARATORS = re.compile(r"[\s\-.()\u2010-\u2015\u2212]")
+# What is left of a number once the separators are gone: libphonenumber itself would also
+# read letters (vanity numbers, "ext"), which nobody means when typing their own number.
+_PHONE_TEXT = re.compile(r"\+?[0-9]{4,17}")
 _INTEGER = re.compile(r"([+-]?)([0-9]+)")
 _CYRILLIC = re.compile("[\u0400-\u052f]")
 _TRAILING = string.punctuation + string.whitespace + "…«»“”"
@@ -78,16 +84,31 @@ def _invisible(char: str) -> bool:
 
 
 def parse_phone(text: str, rule: PhoneRule) -> str | Invalid:
-    """Accept what people paste from contacts (spaces, dashes, brackets); store one form."""
-    digits = _PHONE_SEPARATORS.sub("", text).removeprefix("+")
-    if (
-        digits.isascii()
-        and digits.isdigit()
-        and digits.startswith(rule.country_code)
-        and len(digits) == len(rule.country_code) + rule.national_digits
-    ):
-        return "+" + digits
-    return Invalid(Reason.PHONE_INVALID)
+    """Any form people type (``0555 123 456``, ``555123456``, ``+996 (555) 12-34-56``,
+    ``00996…``), read with libphonenumber's rules for the business's region; stored in
+    E.164 (``+996555123456``). A valid number of a country the business does not take is
+    refused with its own reason, so the customer is told why."""
+    compact = _PHONE_SEPARATORS.sub("", unicodedata.normalize("NFKC", text))
+    if not _PHONE_TEXT.fullmatch(compact):
+        return Invalid(Reason.PHONE_INVALID)
+    try:
+        number = phonenumbers.parse(compact, rule.region)
+    except phonenumbers.NumberParseException:
+        return Invalid(Reason.PHONE_INVALID)
+    if not phonenumbers.is_valid_number(number):
+        return Invalid(Reason.PHONE_INVALID)
+    if phonenumbers.region_code_for_number(number) not in rule.allowed:
+        return Invalid(Reason.PHONE_REGION_NOT_ALLOWED)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def display_phone(e164: str) -> str:
+    """A stored number as people read it: ``+996 555 123 456``."""
+    try:
+        number = phonenumbers.parse(e164)
+    except phonenumbers.NumberParseException:
+        return e164
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 def parse_quantity(text: str, rules: DialogRules) -> int | Invalid:
@@ -123,15 +144,28 @@ def is_cancel(text: str) -> bool:
     return _word(text) in CANCEL_WORDS
 
 
-def phone_format(rule: PhoneRule) -> str:
-    """The format shown to customers, e.g. ``+996 XXX XXX XXX``, derived from the rule."""
-    groups = [3] * (rule.national_digits // 3)
-    remainder = rule.national_digits % 3
-    if remainder == 1 and groups:
-        groups[-1] += 1
-    elif remainder:
-        groups.append(remainder)
-    return " ".join(["+" + rule.country_code, *("X" * size for size in groups)])
+def phone_examples(rule: PhoneRule) -> dict[str, str]:
+    """A mobile number of the region written both ways (``0700 123 456``, ``+996 700 123
+    456``): libphonenumber's own example, so it is a number the rule accepts."""
+    example = phonenumbers.example_number_for_type(rule.region, phonenumbers.PhoneNumberType.MOBILE)
+    if example is None:
+        example = phonenumbers.example_number(rule.region)
+    if example is None:  # no supported region lacks one today; the code alone then
+        code = f"+{phonenumbers.country_code_for_region(rule.region)}"
+        return {"national": code, "international": code}
+    return {
+        "national": phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL),
+        "international": phonenumbers.format_number(
+            example, phonenumbers.PhoneNumberFormat.INTERNATIONAL
+        ),
+    }
+
+
+def allowed_codes(rule: PhoneRule) -> str:
+    """The country calling codes a business takes, as a customer dials them: ``+996, +7``."""
+    home = phonenumbers.country_code_for_region(rule.region)
+    others = {phonenumbers.country_code_for_region(code) for code in rule.allowed} - {home}
+    return ", ".join(f"+{code}" for code in (home, *sorted(others)))
 
 
 def _word(text: str) -> str:

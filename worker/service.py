@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import structlog
 
@@ -20,7 +21,7 @@ from orderbot.orders.store import OrderStore
 from orderbot.runtime.ops import dependency_probes, serve_ops
 from orderbot.runtime.resources import open_postgres, open_redis
 from orderbot.runtime.roles import WORKER
-from orderbot.tenancy.directory import open_tenant_directory
+from orderbot.tenancy.directory import TenantDirectory, open_tenant_directory
 from worker.rating import rating_desk
 from worker.replies import ReplyDispatcher
 from worker.step import MessageProcessor, customer_budget
@@ -28,13 +29,28 @@ from worker.step import MessageProcessor, customer_budget
 log = structlog.get_logger(__name__)
 
 
-def dialog_rules(settings: Settings) -> DialogRules:
+def dialog_rules(settings: Settings, region: str | None = None) -> DialogRules:
+    """The settings' rules; ``region`` is a tenant's own phone region."""
     return DialogRules(
         phone=PhoneRule(
-            country_code=settings.phone_country_code,
-            national_digits=settings.phone_national_digits,
+            region=region or settings.phone_region,
+            allowed=frozenset(settings.phone_regions_allowed),
         )
     )
+
+
+def tenant_rules(settings: Settings, tenants: TenantDirectory) -> Callable[[str], DialogRules]:
+    """A tenant's rules: its own phone region, else the setting's. Built once a region."""
+    built: dict[str | None, DialogRules] = {None: dialog_rules(settings)}
+
+    def rules(slug: str) -> DialogRules:
+        tenant = tenants.get(slug)
+        region = tenant.phone_region if tenant is not None else None
+        if region not in built:
+            built[region] = dialog_rules(settings, region)
+        return built[region]
+
+    return rules
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -73,7 +89,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                     attempts=settings.send_attempts,
                     backoff=settings.send_backoff,
                 ),
-                rules=dialog_rules(settings),
+                rules=tenant_rules(settings, tenants),
                 ratings=rating_desk(settings, redis, pool),
                 budget=customer_budget(settings, tenants),
             ),

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orderbot.config.secret_box import SecretBox
 from orderbot.tenancy.directory import (
@@ -49,6 +50,18 @@ class TenantChanges(BaseModel):
     # The same rule as OPERATOR_API_KEY: a short key can be guessed.
     operator_api_key: str | None = Field(default=None, min_length=16, max_length=512)
     chat2desk_webhook_signature: Literal["off", "check", "require"] | None = None
+    phone_region: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
+
+    @field_validator("phone_region", mode="after")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        """Checked here, not first by a worker: a region libphonenumber does not know
+        would make every dialog of the tenant fail at the phone step."""
+        if value is None:
+            return None
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown phone region {value!r} (an ISO 3166 code such as KG)")
+        return value.upper()
 
     def columns(self, box: SecretBox | None) -> dict[str, Any]:
         """Column values, secrets encrypted (a box is needed only when one is given)."""
@@ -58,6 +71,7 @@ class TenantChanges(BaseModel):
             "twilio_account_sid",
             "twilio_whatsapp_from",
             "chat2desk_webhook_signature",
+            "phone_region",
         )
         limits = ("webhook_rate_limit_customer", "send_rate_limit")
         values: dict[str, Any] = {
@@ -156,6 +170,7 @@ async def listing(conn: asyncpg.Connection) -> list[dict[str, Any]]:
             "webhook_rate_limit_customer": row["webhook_rate_limit_customer"],
             "send_rate_limit": row["send_rate_limit"],
             "chat2desk_webhook_signature": row["chat2desk_webhook_signature"],
+            "phone_region": row["phone_region"],
             "operator_api": row["operator_api_key_sha256"] is not None,
             "updated_at": row["updated_at"].isoformat(),
         }

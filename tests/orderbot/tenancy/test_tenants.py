@@ -25,8 +25,10 @@ import pytest
 import structlog
 from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
+from pydantic import ValidationError
 from twilio.request_validator import RequestValidator
 
+from dialog import PhoneRule
 from orderbot.amqp.topology import Topology
 from orderbot.config.secret_box import SecretBox, UnreadableSecret, new_key
 from orderbot.config.settings import ConfigError, Settings, load_settings
@@ -51,6 +53,7 @@ from tests.support.processes import free_port, orderbot_cli, wait_http_ok
 from tests.support.queue_sweep import new_namespace
 from tests.support.run_cleanup import DATABASE_PREFIX
 from tests.support.services import Services
+from worker.service import tenant_rules
 from worker.step import customer_budget
 
 Client = TestClient[Any, Any]
@@ -466,6 +469,24 @@ async def test_a_tenant_s_own_customer_budget_applies_to_it_alone(
 
     assert budget(strict.slug) == 2
     assert budget(relaxed.slug) == settings.webhook_rate_limit_customer
+
+
+async def test_a_tenant_s_own_phone_region_applies_to_it_alone(
+    client: Client, add: Callable[..., Awaitable[Business]], settings: Settings
+) -> None:
+    kazakh, local = await add("kz", phone_region="kz"), await add("local")
+    await tenants_loaded(client, kazakh, local)
+    assert client.app is not None
+
+    rules = tenant_rules(settings, client.app[TENANTS])
+
+    assert rules(kazakh.slug).phone == PhoneRule("KZ")
+    assert rules(local.slug).phone == PhoneRule(settings.phone_region)
+
+
+def test_an_unknown_phone_region_is_refused_before_it_reaches_the_table() -> None:
+    with pytest.raises(ValidationError, match="unknown phone region"):
+        tenant_store.TenantChanges(phone_region="ZZ")
 
 
 # --- Twilio ------------------------------------------------------------------------------
