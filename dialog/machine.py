@@ -16,6 +16,8 @@ from dialog.validation import (
     detect_lang,
     display_phone,
     is_cancel,
+    is_help,
+    is_restart,
     parse_address,
     parse_confirmation,
     parse_phone,
@@ -62,6 +64,10 @@ def advance(
         return _greet(detect_lang(text), turns)
     if is_cancel(text):
         return _say(DialogState(lang=state.lang, turns=turns), Msg.CANCELLED)
+    if is_restart(text):
+        return _start_over(state.lang, turns)
+    if is_help(text):
+        return _help(state, rules, turns)
     match state.step:
         case Step.WAITING_ADDRESS:
             return _on_address(state, text, rules, turns, _offerable(own_phone, rules))
@@ -76,6 +82,25 @@ def advance(
 
 def _greet(lang: Lang, turns: int) -> StepResult:
     return _say(DialogState(step=Step.WAITING_ADDRESS, lang=lang, turns=turns), Msg.GREETING)
+
+
+def _help(state: DialogState, rules: DialogRules, turns: int) -> StepResult:
+    """Where the customer is and what is expected; the state stays where it was."""
+    params = {
+        **phone_examples(rules.phone),
+        "min": rules.quantity_min,
+        "max": rules.quantity_max,
+    }
+    match state.step:
+        case Step.WAITING_PHONE:
+            msg = Msg.HELP_PHONE
+        case Step.WAITING_QUANTITY:
+            msg = Msg.HELP_QUANTITY
+        case Step.WAITING_CONFIRMATION:
+            msg = Msg.HELP_CONFIRMATION
+        case _:
+            msg = Msg.HELP_ADDRESS
+    return _say(_stay(state, turns), msg, **params)
 
 
 def _start_over(lang: Lang, turns: int) -> StepResult:

@@ -25,15 +25,21 @@ class Msg(StrEnum):
     ORDER_ACCEPTED = "order_accepted"
     STARTING_OVER = "starting_over"
     CANCELLED = "cancelled"
+    HELP_ADDRESS = "help_address"
+    HELP_PHONE = "help_phone"
+    HELP_QUANTITY = "help_quantity"
+    HELP_CONFIRMATION = "help_confirmation"
     SLOW_DOWN = "slow_down"
 
 
 TEXTS: dict[Msg, dict[Lang, str]] = {
     Msg.GREETING: {
         Lang.EN: "Hello! Let's place your order. Please send the delivery address "
-        '(street, house, apartment). Write "cancel" at any time to stop.',
+        '(street, house, apartment). At any time write "help" if in doubt, '
+        '"restart" to start over or "cancel" to stop.',
         Lang.RU: "Здравствуйте! Давайте оформим заказ. Отправьте адрес доставки "
-        "(улица, дом, квартира). Чтобы прервать оформление, напишите «отмена».",
+        "(улица, дом, квартира). В любой момент напишите «помощь», если что-то непонятно, "
+        "«заново», чтобы начать сначала, или «отмена», чтобы прервать.",
     },
     Msg.ADDRESS_TOO_SHORT: {
         Lang.EN: "This address is too short: it must be {min} to {max} characters long. "
@@ -105,6 +111,32 @@ TEXTS: dict[Msg, dict[Lang, str]] = {
     Msg.CANCELLED: {
         Lang.EN: "Your order is cancelled. Write anything to start a new order.",
         Lang.RU: "Заказ отменён. Напишите что-нибудь, чтобы оформить новый заказ.",
+    },
+    Msg.HELP_ADDRESS: {
+        Lang.EN: "We are placing your order, and I am waiting for the delivery address "
+        '(street, house, apartment). Write "restart" to start over or "cancel" to stop.',
+        Lang.RU: "Мы оформляем заказ, и я жду адрес доставки (улица, дом, квартира). "
+        "Напишите «заново», чтобы начать сначала, или «отмена», чтобы прервать.",
+    },
+    Msg.HELP_PHONE: {
+        Lang.EN: "We are placing your order, and I am waiting for your phone number, "
+        'for example {national} or {international}. Write "restart" to start over '
+        'or "cancel" to stop.',
+        Lang.RU: "Мы оформляем заказ, и я жду номер телефона, например {national} "
+        "или {international}. Напишите «заново», чтобы начать сначала, "
+        "или «отмена», чтобы прервать.",
+    },
+    Msg.HELP_QUANTITY: {
+        Lang.EN: "We are placing your order, and I am waiting for the quantity: a number "
+        'from {min} to {max}, e.g. 3. Write "restart" to start over or "cancel" to stop.',
+        Lang.RU: "Мы оформляем заказ, и я жду количество: число от {min} до {max}, "
+        "например 3. Напишите «заново», чтобы начать сначала, или «отмена», чтобы прервать.",
+    },
+    Msg.HELP_CONFIRMATION: {
+        Lang.EN: 'Your order is ready: answer "yes" to place it or "no" to start over '
+        '(or "cancel" to stop).',
+        Lang.RU: "Заказ готов: ответьте «да», чтобы оформить его, или «нет», чтобы начать "
+        "заново (или «отмена», чтобы прервать).",
     },
     Msg.SLOW_DOWN: {
         Lang.EN: "You are writing faster than I can follow. Please wait a minute before "

@@ -30,11 +30,22 @@ class Invalid:
     reason: Reason
 
 
+# One-word answers in English, Russian and Kyrgyz, and the signs people answer with. A
+# phrase is taken when it is listed or when every word of it is (``да да``, ``ok 👍``).
 YES_WORDS = frozenset(
-    {"yes", "y", "ok", "okay", "sure", "confirm", "да", "ага", "конечно", "подтверждаю", "ок"}
+    {"yes", "y", "ok", "okay", "sure", "confirm", "yeah", "yep", "yup", "correct", "right"}
+    | {"да", "ага", "конечно", "подтверждаю", "ок", "верно", "правильно", "всё верно"}
+    | {"все верно", "ооба", "+", "👍", "👌", "✅", "✔"}
 )
-NO_WORDS = frozenset({"no", "n", "нет"})
-CANCEL_WORDS = frozenset({"cancel", "/cancel", "stop", "отмена", "стоп"})
+NO_WORDS = frozenset(
+    {"no", "n", "nope", "nah", "нет", "неа", "не", "не верно", "неверно", "жок", "-", "👎", "❌"}
+)
+CANCEL_WORDS = frozenset({"cancel", "/cancel", "stop", "отмена", "стоп", "отменить"})
+RESTART_WORDS = frozenset(
+    {"restart", "/restart", "start over", "/start", "заново", "начать заново", "сначала"}
+    | {"начать сначала", "башынан"}
+)
+HELP_WORDS = frozenset({"help", "/help", "помощь", "помогите", "справка", "жардам"})
 
 # Control characters and lone surrogates: PostgreSQL rejects NUL in text and a surrogate cannot
 # be encoded to the UTF-8 JSON the state is stored as, so neither may reach a stored address.
@@ -45,7 +56,52 @@ _PHONE_SEPARATORS = re.compile(r"[\s\-.()\u2010-\u2015\u2212]")
 _PHONE_TEXT = re.compile(r"\+?[0-9]{4,17}")
 _INTEGER = re.compile(r"([+-]?)([0-9]+)")
 _CYRILLIC = re.compile("[\u0400-\u052f]")
-_TRAILING = string.punctuation + string.whitespace + "…«»“”"
+# A word (letters, digits, a leading slash of a command) or any one other character.
+_TOKEN = re.compile(r"/?\w+|[^\w\s]")
+_DASHES = re.compile("[\u2010-\u2015\u2212]")
+_SIGNS = frozenset(word for word in YES_WORDS | NO_WORDS if len(word) == 1 and not word.isalnum())
+_TRAILING = string.punctuation + "…«»“”"
+# A digit next to a letter ("3шт") and a hyphen between letters ("twenty-one") part words.
+_WORD_BREAK = re.compile(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)|(?<=[^\W\d_])-(?=[^\W\d_])")
+_UNITS = frozenset(
+    {"шт", "штук", "штука", "штуки", "штучки", "pcs", "pc", "pieces", "piece", "x", "×"}
+    | {"даана", "порции", "порций", "порция", "servings", "portions"}
+)
+_UNIT_NUMBERS = {
+    **dict.fromkeys(("one", "один", "одна", "одну", "одно", "бир"), 1),
+    **dict.fromkeys(("two", "два", "две", "эки"), 2),
+    **dict.fromkeys(("three", "три", "үч"), 3),
+    **dict.fromkeys(("four", "четыре", "төрт"), 4),
+    **dict.fromkeys(("five", "пять", "беш"), 5),
+    **dict.fromkeys(("six", "шесть", "алты"), 6),
+    **dict.fromkeys(("seven", "семь", "жети"), 7),
+    **dict.fromkeys(("eight", "восемь", "сегиз"), 8),
+    **dict.fromkeys(("nine", "девять", "тогуз"), 9),
+}
+_TEEN_NUMBERS = {
+    **dict.fromkeys(("ten", "десять"), 10),
+    **dict.fromkeys(("eleven", "одиннадцать"), 11),
+    **dict.fromkeys(("twelve", "двенадцать"), 12),
+    **dict.fromkeys(("thirteen", "тринадцать"), 13),
+    **dict.fromkeys(("fourteen", "четырнадцать"), 14),
+    **dict.fromkeys(("fifteen", "пятнадцать"), 15),
+    **dict.fromkeys(("sixteen", "шестнадцать"), 16),
+    **dict.fromkeys(("seventeen", "семнадцать"), 17),
+    **dict.fromkeys(("eighteen", "восемнадцать"), 18),
+    **dict.fromkeys(("nineteen", "девятнадцать"), 19),
+}
+# Kyrgyz counts on from its tens: "он бир" is 11 as "twenty one" is 21.
+_TENS_NUMBERS = {
+    "он": 10,
+    **dict.fromkeys(("twenty", "двадцать", "жыйырма"), 20),
+    **dict.fromkeys(("thirty", "тридцать", "отуз"), 30),
+    **dict.fromkeys(("forty", "сорок", "кырк"), 40),
+    **dict.fromkeys(("fifty", "пятьдесят", "элүү"), 50),
+    **dict.fromkeys(("sixty", "шестьдесят", "алтымыш"), 60),
+    **dict.fromkeys(("seventy", "семьдесят", "жетимиш"), 70),
+    **dict.fromkeys(("eighty", "восемьдесят", "сексен"), 80),
+    **dict.fromkeys(("ninety", "девяносто", "токсон"), 90),
+}
 
 
 def detect_lang(text: str) -> Lang:
@@ -112,13 +168,28 @@ def display_phone(e164: str) -> str:
 
 
 def parse_quantity(text: str, rules: DialogRules) -> int | Invalid:
-    """Whole numbers in ASCII digits; leading zeros and a sign are read as a number.
+    """A whole number as people write one: ``3``, ``3 шт``, ``3 pcs``, ``три``, ``twenty-one``.
 
-    "-1" and "007" are numbers, so "-1" is reported as out of range rather than as not a number.
+    Digits are ASCII; leading zeros and a sign are read as a number, so "-1" is reported as
+    out of range rather than as not a number. A unit after the number, or an ``x`` before
+    it, is dropped; a word number is English, Russian or Kyrgyz, up to 99.
     """
-    match = _INTEGER.fullmatch(text.strip())
-    if match is None:
+    words = [word.rstrip(_TRAILING) for word in _WORD_BREAK.sub(" ", text.casefold()).split()]
+    if len(words) > 1 and words[0] in ("x", "×"):
+        words = words[1:]
+    if len(words) > 1 and words[-1] in _UNITS:
+        words = words[:-1]
+    if len(words) == 1 and (match := _INTEGER.fullmatch(words[0])):
+        return _in_range(match, rules)
+    quantity = _word_number(words)
+    if quantity is None:
         return Invalid(Reason.QUANTITY_NOT_A_NUMBER)
+    if not rules.quantity_min <= quantity <= rules.quantity_max:
+        return Invalid(Reason.QUANTITY_OUT_OF_RANGE)
+    return quantity
+
+
+def _in_range(match: re.Match[str], rules: DialogRules) -> int | Invalid:
     sign, digits = match.groups()
     digits = digits.lstrip("0") or "0"
     # int() refuses very long digit strings; anything longer than the maximum is out of range.
@@ -130,18 +201,39 @@ def parse_quantity(text: str, rules: DialogRules) -> int | Invalid:
     return quantity
 
 
+def _word_number(words: list[str]) -> int | None:
+    """``три``, ``fifteen``, ``twenty one``, ``жыйырма беш``; None for anything else."""
+    match words:
+        case [word] if word in _UNIT_NUMBERS:
+            return _UNIT_NUMBERS[word]
+        case [word] if word in _TEEN_NUMBERS:
+            return _TEEN_NUMBERS[word]
+        case [word] if word in _TENS_NUMBERS:
+            return _TENS_NUMBERS[word]
+        case [tens, unit] if tens in _TENS_NUMBERS and unit in _UNIT_NUMBERS:
+            return _TENS_NUMBERS[tens] + _UNIT_NUMBERS[unit]
+    return None
+
+
 def parse_confirmation(text: str) -> bool | None:
-    """True for a yes word, False for a no word, None when the answer is neither."""
-    word = _word(text)
-    if word in YES_WORDS:
+    """True for a yes, False for a no, None when the answer is neither (or both)."""
+    if _says(text, YES_WORDS):
         return True
-    if word in NO_WORDS:
+    if _says(text, NO_WORDS):
         return False
     return None
 
 
 def is_cancel(text: str) -> bool:
-    return _word(text) in CANCEL_WORDS
+    return _says(text, CANCEL_WORDS)
+
+
+def is_restart(text: str) -> bool:
+    return _says(text, RESTART_WORDS)
+
+
+def is_help(text: str) -> bool:
+    return _says(text, HELP_WORDS)
 
 
 def phone_examples(rule: PhoneRule) -> dict[str, str]:
@@ -168,6 +260,22 @@ def allowed_codes(rule: PhoneRule) -> str:
     return ", ".join(f"+{code}" for code in (home, *sorted(others)))
 
 
-def _word(text: str) -> str:
-    """One-word answers arrive as "Yes!", "ДА.", " ok " and must all read the same."""
-    return text.strip().casefold().rstrip(_TRAILING)
+def _says(text: str, words: frozenset[str]) -> bool:
+    """Whether a short answer is one of ``words``, or made of them only."""
+    tokens = _answer_words(text)
+    return bool(tokens) and (" ".join(tokens) in words or all(t in words for t in tokens))
+
+
+def _answer_words(text: str) -> list[str]:
+    """The words of a short answer as typed in any case, with what decorates them dropped:
+    punctuation ("Да!", "ok."), emoji that are no answer ("да 🙂"), skin tones and
+    variation selectors ("👍🏻"). A sign that is an answer (``+``, ``-``, ``👍``) is a word.
+    """
+    if len(text) > 200:  # an answer is short; a long text is never one
+        return []
+    folded = _DASHES.sub("-", unicodedata.normalize("NFKC", text).casefold())
+    return [
+        token
+        for token in _TOKEN.findall(folded)
+        if len(token) > 1 or token.isalnum() or token in _SIGNS
+    ]
