@@ -29,26 +29,33 @@ from worker.step import MessageProcessor, customer_budget
 log = structlog.get_logger(__name__)
 
 
-def dialog_rules(settings: Settings, region: str | None = None) -> DialogRules:
-    """The settings' rules; ``region`` is a tenant's own phone region."""
+def dialog_rules(
+    settings: Settings, region: str | None = None, allowed: tuple[str, ...] | None = None
+) -> DialogRules:
+    """The settings' rules; ``region`` and ``allowed`` are a tenant's own, if it has them."""
     return DialogRules(
         phone=PhoneRule(
             region=region or settings.phone_region,
-            allowed=frozenset(settings.phone_regions_allowed),
+            allowed=frozenset(settings.phone_regions_allowed if allowed is None else allowed),
         )
     )
 
 
 def tenant_rules(settings: Settings, tenants: TenantDirectory) -> Callable[[str], DialogRules]:
-    """A tenant's rules: its own phone region, else the setting's. Built once a region."""
-    built: dict[str | None, DialogRules] = {None: dialog_rules(settings)}
+    """A tenant's rules: its own phone regions, else the settings'. Built once for each."""
+    default = dialog_rules(settings)  # a bad setting fails here, at start
+    built: dict[tuple[str | None, tuple[str, ...] | None], DialogRules] = {(None, None): default}
 
     def rules(slug: str) -> DialogRules:
         tenant = tenants.get(slug)
-        region = tenant.phone_region if tenant is not None else None
-        if region not in built:
-            built[region] = dialog_rules(settings, region)
-        return built[region]
+        own = (tenant.phone_region, tenant.phone_regions_allowed) if tenant else (None, None)
+        if own not in built:
+            try:
+                built[own] = dialog_rules(settings, *own)
+            except ValueError as exc:  # a row written past the CLI's checks
+                log.error("tenant_phone_rule_invalid", tenant=slug, error=str(exc))
+                built[own] = default
+        return built[own]
 
     return rules
 

@@ -34,6 +34,7 @@ _FIELDS = (
     "send_rate_limit",
     "chat2desk_webhook_signature",
     "phone_region",
+    "phone_regions_allowed",
 )
 
 
