@@ -12,13 +12,17 @@ from dialog.texts import Msg, render
 from dialog.validation import (
     Invalid,
     Reason,
+    allowed_codes,
     detect_lang,
+    display_phone,
     is_cancel,
+    is_help,
+    is_restart,
     parse_address,
     parse_confirmation,
     parse_phone,
     parse_quantity,
-    phone_format,
+    phone_examples,
 )
 
 DEFAULT_RULES = DialogRules()
@@ -27,6 +31,7 @@ _REASON_TEXT = {
     Reason.ADDRESS_TOO_SHORT: Msg.ADDRESS_TOO_SHORT,
     Reason.ADDRESS_TOO_LONG: Msg.ADDRESS_TOO_LONG,
     Reason.PHONE_INVALID: Msg.PHONE_INVALID,
+    Reason.PHONE_REGION_NOT_ALLOWED: Msg.PHONE_REGION_NOT_ALLOWED,
     Reason.QUANTITY_NOT_A_NUMBER: Msg.QUANTITY_NOT_A_NUMBER,
     Reason.QUANTITY_OUT_OF_RANGE: Msg.QUANTITY_OUT_OF_RANGE,
 }
@@ -41,18 +46,33 @@ class StepResult:
     order: OrderDraft | None = None
 
 
-def advance(state: DialogState, text: str, rules: DialogRules = DEFAULT_RULES) -> StepResult:
-    """Apply one customer message. Never raises for any text."""
+def advance(
+    state: DialogState,
+    text: str,
+    rules: DialogRules = DEFAULT_RULES,
+    *,
+    own_phone: str | None = None,
+) -> StepResult:
+    """Apply one customer message. Never raises for any text.
+
+    ``own_phone`` is the number the customer writes from, when the channel tells it (a
+    WhatsApp sender): offered as a one-tap answer to the phone question. It comes with
+    every message of the conversation, so the step stays a function of its inputs.
+    """
     turns = state.turns + 1
     if state.step in (Step.INITIAL, Step.COMPLETED):
         return _greet(detect_lang(text), turns)
     if is_cancel(text):
         return _say(DialogState(lang=state.lang, turns=turns), Msg.CANCELLED)
+    if is_restart(text):
+        return _start_over(state.lang, turns)
+    if is_help(text):
+        return _help(state, rules, turns)
     match state.step:
         case Step.WAITING_ADDRESS:
-            return _on_address(state, text, rules, turns)
+            return _on_address(state, text, rules, turns, _offerable(own_phone, rules))
         case Step.WAITING_PHONE:
-            return _on_phone(state, text, rules, turns)
+            return _on_phone(state, text, rules, turns, _offerable(own_phone, rules))
         case Step.WAITING_QUANTITY:
             return _on_quantity(state, text, rules, turns)
         case Step.WAITING_CONFIRMATION:
@@ -64,24 +84,63 @@ def _greet(lang: Lang, turns: int) -> StepResult:
     return _say(DialogState(step=Step.WAITING_ADDRESS, lang=lang, turns=turns), Msg.GREETING)
 
 
+def _help(state: DialogState, rules: DialogRules, turns: int) -> StepResult:
+    """Where the customer is and what is expected; the state stays where it was."""
+    params = {
+        **phone_examples(rules.phone),
+        "min": rules.quantity_min,
+        "max": rules.quantity_max,
+    }
+    match state.step:
+        case Step.WAITING_PHONE:
+            msg = Msg.HELP_PHONE
+        case Step.WAITING_QUANTITY:
+            msg = Msg.HELP_QUANTITY
+        case Step.WAITING_CONFIRMATION:
+            msg = Msg.HELP_CONFIRMATION
+        case _:
+            msg = Msg.HELP_ADDRESS
+    return _say(_stay(state, turns), msg, **params)
+
+
 def _start_over(lang: Lang, turns: int) -> StepResult:
     return _say(DialogState(step=Step.WAITING_ADDRESS, lang=lang, turns=turns), Msg.STARTING_OVER)
 
 
-def _on_address(state: DialogState, text: str, rules: DialogRules, turns: int) -> StepResult:
+def _offerable(own_phone: str | None, rules: DialogRules) -> str | None:
+    """The customer's own number in E.164, if it is one the business takes."""
+    if own_phone is None:
+        return None
+    phone = parse_phone(own_phone, rules.phone)
+    return None if isinstance(phone, Invalid) else phone
+
+
+def _on_address(
+    state: DialogState, text: str, rules: DialogRules, turns: int, own_phone: str | None
+) -> StepResult:
     address = parse_address(text, rules)
     if isinstance(address, Invalid):
         limits = {"min": rules.address_min, "max": rules.address_max}
         return _say(_stay(state, turns), _REASON_TEXT[address.reason], **limits)
     next_state = DialogState(step=Step.WAITING_PHONE, lang=state.lang, address=address, turns=turns)
-    return _say(next_state, Msg.ASK_PHONE, phone_format=phone_format(rules.phone))
+    if own_phone is not None:
+        return _say(next_state, Msg.OFFER_OWN_PHONE, own_phone=display_phone(own_phone))
+    return _say(next_state, Msg.ASK_PHONE, **phone_examples(rules.phone))
 
 
-def _on_phone(state: DialogState, text: str, rules: DialogRules, turns: int) -> StepResult:
-    phone = parse_phone(text, rules.phone)
-    if isinstance(phone, Invalid):
-        format_ = phone_format(rules.phone)
-        return _say(_stay(state, turns), _REASON_TEXT[phone.reason], phone_format=format_)
+def _on_phone(
+    state: DialogState, text: str, rules: DialogRules, turns: int, own_phone: str | None
+) -> StepResult:
+    """A number, or, when the customer's own number was offered, a yes for it (a no
+    asks for the number plainly)."""
+    answer = parse_confirmation(text) if own_phone is not None else None
+    if answer is False:
+        return _say(_stay(state, turns), Msg.ASK_PHONE, **phone_examples(rules.phone))
+    phone = own_phone if answer else parse_phone(text, rules.phone)
+    if isinstance(phone, Invalid) or phone is None:
+        reason = phone.reason if isinstance(phone, Invalid) else Reason.PHONE_INVALID
+        params = {**phone_examples(rules.phone), "codes": allowed_codes(rules.phone)}
+        return _say(_stay(state, turns), _REASON_TEXT[reason], **params)
     next_state = DialogState(
         step=Step.WAITING_QUANTITY,
         lang=state.lang,

@@ -1,20 +1,30 @@
 """Limits of the dialog, kept apart from the code so deployments can change them."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import phonenumbers
 
 
 @dataclass(frozen=True, slots=True)
 class PhoneRule:
-    """A setting, not a constant: each market has its own country code and number length."""
+    """Which phone numbers a business takes, as libphonenumber regions (``KG``, ``KZ``).
 
-    country_code: str = "996"
-    national_digits: int = 9
+    ``region`` reads the national forms (``0555 123 456``, ``555123456``); ``allowed``
+    adds the other countries whose numbers are taken when written in international
+    form. The home region is always allowed.
+    """
+
+    region: str = "KG"
+    allowed: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
-        if not (self.country_code.isascii() and self.country_code.isdigit()):
-            raise ValueError(f"country_code must be digits, got {self.country_code!r}")
-        if self.national_digits < 1:
-            raise ValueError(f"national_digits must be positive, got {self.national_digits}")
+        region = self.region.upper()
+        allowed = frozenset(code.upper() for code in self.allowed) | {region}
+        unknown = sorted(code for code in allowed if code not in phonenumbers.SUPPORTED_REGIONS)
+        if unknown:
+            raise ValueError(f"unknown phone regions {unknown} (ISO 3166 codes such as KG)")
+        object.__setattr__(self, "region", region)
+        object.__setattr__(self, "allowed", allowed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,9 @@ class Msg(StrEnum):
     ADDRESS_TOO_SHORT = "address_too_short"
     ADDRESS_TOO_LONG = "address_too_long"
     ASK_PHONE = "ask_phone"
+    OFFER_OWN_PHONE = "offer_own_phone"
     PHONE_INVALID = "phone_invalid"
+    PHONE_REGION_NOT_ALLOWED = "phone_region_not_allowed"
     ASK_QUANTITY = "ask_quantity"
     QUANTITY_NOT_A_NUMBER = "quantity_not_a_number"
     QUANTITY_OUT_OF_RANGE = "quantity_out_of_range"
@@ -23,15 +25,21 @@ class Msg(StrEnum):
     ORDER_ACCEPTED = "order_accepted"
     STARTING_OVER = "starting_over"
     CANCELLED = "cancelled"
+    HELP_ADDRESS = "help_address"
+    HELP_PHONE = "help_phone"
+    HELP_QUANTITY = "help_quantity"
+    HELP_CONFIRMATION = "help_confirmation"
     SLOW_DOWN = "slow_down"
 
 
 TEXTS: dict[Msg, dict[Lang, str]] = {
     Msg.GREETING: {
         Lang.EN: "Hello! Let's place your order. Please send the delivery address "
-        '(street, house, apartment). Write "cancel" at any time to stop.',
+        '(street, house, apartment). At any time write "help" if in doubt, '
+        '"restart" to start over or "cancel" to stop.',
         Lang.RU: "Здравствуйте! Давайте оформим заказ. Отправьте адрес доставки "
-        "(улица, дом, квартира). Чтобы прервать оформление, напишите «отмена».",
+        "(улица, дом, квартира). В любой момент напишите «помощь», если что-то непонятно, "
+        "«заново», чтобы начать сначала, или «отмена», чтобы прервать.",
     },
     Msg.ADDRESS_TOO_SHORT: {
         Lang.EN: "This address is too short: it must be {min} to {max} characters long. "
@@ -46,13 +54,28 @@ TEXTS: dict[Msg, dict[Lang, str]] = {
         "Отправьте адрес доставки короче.",
     },
     Msg.ASK_PHONE: {
-        Lang.EN: "Thank you! Now send your phone number in the format {phone_format}.",
-        Lang.RU: "Спасибо! Теперь отправьте номер телефона в формате {phone_format}.",
+        Lang.EN: "Thank you! Now send your phone number, for example {national} "
+        "or {international}.",
+        Lang.RU: "Спасибо! Теперь отправьте номер телефона, например {national} "
+        "или {international}.",
+    },
+    Msg.OFFER_OWN_PHONE: {
+        Lang.EN: 'Thank you! Use {own_phone} as your phone number? Answer "yes", '
+        "or send another number.",
+        Lang.RU: "Спасибо! Использовать номер {own_phone}? Ответьте «да» "
+        "или отправьте другой номер.",
     },
     Msg.PHONE_INVALID: {
         Lang.EN: "This does not look like a valid phone number. "
-        "Please send it in the format {phone_format}.",
-        Lang.RU: "Это не похоже на номер телефона. Отправьте его в формате {phone_format}.",
+        "Please send it like {national} or {international}.",
+        Lang.RU: "Это не похоже на номер телефона. "
+        "Отправьте его, например, так: {national} или {international}.",
+    },
+    Msg.PHONE_REGION_NOT_ALLOWED: {
+        Lang.EN: "We can only take a phone number starting with {codes}. "
+        "Please send another number.",
+        Lang.RU: "Мы принимаем только номера, которые начинаются с {codes}. "
+        "Отправьте другой номер.",
     },
     Msg.ASK_QUANTITY: {
         Lang.EN: "How many would you like? Send a number from {min} to {max}.",
@@ -88,6 +111,32 @@ TEXTS: dict[Msg, dict[Lang, str]] = {
     Msg.CANCELLED: {
         Lang.EN: "Your order is cancelled. Write anything to start a new order.",
         Lang.RU: "Заказ отменён. Напишите что-нибудь, чтобы оформить новый заказ.",
+    },
+    Msg.HELP_ADDRESS: {
+        Lang.EN: "We are placing your order, and I am waiting for the delivery address "
+        '(street, house, apartment). Write "restart" to start over or "cancel" to stop.',
+        Lang.RU: "Мы оформляем заказ, и я жду адрес доставки (улица, дом, квартира). "
+        "Напишите «заново», чтобы начать сначала, или «отмена», чтобы прервать.",
+    },
+    Msg.HELP_PHONE: {
+        Lang.EN: "We are placing your order, and I am waiting for your phone number, "
+        'for example {national} or {international}. Write "restart" to start over '
+        'or "cancel" to stop.',
+        Lang.RU: "Мы оформляем заказ, и я жду номер телефона, например {national} "
+        "или {international}. Напишите «заново», чтобы начать сначала, "
+        "или «отмена», чтобы прервать.",
+    },
+    Msg.HELP_QUANTITY: {
+        Lang.EN: "We are placing your order, and I am waiting for the quantity: a number "
+        'from {min} to {max}, e.g. 3. Write "restart" to start over or "cancel" to stop.',
+        Lang.RU: "Мы оформляем заказ, и я жду количество: число от {min} до {max}, "
+        "например 3. Напишите «заново», чтобы начать сначала, или «отмена», чтобы прервать.",
+    },
+    Msg.HELP_CONFIRMATION: {
+        Lang.EN: 'Your order is ready: answer "yes" to place it or "no" to start over '
+        '(or "cancel" to stop).',
+        Lang.RU: "Заказ готов: ответьте «да», чтобы оформить его, или «нет», чтобы начать "
+        "заново (или «отмена», чтобы прервать).",
     },
     Msg.SLOW_DOWN: {
         Lang.EN: "You are writing faster than I can follow. Please wait a minute before "

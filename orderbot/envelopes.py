@@ -53,6 +53,19 @@ class InboundMessage(_Envelope):
     text: str
     dialog_id: str | None = None
     received_at: datetime = Field(default_factory=utcnow)
+    # The number the customer's profile at the provider holds (Chat2Desk's client phone),
+    # unchecked: the dialog offers it only if it reads as a phone number.
+    client_phone: str | None = Field(default=None, max_length=64)
+
+    @property
+    def own_phone(self) -> str | None:
+        """The number the customer writes from, when the channel tells it: the profile's,
+        or a WhatsApp sender's own (Twilio's ``whatsapp:+996…``)."""
+        if self.client_phone:
+            return self.client_phone
+        if self.conversation.provider == "twilio":
+            return self.conversation.client_id.removeprefix("whatsapp:")
+        return None
 
 
 class OutboundReply(_Envelope):

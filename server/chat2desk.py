@@ -167,8 +167,30 @@ async def _serve(request: web.Request, tenant: Tenant) -> web.Response:
         ),
         text=hook.text or "",
         dialog_id=hook.dialog_id,
+        client_phone=client_phone(body),
     )
     return await request.app[INGEST].accept(message)
+
+
+def client_phone(body: dict[str, Any]) -> str | None:
+    """The client's phone from the hook's `client` object, if it has a plausible one.
+
+    Read leniently and apart from the validated fields: it is a convenience (the phone
+    question's one-tap answer), so a `client` object of any other shape must never cost
+    the message a 422. `client_phone` is the one an operator entered; `phone` is the
+    messenger's id, a number for WhatsApp but `[chat] …` for the web widget (which the
+    dialog then does not offer).
+    """
+    client = body.get("client")
+    if not isinstance(client, dict):
+        return None
+    for field in ("client_phone", "phone"):
+        value = client.get(field)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str) and 0 < len(value) <= 32 and value.isprintable():
+            return value
+    return None
 
 
 def _signed(request: web.Request, tenant: Tenant, raw: bytes, *, required: bool) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import structlog
 
@@ -20,7 +21,7 @@ from orderbot.orders.store import OrderStore
 from orderbot.runtime.ops import dependency_probes, serve_ops
 from orderbot.runtime.resources import open_postgres, open_redis
 from orderbot.runtime.roles import WORKER
-from orderbot.tenancy.directory import open_tenant_directory
+from orderbot.tenancy.directory import TenantDirectory, open_tenant_directory
 from worker.rating import rating_desk
 from worker.replies import ReplyDispatcher
 from worker.step import MessageProcessor, customer_budget
@@ -28,13 +29,35 @@ from worker.step import MessageProcessor, customer_budget
 log = structlog.get_logger(__name__)
 
 
-def dialog_rules(settings: Settings) -> DialogRules:
+def dialog_rules(
+    settings: Settings, region: str | None = None, allowed: tuple[str, ...] | None = None
+) -> DialogRules:
+    """The settings' rules; ``region`` and ``allowed`` are a tenant's own, if it has them."""
     return DialogRules(
         phone=PhoneRule(
-            country_code=settings.phone_country_code,
-            national_digits=settings.phone_national_digits,
+            region=region or settings.phone_region,
+            allowed=frozenset(settings.phone_regions_allowed if allowed is None else allowed),
         )
     )
+
+
+def tenant_rules(settings: Settings, tenants: TenantDirectory) -> Callable[[str], DialogRules]:
+    """A tenant's rules: its own phone regions, else the settings'. Built once for each."""
+    default = dialog_rules(settings)  # a bad setting fails here, at start
+    built: dict[tuple[str | None, tuple[str, ...] | None], DialogRules] = {(None, None): default}
+
+    def rules(slug: str) -> DialogRules:
+        tenant = tenants.get(slug)
+        own = (tenant.phone_region, tenant.phone_regions_allowed) if tenant else (None, None)
+        if own not in built:
+            try:
+                built[own] = dialog_rules(settings, *own)
+            except ValueError as exc:  # a row written past the CLI's checks
+                log.error("tenant_phone_rule_invalid", tenant=slug, error=str(exc))
+                built[own] = default
+        return built[own]
+
+    return rules
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -73,7 +96,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                     attempts=settings.send_attempts,
                     backoff=settings.send_backoff,
                 ),
-                rules=dialog_rules(settings),
+                rules=tenant_rules(settings, tenants),
                 ratings=rating_desk(settings, redis, pool),
                 budget=customer_budget(settings, tenants),
             ),

@@ -55,7 +55,7 @@ class MessageProcessor:
         locks: ClientLocks,
         orders: OrderStore,
         replies: ReplyDispatcher,
-        rules: DialogRules,
+        rules: Callable[[str], DialogRules],
         ratings: RatingDesk,
         budget: Callable[[str], int | None] = lambda _tenant: None,
     ) -> None:
@@ -64,7 +64,7 @@ class MessageProcessor:
         self._locks = locks
         self._orders = orders
         self._replies = replies
-        self._rules = rules
+        self._rules = rules  # a tenant's dialog rules
         self._ratings = ratings
         self._budget = budget  # a tenant's customer messages a minute (None: no budget)
 
@@ -128,7 +128,12 @@ class MessageProcessor:
                 await self._ratings.settle(conversation, rating)
                 log.info("rating_step_applied", turns=turned.turns)
                 return "rating"
-            result = advance(state, inbound.text, self._rules)
+            result = advance(
+                state,
+                inbound.text,
+                self._rules(conversation.tenant),
+                own_phone=inbound.own_phone,
+            )
             if result.order is not None:
                 placed = await self._orders.place(
                     tenant=conversation.tenant,

@@ -98,6 +98,15 @@ def _tenants_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         )
         command.add_argument("--send-rate-limit", type=int, help="send calls per minute")
         command.add_argument(
+            "--phone-region",
+            help="region of the customers' national phone forms, e.g. KG (default: PHONE_REGION)",
+        )
+        command.add_argument(
+            "--phone-regions-allowed",
+            help="other regions whose numbers are taken, e.g. KZ,RU; '' for none "
+            "(default: PHONE_REGIONS_ALLOWED)",
+        )
+        command.add_argument(
             "--operator-api-key",
             help=f"bearer key of this tenant's /api/ (at least 16 characters) {_HIDDEN_HELP}",
         )

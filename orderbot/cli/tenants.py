@@ -33,6 +33,8 @@ _FIELDS = (
     "webhook_rate_limit_customer",
     "send_rate_limit",
     "chat2desk_webhook_signature",
+    "phone_region",
+    "phone_regions_allowed",
 )
 
 

@@ -11,7 +11,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+import phonenumbers
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from orderbot.config.secret_forms import basic_auth_forms
@@ -50,6 +58,13 @@ def _parse_durations(value: object) -> tuple[timedelta, ...]:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Durations = Annotated[tuple[timedelta, ...], NoDecode, BeforeValidator(_parse_durations)]
 Role = Literal["server", "worker", "outbox_worker", "cli"]
+
+
+def _phone_region(value: str) -> str:
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown phone region {value!r} (an ISO 3166 code such as KG)")
+    return region
 
 
 class Settings(BaseSettings):
@@ -340,14 +355,23 @@ class Settings(BaseSettings):
         description="a customer's dialog state expires this long after its last step",
     )
 
-    phone_country_code: str = Field(
-        default="996",
-        pattern=r"^\d{1,4}$",
-        description="the dialog's phone rule: `+`, this code, then PHONE_NATIONAL_DIGITS digits",
+    phone_region: str = Field(
+        default="KG",
+        pattern=r"^[A-Za-z]{2}$",
+        description="the region (ISO 3166 code) whose national phone forms the dialog reads, "
+        "e.g. 0555 123 456 in KG; a tenant row may override it",
         json_schema_extra={"group": "Order dialog"},
     )
-    phone_national_digits: int = Field(
-        default=9, ge=4, le=14, description="digits after the country code"
+    phone_regions_allowed: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="other regions whose numbers are taken too (comma list, e.g. KZ,UZ); "
+        "PHONE_REGION's always are",
+    )
+    phone_country_code: str | None = Field(
+        default=None,
+        pattern=r"^\+?\d{1,4}$",
+        description="the rule PHONE_REGION replaced, still read: a code that is not "
+        "PHONE_REGION's own stops the start rather than silently change which numbers pass",
     )
 
     operator_api_key: SecretStr | None = Field(
@@ -397,6 +421,35 @@ class Settings(BaseSettings):
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("phone_region", mode="after")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        return _phone_region(value)
+
+    @field_validator("phone_regions_allowed", mode="before")
+    @classmethod
+    def _regions(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(code.strip() for code in value.split(",") if code.strip())
+        return value
+
+    @field_validator("phone_regions_allowed", mode="after")
+    @classmethod
+    def _known_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_phone_region(code) for code in value)
+
+    @model_validator(mode="after")
+    def _old_phone_rule_agrees(self) -> Settings:
+        if self.phone_country_code is not None:
+            code = int(self.phone_country_code.removeprefix("+"))
+            if code != phonenumbers.country_code_for_region(self.phone_region):
+                raise ValueError(
+                    f"PHONE_COUNTRY_CODE={self.phone_country_code} is not the code of "
+                    f"PHONE_REGION={self.phone_region}: set PHONE_REGION to the country "
+                    "(e.g. KZ) and drop PHONE_COUNTRY_CODE and PHONE_NATIONAL_DIGITS"
+                )
+        return self
 
     @field_validator("orderbot_master_key")
     @classmethod

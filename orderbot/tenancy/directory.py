@@ -68,6 +68,8 @@ class Tenant(BaseModel):
     send_rate_limit: int | None = None
     operator_api_key_sha256: str | None = None
     chat2desk_webhook_signature: Literal["off", "check", "require"] | None = None
+    phone_region: str | None = None
+    phone_regions_allowed: tuple[str, ...] | None = None
     from_settings: bool = False
 
     @property
@@ -129,6 +131,8 @@ def tenant_from_row(row: asyncpg.Record, box: SecretBox) -> Tenant:
         send_rate_limit=row["send_rate_limit"],
         operator_api_key_sha256=row["operator_api_key_sha256"],
         chat2desk_webhook_signature=row["chat2desk_webhook_signature"],
+        phone_region=row["phone_region"],
+        phone_regions_allowed=row["phone_regions_allowed"],
     )
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orderbot.config.secret_box import SecretBox
 from orderbot.tenancy.directory import (
@@ -49,6 +50,28 @@ class TenantChanges(BaseModel):
     # The same rule as OPERATOR_API_KEY: a short key can be guessed.
     operator_api_key: str | None = Field(default=None, min_length=16, max_length=512)
     chat2desk_webhook_signature: Literal["off", "check", "require"] | None = None
+    phone_region: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
+    # Comma-separated in the CLI; an empty list takes the home region's numbers alone.
+    phone_regions_allowed: tuple[str, ...] | None = None
+
+    @field_validator("phone_regions_allowed", mode="before")
+    @classmethod
+    def _region_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(code.strip() for code in value.split(",") if code.strip())
+        return value
+
+    @field_validator("phone_region", mode="after")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        """Checked here, not first by a worker: a region libphonenumber does not know
+        would make every dialog of the tenant fail at the phone step."""
+        return None if value is None else _phone_region(value)
+
+    @field_validator("phone_regions_allowed", mode="after")
+    @classmethod
+    def _known_regions(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if value is None else tuple(_phone_region(code) for code in value)
 
     def columns(self, box: SecretBox | None) -> dict[str, Any]:
         """Column values, secrets encrypted (a box is needed only when one is given)."""
@@ -58,6 +81,7 @@ class TenantChanges(BaseModel):
             "twilio_account_sid",
             "twilio_whatsapp_from",
             "chat2desk_webhook_signature",
+            "phone_region",
         )
         limits = ("webhook_rate_limit_customer", "send_rate_limit")
         values: dict[str, Any] = {
@@ -65,6 +89,8 @@ class TenantChanges(BaseModel):
             for name in (*plain, *limits)
             if getattr(self, name) is not None
         }
+        if self.phone_regions_allowed is not None:
+            values["phone_regions_allowed"] = list(self.phone_regions_allowed)
         if self.operator_api_key is not None:  # only its hash: it opens the API, not a box
             values["operator_api_key_sha256"] = operator_key_hash(self.operator_api_key)
         secrets = (self.chat2desk_api_token, self.twilio_auth_token, self.chat2desk_webhook_token)
@@ -82,6 +108,13 @@ class TenantChanges(BaseModel):
                 self.chat2desk_webhook_token
             )
         return values
+
+
+def _phone_region(value: str) -> str:
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown phone region {value!r} (an ISO 3166 code such as KG)")
+    return region
 
 
 class TenantSlug(BaseModel):
@@ -156,6 +189,8 @@ async def listing(conn: asyncpg.Connection) -> list[dict[str, Any]]:
             "webhook_rate_limit_customer": row["webhook_rate_limit_customer"],
             "send_rate_limit": row["send_rate_limit"],
             "chat2desk_webhook_signature": row["chat2desk_webhook_signature"],
+            "phone_region": row["phone_region"],
+            "phone_regions_allowed": row["phone_regions_allowed"],
             "operator_api": row["operator_api_key_sha256"] is not None,
             "updated_at": row["updated_at"].isoformat(),
         }

@@ -22,11 +22,11 @@ from dialog.validation import (
     NO_WORDS,
     YES_WORDS,
     parse_phone,
-    phone_format,
+    phone_examples,
 )
 
 RULES = DialogRules()
-FORMAT = "+996 XXX XXX XXX"
+EXAMPLES = phone_examples(RULES.phone)
 FIRST = {Lang.EN: "Hello", Lang.RU: "Здравствуйте"}
 ADDRESS = {Lang.EN: "12 Chui Avenue, apt 5", Lang.RU: "проспект Чуй 12, кв. 5"}
 PHONE = "+996 555 123 456"
@@ -78,7 +78,7 @@ def test_happy_path_produces_the_order(lang: Lang) -> None:
     assert all(r.state.lang is lang for r in results)
     assert [r.replies for r in results] == [
         (render(Msg.GREETING, lang),),
-        (render(Msg.ASK_PHONE, lang, phone_format=FORMAT),),
+        (render(Msg.ASK_PHONE, lang, **EXAMPLES),),
         (render(Msg.ASK_QUANTITY, lang, min=1, max=50),),
         (render(Msg.CONFIRM, lang, address=ADDRESS[lang], phone=NORMALIZED_PHONE, quantity=3),),
         (render(Msg.ORDER_ACCEPTED, lang),),
@@ -169,9 +169,16 @@ def test_address_never_stores_control_characters_or_lone_surrogates() -> None:
         "996.555.123.456",
         "  +996-555-123-456  ",
         "+996\u00a0555\u00a0123\u00a0456",
+        "00996 555 123 456",
+        "0555 123 456",
+        "0555123456",
+        "555123456",
+        "555 12 34 56",
+        "(0555) 12-34-56",
+        "+９９６５５５１２３４５６",
     ],
 )
-def test_phone_is_normalized_to_plus_country_code_and_digits(text: str) -> None:
+def test_phone_in_any_form_people_type_is_stored_in_e164(text: str) -> None:
     result = advance(reach(Step.WAITING_PHONE), text)
 
     assert result.state.step is Step.WAITING_QUANTITY
@@ -182,48 +189,114 @@ def test_phone_is_normalized_to_plus_country_code_and_digits(text: str) -> None:
     "text",
     [
         "",
-        "555123456",
-        "0555123456",
-        "00996555123456",
+        "yes",
+        "55512345",
+        "05551234567",
         "++996555123456",
         "+7 555 123 456",
         "+996 555 123 45",
         "+996 555 123 4567",
         "+996 555 ABC 456",
-        "+９９６５５５１２３４５６",
         "+996 555 123 456 ext",
+        "+996 555 123 456 / 0555 654 321",
+        "9" * 5000,
     ],
 )
-def test_invalid_phone_is_asked_again_showing_the_format(text: str) -> None:
+def test_invalid_phone_is_asked_again_showing_examples(text: str) -> None:
     result = waiting(reach(Step.WAITING_PHONE), text)
 
-    assert result.replies == (render(Msg.PHONE_INVALID, Lang.EN, phone_format=FORMAT),)
+    assert result.replies == (render(Msg.PHONE_INVALID, Lang.EN, **EXAMPLES),)
 
 
-def test_phone_rule_is_a_setting() -> None:
-    rules = DialogRules(phone=PhoneRule(country_code="7", national_digits=10))
+def test_the_examples_shown_are_numbers_of_the_region_in_both_forms() -> None:
+    national, international = EXAMPLES["national"], EXAMPLES["international"]
+
+    assert national.startswith("0")
+    assert international.startswith("+996 ")
+    assert parse_phone(national, RULES.phone) == parse_phone(international, RULES.phone)
+
+
+@pytest.mark.parametrize("text", ["+7 701 234 5678", "+1 201 555 0123", "+49 1512 3456789"])
+def test_a_number_of_another_country_is_refused_naming_the_codes_taken(text: str) -> None:
+    result = waiting(reach(Step.WAITING_PHONE), text)
+
+    assert result.replies == (render(Msg.PHONE_REGION_NOT_ALLOWED, Lang.EN, codes="+996"),)
+
+
+def test_a_number_of_another_country_is_taken_when_the_business_allows_it() -> None:
+    rules = DialogRules(phone=PhoneRule("KG", frozenset({"KZ"})))
     state = reach(Step.WAITING_PHONE)
 
-    accepted = advance(state, "+7 (901) 234-56-78", rules)
+    assert advance(state, "+7 701 234 5678", rules).state.phone == "+77012345678"
+    refused = advance(state, "+7 912 345 67 89", rules)  # Russia shares +7 with Kazakhstan
+    assert refused.replies == (render(Msg.PHONE_REGION_NOT_ALLOWED, Lang.EN, codes="+996, +7"),)
+
+
+def test_phone_region_is_a_setting() -> None:
+    rules = DialogRules(phone=PhoneRule(region="RU"))
+    state = reach(Step.WAITING_PHONE)
+
+    accepted = advance(state, "8 (901) 234-56-78", rules)
     refused = advance(state, PHONE, rules)
 
     assert accepted.state.phone == "+79012345678"
     assert refused.state.step is Step.WAITING_PHONE
-    assert refused.replies == (render(Msg.PHONE_INVALID, Lang.EN, phone_format="+7 XXX XXX XXXX"),)
+    assert refused.replies == (render(Msg.PHONE_REGION_NOT_ALLOWED, Lang.EN, codes="+7"),)
+
+
+@pytest.mark.parametrize("region", ["XX", "", "KGZ"])
+def test_an_unknown_phone_region_fails_when_the_rules_are_built(region: str) -> None:
+    with pytest.raises(ValueError, match="unknown phone region"):
+        PhoneRule(region=region)
+
+
+def _at_address(lang: Lang = Lang.EN) -> DialogState:
+    return reach(Step.WAITING_ADDRESS, lang)
+
+
+@pytest.mark.parametrize("lang", list(Lang))
+def test_the_customers_own_number_is_offered_when_the_phone_step_begins(lang: Lang) -> None:
+    result = advance(_at_address(lang), ADDRESS[lang], own_phone="+996555123456")
+
+    assert result.state.step is Step.WAITING_PHONE
+    assert result.replies == (render(Msg.OFFER_OWN_PHONE, lang, own_phone="+996 555 123 456"),)
+
+
+@pytest.mark.parametrize("text", ["yes", "да", "Да!", "ok"])
+def test_yes_takes_the_offered_number(text: str) -> None:
+    state = advance(_at_address(), ADDRESS[Lang.EN], own_phone="+996555123456").state
+
+    result = advance(state, text, own_phone="+996555123456")
+
+    assert result.state.step is Step.WAITING_QUANTITY
+    assert result.state.phone == NORMALIZED_PHONE
+
+
+def test_another_number_can_be_typed_instead_of_the_offered_one() -> None:
+    state = advance(_at_address(), ADDRESS[Lang.EN], own_phone="+996555123456").state
+
+    result = advance(state, "0700 123 456", own_phone="+996555123456")
+
+    assert result.state.phone == "+996700123456"
+
+
+def test_no_to_the_offered_number_asks_for_one() -> None:
+    state = advance(_at_address(), ADDRESS[Lang.EN], own_phone="+996555123456").state
+
+    result = advance(state, "no", own_phone="+996555123456")
+
+    assert result.state == state.model_copy(update={"turns": state.turns + 1})
+    assert result.replies == (render(Msg.ASK_PHONE, Lang.EN, **EXAMPLES),)
 
 
 @pytest.mark.parametrize(
-    ("rule", "expected"),
-    [
-        (PhoneRule(), "+996 XXX XXX XXX"),
-        (PhoneRule("7", 10), "+7 XXX XXX XXXX"),
-        (PhoneRule("49", 8), "+49 XXX XXX XX"),
-        (PhoneRule("1", 7), "+1 XXX XXXX"),
-        (PhoneRule("1", 1), "+1 X"),
-    ],
+    "own_phone", ["[chat] 1d0bb2e221762cfcc05c", "+1 201 555 0123", "+996 555", ""]
 )
-def test_phone_format_shown_to_customers_follows_the_rule(rule: PhoneRule, expected: str) -> None:
-    assert phone_format(rule) == expected
+def test_an_own_number_the_business_does_not_take_is_not_offered(own_phone: str) -> None:
+    result = advance(_at_address(), ADDRESS[Lang.EN], own_phone=own_phone)
+
+    assert result.replies == (render(Msg.ASK_PHONE, Lang.EN, **EXAMPLES),)
+    assert advance(result.state, "yes", own_phone=own_phone).state.step is Step.WAITING_PHONE
 
 
 @pytest.mark.parametrize("text", ["1", "50"])
@@ -249,7 +322,7 @@ def test_quantity_allows_surrounding_whitespace_leading_zeros_and_plus(
 
 
 @pytest.mark.parametrize(
-    "text", ["", "3.5", "3,5", "three", "три", "3 pcs", "1e3", "３", "٣", "- 3"]
+    "text", ["", "3.5", "3,5", "1e3", "３", "٣", "- 3", "3 apples", "three and a half", "x"]
 )
 def test_quantity_that_is_not_a_whole_number_is_asked_again(text: str) -> None:
     result = waiting(reach(Step.WAITING_QUANTITY), text)
@@ -359,7 +432,8 @@ def test_same_input_gives_the_same_result(step: Step, text: str) -> None:
 @pytest.mark.parametrize("msg", list(Msg))
 @pytest.mark.parametrize("lang", list(Lang))
 def test_every_text_exists_in_both_languages(msg: Msg, lang: Lang) -> None:
-    params = {"min": 1, "max": 2, "phone_format": FORMAT, "address": "a", "phone": "p"}
+    params = {"min": 1, "max": 2, "address": "a", "phone": "p", "codes": "+996"}
+    params |= {"own_phone": "+996 555 123 456", **EXAMPLES}
 
     assert render(msg, lang, quantity=3, **params).strip()
     assert set(TEXTS[msg]) == set(Lang)
@@ -375,8 +449,12 @@ def test_braces_in_customer_input_are_not_a_template() -> None:
 
 ANY_TEXT = st.text(st.characters(exclude_categories=()))
 ANSWERS = st.sampled_from(
-    ["hi", ADDRESS[Lang.EN], ADDRESS[Lang.RU], PHONE, "3", "50", "yes", "да", "no", "cancel"]
+    [
+        *("hi", ADDRESS[Lang.EN], ADDRESS[Lang.RU], PHONE, "0555 123 456", "+7 701 234 5678"),
+        *("3", "50", "yes", "да", "no", "cancel"),
+    ]
 )
+OWN_PHONES = st.sampled_from([None, "+996555123456", "+77012345678", "[chat] 1d0b"])
 RIGHT_ANSWER = {
     Step.INITIAL: "hi",
     Step.WAITING_ADDRESS: ADDRESS[Lang.RU],
@@ -413,14 +491,19 @@ def assert_valid(state: DialogState, rules: DialogRules) -> None:
 
 
 @settings(max_examples=300)
-@given(conversation=st.lists(st.none() | ANSWERS | ANY_TEXT, max_size=25), text=ANY_TEXT)
+@given(
+    conversation=st.lists(st.none() | ANSWERS | ANY_TEXT, max_size=25),
+    text=ANY_TEXT,
+    own_phone=OWN_PHONES | ANY_TEXT,
+)
 def test_advance_never_raises_and_keeps_the_state_valid(
-    conversation: list[str | None], text: str
+    conversation: list[str | None], text: str, own_phone: str | None
 ) -> None:
     """``None`` in the conversation stands for the right answer, so orders do get completed."""
     state = DialogState()
     for turn, message in enumerate([*conversation, text], start=1):
-        result = advance(state, RIGHT_ANSWER[state.step] if message is None else message)
+        answer = RIGHT_ANSWER[state.step] if message is None else message
+        result = advance(state, answer, own_phone=own_phone)
 
         assert result.state.turns == turn
         assert_valid(result.state, RULES)
@@ -446,12 +529,13 @@ def test_advance_never_raises_and_keeps_the_state_valid(
         turns=st.integers(min_value=0),
     ),
     text=st.one_of(ANSWERS, ANY_TEXT),
+    own_phone=OWN_PHONES | ANY_TEXT,
     rules=st.builds(
         DialogRules,
         phone=st.builds(
             PhoneRule,
-            country_code=st.text("0123456789", min_size=1, max_size=3),
-            national_digits=st.integers(1, 12),
+            region=st.sampled_from(["KG", "KZ", "RU", "US", "DE", "TA"]),
+            allowed=st.frozensets(st.sampled_from(["KG", "KZ", "RU", "US"])),
         ),
         address_min=st.integers(1, 10),
         address_max=st.integers(10, 300),
@@ -460,9 +544,9 @@ def test_advance_never_raises_and_keeps_the_state_valid(
     ),
 )
 def test_advance_never_raises_even_from_an_inconsistent_stored_state(
-    state: DialogState, text: str, rules: DialogRules
+    state: DialogState, text: str, own_phone: str | None, rules: DialogRules
 ) -> None:
-    result = advance(state, text, rules)
+    result = advance(state, text, rules, own_phone=own_phone)
 
     assert result.state.turns == state.turns + 1
     assert result.replies

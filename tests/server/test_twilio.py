@@ -4,6 +4,7 @@ RequestValidator, a whole conversation through form posts, and the webhook limit
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -16,6 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
+from dialog import Lang
+from dialog.texts import Msg, render
+from dialog.validation import display_phone
 from orderbot.config.settings import Settings
 from server import twilio_signature
 from server.app import create_app
@@ -67,7 +71,8 @@ async def test_a_whole_whatsapp_conversation_creates_the_order_and_replies_from_
         assert "<Response></Response>" in await response.text()
         await fake.wait_for(lambda n=count: len(fake.texts_for(customer.number)) >= n)
 
-    assert fake.texts_for(customer.number) == expected_replies(HAPPY_PATH_RU)
+    own_phone = customer.number.removeprefix("whatsapp:")
+    assert fake.texts_for(customer.number) == expected_replies(HAPPY_PATH_RU, own_phone)
     sent = fake.received[-1].body
     assert sent["From"] == TWILIO_NUMBER
     assert sent["To"] == customer.number
@@ -143,3 +148,22 @@ async def test_a_flooding_whatsapp_customer_is_never_refused_at_the_edge(
     assert statuses == [200] * 21
     assert served.status == 200
     assert await depth(amqp, settings.queue("messages")) == 22
+
+
+async def test_a_whatsapp_customer_is_offered_their_own_number_and_yes_takes_it(
+    client: Client, worker: asyncio.Task[None], fake: FakeChat2Desk, db: asyncpg.Connection
+) -> None:
+    customer = WhatsAppCustomer()
+    own_phone = f"+99670{uuid.uuid4().int % 10**7:07d}"  # a mobile number of Kyrgyzstan
+    customer.number = f"whatsapp:{own_phone}"
+    texts = ["Здравствуйте", "ул. Киевская 95, кв 12", "да", "3", "да"]
+    for count, text in enumerate(texts, start=1):
+        assert (await post(client, customer.says(text))).status == 200
+        await fake.wait_for(lambda n=count: len(fake.texts_for(customer.number)) >= n)
+
+    offer = fake.texts_for(customer.number)[1]
+    assert offer == render(Msg.OFFER_OWN_PHONE, Lang.RU, own_phone=display_phone(own_phone))
+    phone = await db.fetchval(
+        "SELECT client_phone FROM orders WHERE client_id = $1", customer.number
+    )
+    assert phone == own_phone

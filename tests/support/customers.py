@@ -15,6 +15,8 @@ from tests.support.fake_provider import FakeChat2Desk
 _ids = itertools.count(1)
 
 HAPPY_PATH_RU = ["Здравствуйте", "ул. Киевская 95, кв 12", "+996 555 123 456", "3", "да"]
+# The phone of every simulated Chat2Desk client's profile: the dialog offers it.
+CLIENT_PHONE = "+996555123456"
 
 
 class Customer:
@@ -32,25 +34,26 @@ class Customer:
             "transport": "whatsapp",
             "channel_id": 4242,
             "dialog_id": 77,
-            "client": {"phone": "+996555123456", "name": "Aida"},
+            "client": {"phone": CLIENT_PHONE, "name": "Aida"},
         }
 
 
-def expected_replies(texts: Iterable[str]) -> list[str]:
-    """What the dialog answers to these texts in this order: the oracle for delivery."""
+def expected_replies(texts: Iterable[str], own_phone: str | None = CLIENT_PHONE) -> list[str]:
+    """What the dialog answers to these texts in this order: the oracle for delivery.
+    ``own_phone`` is what the channel tells of the customer's number."""
     state = DialogState()
     replies: list[str] = []
     for text in texts:
-        result = advance(state, text)
+        result = advance(state, text, own_phone=own_phone)
         state = result.state
         replies.extend(result.replies)
     return replies
 
 
-def final_state(texts: Iterable[str]) -> DialogState:
+def final_state(texts: Iterable[str], own_phone: str | None = CLIENT_PHONE) -> DialogState:
     state = DialogState()
     for text in texts:
-        state = advance(state, text).state
+        state = advance(state, text, own_phone=own_phone).state
     return state
 
 

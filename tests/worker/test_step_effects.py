@@ -84,7 +84,7 @@ def _processor(
             attempts=1,
             backoff=timedelta(milliseconds=1),
         ),
-        rules=dialog_rules(settings),
+        rules=lambda _tenant: dialog_rules(settings),
         ratings=rating_desk(settings, redis, pool),
     )
 

@@ -25,8 +25,10 @@ import pytest
 import structlog
 from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
+from pydantic import ValidationError
 from twilio.request_validator import RequestValidator
 
+from dialog import PhoneRule
 from orderbot.amqp.topology import Topology
 from orderbot.config.secret_box import SecretBox, UnreadableSecret, new_key
 from orderbot.config.settings import ConfigError, Settings, load_settings
@@ -51,6 +53,7 @@ from tests.support.processes import free_port, orderbot_cli, wait_http_ok
 from tests.support.queue_sweep import new_namespace
 from tests.support.run_cleanup import DATABASE_PREFIX
 from tests.support.services import Services
+from worker.service import tenant_rules
 from worker.step import customer_budget
 
 Client = TestClient[Any, Any]
@@ -466,6 +469,50 @@ async def test_a_tenant_s_own_customer_budget_applies_to_it_alone(
 
     assert budget(strict.slug) == 2
     assert budget(relaxed.slug) == settings.webhook_rate_limit_customer
+
+
+async def test_a_tenant_s_own_phone_region_applies_to_it_alone(
+    client: Client, add: Callable[..., Awaitable[Business]], settings: Settings
+) -> None:
+    kazakh = await add("kz", phone_region="kz", phone_regions_allowed="KG, ru")
+    local = await add("local")
+    await tenants_loaded(client, kazakh, local)
+    assert client.app is not None
+
+    rules = tenant_rules(settings, client.app[TENANTS])
+
+    assert rules(kazakh.slug).phone == PhoneRule("KZ", frozenset({"KG", "RU"}))
+    assert rules(local.slug).phone == PhoneRule(settings.phone_region)
+
+
+async def test_a_tenant_s_phone_regions_written_past_the_checks_fall_back_to_the_settings(
+    client: Client,
+    add: Callable[..., Awaitable[Business]],
+    settings: Settings,
+    db: asyncpg.Connection,
+) -> None:
+    broken = await add("broken")
+    await db.execute(
+        "UPDATE tenants SET phone_regions_allowed = '{ZZ}' WHERE slug = $1", broken.slug
+    )
+    assert client.app is not None
+    directory = client.app[TENANTS]
+
+    async def updated() -> bool:
+        tenant = directory.get(broken.slug)
+        return tenant is not None and tenant.phone_regions_allowed == ("ZZ",)
+
+    await eventually(updated)
+    rules = tenant_rules(settings, directory)
+
+    assert rules(broken.slug).phone == PhoneRule(settings.phone_region)
+
+
+def test_an_unknown_phone_region_is_refused_before_it_reaches_the_table() -> None:
+    with pytest.raises(ValidationError, match="unknown phone region"):
+        tenant_store.TenantChanges(phone_region="ZZ")
+    with pytest.raises(ValidationError, match="unknown phone region"):
+        tenant_store.TenantChanges(phone_regions_allowed="KG,ZZ")
 
 
 # --- Twilio ------------------------------------------------------------------------------
@@ -1094,7 +1141,10 @@ async def test_cli_add_list_update_disable_and_reencrypt_round_trip(
         )
         again = await cli("add", business.slug, "--name", "twice")
         updated = await cli(
-            "update", business.slug, "--name", "Plov House 2", "--send-rate-limit", "9"
+            "update",
+            business.slug,
+            *("--name", "Plov House 2", "--send-rate-limit", "9"),
+            *("--phone-region", "kz", "--phone-regions-allowed", "KG,ru"),
         )
         disabled = await cli("disable", business.slug)
         listed = await cli("list", "--json")
@@ -1126,6 +1176,7 @@ async def test_cli_add_list_update_disable_and_reencrypt_round_trip(
         business.number,
     )
     assert (mine["webhook_rate_limit_customer"], mine["send_rate_limit"]) == (5, 9)
+    assert (mine["phone_region"], mine["phone_regions_allowed"]) == ("KZ", ["KG", "RU"])
     assert mine["operator_api"] is True
     assert business.slug in table[1]
     output = "".join(

@@ -23,6 +23,7 @@ from dialog import DialogState, advance
 from orderbot.amqp.topology import Topology
 from orderbot.config.settings import Settings
 from tests.support.broker_tools import depth, take_all
+from tests.support.customers import CLIENT_PHONE
 from tests.support.reliability.chaos_provider import ChaosChat2Desk
 from tests.support.reliability.faults import FaultRecord
 from tests.support.reliability.load import Load, Shopper
@@ -247,7 +248,7 @@ def owed_to(shopper: Shopper) -> Owed:
     for index, (text, message_id) in enumerate(
         zip(shopper.texts, shopper.message_ids, strict=True)
     ):
-        result = advance(state, text)
+        result = advance(state, text, own_phone=CLIENT_PHONE)
         state = result.state
         replies.extend(result.replies)
         owed_for += [index] * len(result.replies)

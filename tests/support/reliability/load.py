@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from dialog import DialogState, advance
-from tests.support.customers import HAPPY_PATH_RU, Customer
+from tests.support.customers import CLIENT_PHONE, HAPPY_PATH_RU, Customer
 from tests.support.reliability.chaos_provider import ChaosChat2Desk
 
 SCRIPTS: tuple[tuple[str, ...], ...] = (
@@ -197,7 +197,7 @@ class Load:
         shopper.texts.append(text)
         shopper.message_ids.append(message_id)
         shopper.accepted_at.append(time.monotonic())
-        step = advance(shopper.dialog, text)
+        step = advance(shopper.dialog, text, own_phone=CLIENT_PHONE)
         shopper.dialog, shopper.replies_owed = step.state, shopper.replies_owed + len(step.replies)
         if self.rng.random() < REPOST_PROBABILITY:
             self.reposts += 1
