@@ -202,6 +202,28 @@ class Settings(BaseSettings):
             options = " or ".join(" + ".join(n.upper() for n in group) for group in groups)
             raise ConfigError(f"missing required setting: {options}")
 
+    # --- Recovery: the providers' message lists, read for what never reached us ----------------
+    # How often the reconciler (inside `orderbot outbox-worker`) lists each tenant's inbound
+    # messages at Chat2Desk and Twilio and publishes those it has not seen.
+    reconcile_interval: Duration = timedelta(seconds=60)
+    # How far back its first pass (no watermark yet) looks; older messages are not answered.
+    reconcile_lookback: Duration = timedelta(hours=24)
+    # A message younger than this is left to its webhook: listed early, it would be counted
+    # as recovered while its webhook is still on the way.
+    reconcile_grace: Duration = timedelta(seconds=30)
+    # Pages of a provider's list read per tenant and pass (200 messages a page at
+    # Chat2Desk, RECONCILE_PAGE_SIZE at Twilio); the rest waits for the next pass.
+    reconcile_max_pages: int = Field(default=10, ge=1, le=1000)
+    # Messages a page of Twilio's list holds (Twilio allows up to 1000).
+    reconcile_page_size: int = Field(default=200, ge=1, le=1000)
+    # The reconciler's Redis lease: one process reconciles at a time, and a killed one
+    # hands over after at most this long.
+    reconcile_lease_ttl: Duration = timedelta(seconds=30)
+    # The longest a provider that answers errors or 429 is left alone before a new try.
+    reconcile_max_backoff: Duration = timedelta(minutes=10)
+    # false turns the reconciler off (say, while a deployment runs its own recovery).
+    reconcile_enabled: bool = True
+
     # --- The order lifecycle and the operator API ---------------------------------------------
     # Bearer key of /api/; unset or empty disables the operator API (its routes answer 404).
     operator_api_key: SecretStr | None = None
