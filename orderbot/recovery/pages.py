@@ -66,11 +66,17 @@ def whole_second(moment: datetime) -> datetime:
 
 
 def chat2desk_ascending(
-    items: Sequence[Chat2DeskItem], *, after_id: int, ceiling: datetime, limit: int
+    items: Sequence[Chat2DeskItem],
+    *,
+    after_id: int,
+    floor: datetime,
+    ceiling: datetime,
+    limit: int,
 ) -> tuple[Verdict, int]:
-    """A page of `order=asc&start_id=…`: the customers' messages above `after_id` and
-    older than `ceiling`, and the new last id. The first message at or past the ceiling
-    ends the read: the ids grow with time, so everything after it is younger still."""
+    """A page of `order=asc&start_id=…`: the customers' messages above `after_id` of
+    `[floor, ceiling)`, and the new last id. The first message at or past the ceiling
+    ends the read: the ids grow with time, so everything after it is younger still. One
+    older than the floor (a cursor left for longer than the lookback) is passed over."""
     take: list[int] = []
     last = after_id
     for index, item in sorted(enumerate(items), key=lambda pair: pair[1].id):
@@ -78,7 +84,7 @@ def chat2desk_ascending(
             continue  # the lower bound is checked here too, whatever start_id meant
         if item.created >= ceiling:
             return Verdict(tuple(take), more=False), last
-        if item.type == "from_client":
+        if item.type == "from_client" and item.created >= floor:
             take.append(index)
         last = item.id
     return Verdict(tuple(take), more=len(items) >= limit), last
@@ -94,7 +100,10 @@ def chat2desk_descending(
 ) -> tuple[Verdict, int | None]:
     """A page of `order=desc` (a first pass, or one given --since): the customers'
     messages of `[floor, ceiling)`, and the highest id of what is older than the ceiling
-    (a message younger than it has a higher id, so an ascending read from there finds it)."""
+    (a message younger than it has a higher id, so an ascending read from there finds it).
+    An account whose list is empty gets 0: every message to come is above it."""
+    if not items and last_id is None:
+        return Verdict((), more=False), 0
     take: list[int] = []
     reached_floor = False
     for index, item in enumerate(items):

@@ -195,8 +195,8 @@ class Reconciler:
         ceiling = whole_second(now - settings.reconcile_grace)
         taken: list[tuple[int, InboundMessage]] = []
         limit = CHAT2DESK_PAGE_LIMIT
+        floor = now - (since if since is not None else settings.reconcile_lookback)
         if cursor.last_id is None:
-            floor = now - (since if since is not None else settings.reconcile_lookback)
             last: int | None = None
             for page in range(settings.reconcile_max_pages):
                 raw = await lists.messages(order="desc", limit=limit, offset=page * limit)
@@ -215,7 +215,7 @@ class Reconciler:
                 raw = await lists.messages(order="asc", limit=limit, start_id=last + 1)
                 items, messages = _read_chat2desk(raw, tenant.slug)
                 verdict, after = chat2desk_ascending(
-                    items, after_id=last, ceiling=ceiling, limit=limit
+                    items, after_id=last, floor=floor, ceiling=ceiling, limit=limit
                 )
                 taken += [(items[i].id, m) for i in verdict.take if (m := messages[i])]
                 moved, last = after != last, after
@@ -260,6 +260,8 @@ class Reconciler:
         else:
             fresh = TwilioCursor(since=whole_second(now - settings.reconcile_lookback))
             cursor = await self._load(key, TwilioCursor, default=fresh)
+            if cursor.since < fresh.since and cursor.next_uri is None:
+                cursor = fresh  # left for longer than the lookback: what is older stays
         window = twilio_window(cursor, now, settings.reconcile_grace)
         uri = window.next_uri or lists.first_page(
             number, window.since, settings.reconcile_page_size
