@@ -4,6 +4,7 @@ is answered, once, by the reconciler inside the outbox worker (guarantee 10)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 from collections import Counter
@@ -19,6 +20,7 @@ from tests.support.customers import Customer, expected_replies
 from tests.support.fake_provider import FakeChat2Desk
 from tests.support.recovery import (
     FAST,
+    cursor,
     fast_settings,
     poll,
     wait_cursors,
@@ -156,4 +158,62 @@ async def test_two_outbox_workers_publish_each_missed_message_once_and_hand_the_
         if line.get("event") == "reconcile_published"
     )
     assert {i: published[i] for i in ids} == {i: 1 for i in ids}
+    assert answered_once(fake, customers)
+
+
+def gaps_after_failures(fake: FakeChat2Desk, provider: str) -> list[float]:
+    """Seconds from each failed call of `provider`'s list to the call after it."""
+    calls = fake.calls_to(provider)
+    return [b.at - a.at for a, b in itertools.pairwise(calls) if a.status >= 300]
+
+
+async def test_a_list_that_answers_500_for_a_while_is_backed_off_and_caught_up_once(
+    make_settings: Callable[..., Settings],
+    worker: asyncio.Task[None],
+    fake: FakeChat2Desk,
+    redis: Redis,
+) -> None:
+    settings = fast_settings(make_settings)
+    async with in_process(run_outbox_worker, settings):
+        await wait_cursors(redis, settings)
+        fake.fail_lists("chat2desk", 500, 500, 500)
+        customers = [Customer().client_id for _ in range(4)]
+        listed = [fake.customer_writes_chat2desk(c, "Hello") for c in customers]
+        await fake.wait_for(lambda: all(fake.texts_for(c) for c in customers), timeout=60)
+        await poll(lambda: [c.status for c in fake.calls_to("chat2desk")][-1] == 200)
+        await wait_passes(fake, 2)
+        last = await cursor_of(redis, settings)
+
+    interval = settings.reconcile_interval.total_seconds()
+    gaps = gaps_after_failures(fake, "chat2desk")
+    assert len(gaps) == 3
+    assert [g >= 0.95 * interval * 2**n for n, g in enumerate(gaps)] == [True] * 3
+    assert answered_once(fake, customers)
+    assert last >= max(item["id"] for item in listed)
+
+
+async def cursor_of(redis: Redis, settings: Settings) -> int:
+    found = await cursor(redis, settings, "chat2desk")
+    assert found is not None
+    return int(found["last_id"])
+
+
+async def test_a_list_that_answers_429_is_left_alone_for_its_retry_after_and_caught_up_once(
+    make_settings: Callable[..., Settings],
+    worker: asyncio.Task[None],
+    fake: FakeChat2Desk,
+    redis: Redis,
+) -> None:
+    settings = fast_settings(make_settings)
+    async with in_process(run_outbox_worker, settings):
+        await wait_cursors(redis, settings)
+        fake.fail_lists("twilio", 429, retry_after="3")
+        customers = [WhatsAppCustomer().number for _ in range(4)]
+        for number in customers:
+            fake.customer_writes_twilio(number, "Hello")
+        await fake.wait_for(lambda: all(fake.texts_for(c) for c in customers), timeout=60)
+        await wait_passes(fake, 2)
+
+    [gap] = gaps_after_failures(fake, "twilio")
+    assert gap >= 3 * 0.95
     assert answered_once(fake, customers)

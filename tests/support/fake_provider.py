@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -75,18 +75,27 @@ class FakeChat2Desk:
     # --- the accounts' lists ----------------------------------------------------------------
 
     def customer_writes_chat2desk(
-        self, client_id: str, text: str, *, channel_id: int = 4242, dialog_id: int = 77
+        self,
+        client_id: str,
+        text: str,
+        *,
+        channel_id: int = 4242,
+        dialog_id: int = 77,
+        ago: timedelta = timedelta(0),
     ) -> dict[str, Any]:
-        """A customer's message arrives at Chat2Desk: it is in the list whatever becomes of
-        its webhook. The item's `id` is the webhook's `message_id`."""
+        """A customer's message arrives at Chat2Desk (`ago` this long ago): it is in the
+        list whatever becomes of its webhook. The item's `id` is the webhook's `message_id`."""
         item = self._chat2desk_item(int(client_id), text, "from_client", channel_id, dialog_id)
+        item["created"] = (datetime.now(UTC) - ago).strftime("%Y-%m-%dT%H:%M:%S UTC")
         self.chat2desk_messages.append(item)
         return item
 
     def customer_writes_twilio(
-        self, number: str, text: str, *, to: str = TWILIO_NUMBER
+        self, number: str, text: str, *, to: str = TWILIO_NUMBER, ago: timedelta = timedelta(0)
     ) -> dict[str, Any]:
         item = _twilio_item(sender=number, to=to, body=text, direction="inbound")
+        sent = format_datetime(datetime.now(UTC).replace(microsecond=0) - ago)
+        item.update(date_created=sent, date_sent=sent, date_updated=sent)
         self.twilio_messages.append(item)
         return item
 
