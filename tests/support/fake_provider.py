@@ -99,6 +99,19 @@ class FakeChat2Desk:
         self.twilio_messages.append(item)
         return item
 
+    def bot_wrote_chat2desk(self, client_id: str, text: str) -> dict[str, Any]:
+        """A message of ours (`to_client`) in the list, as a reply sent through the API is."""
+        item = self._chat2desk_item(int(client_id), text, "to_client", 4242, None)
+        self.chat2desk_messages.append(item)
+        return item
+
+    def bot_wrote_twilio(
+        self, number: str, text: str, *, sender: str = TWILIO_NUMBER
+    ) -> dict[str, Any]:
+        item = _twilio_item(sender=sender, to=number, body=text, direction="outbound-api")
+        self.twilio_messages.append(item)
+        return item
+
     def fail_lists(self, provider: str, *statuses: int, retry_after: str | None = None) -> None:
         """Answer the next calls to `provider`'s message list with these statuses."""
         self.list_statuses.setdefault(provider, []).extend(statuses)
