@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from aio_pika.abc import AbstractChannel
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from orderbot.amqp.link import BrokerLink
@@ -53,3 +55,37 @@ async def test_a_dry_run_reports_a_missed_message_and_publishes_nothing(
         (str(listed["id"]), customer.client_id, "dry_run")
     ]
     assert await redis.keys(f"{settings.redis_key_prefix}reconcile:*") == []
+
+
+async def test_a_first_pass_publishes_nothing_older_than_the_lookback(
+    make_settings: Callable[..., Settings], fake: FakeChat2Desk, redis: Redis, amqp: AbstractChannel
+) -> None:
+    settings = make_settings(reconcile_lookback="1h")
+    old, recent = Customer(), Customer()
+    fake.customer_writes_chat2desk(old.client_id, "Hello", ago=timedelta(hours=2))
+    fake.customer_writes_chat2desk(recent.client_id, "Hello", ago=timedelta(minutes=1))
+    fake.customer_writes_twilio(WhatsAppCustomer().number, "Hello", ago=timedelta(hours=2))
+    async with BrokerLink(settings, "test") as broker, open_http(settings) as session:
+        await broker.wait_connected()
+        reconciler = Reconciler(settings, redis, session, TenantDirectory(settings), broker)
+        report = await reconciler.run_pass()
+
+    assert [f.client_id for f in report.found] == [recent.client_id]
+
+
+async def test_a_disabled_chat2desk_webhook_is_reported_and_counted(
+    settings: Settings, fake: FakeChat2Desk, redis: Redis
+) -> None:
+    fake.add_webhook("https://bot.example.com/webhook/chat2desk/x", status="disable")
+    async with open_http(settings) as session:
+        reconciler = Reconciler(settings, redis, session, TenantDirectory(settings), None)
+        report = await reconciler.run_pass()
+
+    [(tenant, hook)] = report.disabled_webhooks
+    assert (tenant, hook.status) == (settings.tenant, "disable")
+    assert (
+        REGISTRY.get_sample_value(
+            "orderbot_chat2desk_webhooks_disabled", {"tenant": settings.tenant}
+        )
+        == 1
+    )
