@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import AsyncIterator
 
-from orderbot.config.secret_forms import expand, mask
+from orderbot.config.secret_forms import REDACTED, expand, mask
 from orderbot.config.settings import Settings, parse_duration
 from orderbot.recovery.chat2desk import Chat2DeskLists, Webhook
 from orderbot.recovery.errors import ListUnavailable
@@ -155,7 +155,7 @@ async def _enable(lists: Chat2DeskLists, hook_id: int) -> int:
 
 
 def _print_hook(tenant: Tenant, hook: Webhook, *, as_json: bool) -> None:
-    url = mask(hook.url, expand(tenant.secrets()))
+    url = _masked_url(hook.url, tenant)
     errors = [{"text": e.text, "created_at": e.created_at} for e in hook.errors]
     if as_json:
         row = {
@@ -171,3 +171,14 @@ def _print_hook(tenant: Tenant, hook: Webhook, *, as_json: bool) -> None:
         return
     last = f"  last error: {errors[-1]['created_at']} {errors[-1]['text']}" if errors else ""
     print(f"{tenant.slug}  {hook.id}  {hook.status}  {','.join(hook.events)}  {url}{last}")
+
+
+def _masked_url(url: str, tenant: Tenant) -> str:
+    """The URL without its token: the last path segment of our webhook paths, whatever
+    token it is (a rotated one is no longer among the tenant's secrets)."""
+    head, marker, rest = url.partition("/webhook/chat2desk/")
+    if marker and rest:
+        path, _, query = rest.partition("?")
+        kept = path.rstrip("/").rsplit("/", 1)[0] + "/" if "/" in path.rstrip("/") else ""
+        url = f"{head}{marker}{kept}{REDACTED}" + (f"?{query}" if query else "")
+    return mask(url, expand(tenant.secrets()))

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
@@ -49,6 +49,7 @@ from orderbot.tenancy.directory import Tenant, TenantDirectory
 log = structlog.get_logger(__name__)
 
 PUBLISHED, ALREADY_PROCESSED, DRY_RUN = "published", "already_processed", "dry_run"
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +191,9 @@ class Reconciler:
     ) -> None:
         settings = self._settings
         key = self._keys.reconcile_watermark(tenant.slug, chat2desk.PROVIDER)
-        cursor = Chat2DeskCursor() if since is not None else await self._load(key, Chat2DeskCursor)
+        cursor = (
+            Chat2DeskCursor() if since is not None else await self._load(key, Chat2DeskCursor())
+        )
         now = utcnow()
         ceiling = whole_second(now - settings.reconcile_grace)
         taken: list[tuple[int, InboundMessage]] = []
@@ -237,11 +240,12 @@ class Reconciler:
         for hook in disabled:
             report.disabled_webhooks.append((tenant.slug, hook))
             last_error = hook.errors[-1].text if hook.errors else None
+            # Not its URL: that holds a webhook token, perhaps one no longer ours to mask.
             log.warning(
                 "chat2desk_webhook_disabled",
                 tenant=tenant.slug,
                 webhook_id=hook.id,
-                url=hook.url,
+                webhook_name=hook.name,
                 last_error=last_error,
             )
 
@@ -259,7 +263,7 @@ class Reconciler:
             cursor = TwilioCursor(since=whole_second(now - since))
         else:
             fresh = TwilioCursor(since=whole_second(now - settings.reconcile_lookback))
-            cursor = await self._load(key, TwilioCursor, default=fresh)
+            cursor = await self._load(key, fresh)
             if cursor.since < fresh.since and cursor.next_uri is None:
                 cursor = fresh  # left for longer than the lookback: what is older stays
         window = twilio_window(cursor, now, settings.reconcile_grace)
@@ -321,15 +325,15 @@ class Reconciler:
                 )
             )
 
-    async def _load(self, key: str, model: type[Any], default: Any = None) -> Any:
+    async def _load(self, key: str, default: M) -> M:
         raw = await self._redis.get(key)
         if raw is None:
-            return default if default is not None else model()
+            return default
         try:
-            return model.model_validate_json(raw)
+            return type(default).model_validate_json(raw)
         except ValidationError:
             log.error("reconcile_cursor_unreadable", key=key)
-            return default if default is not None else model()
+            return default
 
     async def _save(self, key: str, cursor: BaseModel) -> None:
         await self._redis.set(key, cursor.model_dump_json())
