@@ -89,3 +89,22 @@ async def test_a_disabled_chat2desk_webhook_is_reported_and_counted(
         )
         == 1
     )
+
+
+async def test_a_walk_cut_by_the_page_bound_goes_on_in_the_next_pass_taking_each_message_once(
+    make_settings: Callable[..., Settings], fake: FakeChat2Desk, redis: Redis, amqp: AbstractChannel
+) -> None:
+    settings = make_settings(reconcile_max_pages=1, reconcile_page_size=2)
+    numbers = [WhatsAppCustomer().number for _ in range(5)]
+    for n, number in enumerate(numbers):
+        fake.customer_writes_twilio(number, "Hello", ago=timedelta(minutes=10 - n))
+    found: list[str] = []
+    async with BrokerLink(settings, "test") as broker, open_http(settings) as session:
+        await broker.wait_connected()
+        reconciler = Reconciler(settings, redis, session, TenantDirectory(settings), broker)
+        for _ in range(4):
+            report = await reconciler.run_pass(check_webhooks=False)
+            found += [f.client_id for f in report.found if f.provider == "twilio"]
+
+    assert sorted(found) == sorted(numbers)
+    assert len(fake.calls_to("twilio")) == 4
