@@ -15,6 +15,7 @@ from orderbot.runtime.ops import dependency_probes, serve_ops
 from orderbot.runtime.resources import open_redis
 from orderbot.runtime.roles import OUTBOX_WORKER
 from orderbot.tenancy.directory import open_tenant_directory
+from outbox_worker.reconcile import reconcile_loop
 from outbox_worker.relay import notification_relay
 from outbox_worker.retry import OutboxDelivery
 
@@ -49,4 +50,5 @@ async def run_outbox_worker(settings: Settings, stop: asyncio.Event) -> None:
         )
         await stack.enter_async_context(watch_queue_depths(broker))
         await stack.enter_async_context(notification_relay(settings, broker, redis, stop))
+        await stack.enter_async_context(reconcile_loop(settings, broker, redis, tenants, stop))
         await consumer.run(stop)

@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         help="write it into PATH instead of printing it (the table: between the "
         "<!-- settings:begin --> and <!-- settings:end --> lines of PATH)",
     )
+    _recovery_parser(sub)
     return parser
 
 
@@ -120,6 +121,30 @@ def _tenants_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     tenants_sub.add_parser("new-key", help="print a new master key")
 
 
+def _recovery_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reconcile = sub.add_parser(
+        "reconcile", help="read the providers' message lists once and publish what was missed"
+    )
+    reconcile.add_argument("--since", help="read from this long ago (e.g. 2h), not the cursors")
+    reconcile.add_argument("--tenant", help="only this tenant (slug)")
+    reconcile.add_argument("--dry-run", action="store_true", help="report, publish nothing")
+    reconcile.add_argument("--json", action="store_true", help="one JSON object per message")
+    chat2desk = sub.add_parser("chat2desk", help="Chat2Desk account tools")
+    chat2desk_sub = chat2desk.add_subparsers(dest="chat2desk_command", required=True)
+    webhooks = chat2desk_sub.add_parser(
+        "webhooks", help="list the account's webhooks (exit 1 when one is disabled)"
+    )
+    webhooks.add_argument("--tenant", help="only this tenant (slug)")
+    webhooks.add_argument("--json", action="store_true", help="one JSON object per webhook")
+    hooks_sub = webhooks.add_subparsers(dest="webhooks_command")
+    enable = hooks_sub.add_parser("enable", help="turn a disabled webhook back on")
+    enable.add_argument("id", type=int)
+    register = hooks_sub.add_parser("register", help="create our webhook for this URL")
+    register.add_argument("url")
+    for command in (enable, register):
+        command.add_argument("--tenant", default=argparse.SUPPRESS, help="the tenant (slug)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in {role.command for role in ROLES}:
@@ -145,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orderbot.cli.tenants import run_tenants
 
         return asyncio.run(run_tenants(settings, args))
+    if args.command in ("reconcile", "chat2desk"):
+        from orderbot.cli.recovery import run_recovery
+
+        return asyncio.run(run_recovery(settings, args))
     return asyncio.run(_dlq(settings, args))
 
 

@@ -508,6 +508,44 @@ class Settings(BaseSettings):
             options = " or ".join(" + ".join(n.upper() for n in group) for group in groups)
             raise ConfigError(f"missing required setting: {options}")
 
+    reconcile_interval: Duration = Field(
+        default=timedelta(seconds=60),
+        description="how often the reconciler (inside `orderbot outbox-worker`) lists each "
+        "tenant's inbound messages at Chat2Desk and Twilio and publishes those no webhook "
+        "brought",
+        json_schema_extra={"group": "Recovery from the providers' message lists"},
+    )
+    reconcile_lookback: Duration = Field(
+        default=timedelta(hours=24),
+        description="how far back a first pass (no watermark yet) reads; older messages are "
+        "not answered",
+    )
+    reconcile_grace: Duration = Field(
+        default=timedelta(seconds=30),
+        description="a message younger than this is left to its webhook (listed early, it "
+        "would count as recovered while its webhook is still on the way)",
+    )
+    reconcile_max_pages: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="pages of a list read per tenant and pass (200 messages a page at "
+        "Chat2Desk, RECONCILE_PAGE_SIZE at Twilio); the rest waits for the next pass",
+    )
+    reconcile_page_size: int = Field(
+        default=200, ge=1, le=1000, description="messages a page of Twilio's list holds"
+    )
+    reconcile_lease_ttl: Duration = Field(
+        default=timedelta(seconds=30),
+        description="the Redis lease that keeps one outbox worker reconciling; a killed one "
+        "hands over within it",
+    )
+    reconcile_max_backoff: Duration = Field(
+        default=timedelta(minutes=10),
+        description="longest pause of a provider list that answers errors or 429",
+    )
+    reconcile_enabled: bool = Field(default=True, description="`false` turns the reconciler off")
+
     @field_validator("operator_api_key")
     @classmethod
     def _strong_api_key(cls, value: SecretStr | None) -> SecretStr | None:

@@ -13,6 +13,8 @@ layout, by what a key holds:
     {prefix}ratelimit:customer:{conversation}              a customer's message budget
     {prefix}ratelimit:notice:{conversation}                "please wait" was said
     {prefix}ratelimit:send:{provider}:{tenant}             the shared send bucket
+    {prefix}reconcile:lease                                who reconciles now
+    {prefix}reconcile:watermark:{tenant}:{provider}        how far the lists were read
 """
 
 from __future__ import annotations
@@ -61,3 +63,9 @@ class Keys:
 
     def send_bucket(self, provider: str, tenant: str) -> str:
         return f"{self.prefix}ratelimit:send:{provider}:{tenant}"
+
+    def reconcile_lease(self) -> str:
+        return f"{self.prefix}reconcile:lease"
+
+    def reconcile_watermark(self, tenant: str, provider: str) -> str:
+        return f"{self.prefix}reconcile:watermark:{tenant}:{provider}"

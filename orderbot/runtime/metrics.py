@@ -111,3 +111,24 @@ CONSUMER_INFLIGHT = Gauge(
 CONSUMER_PREFETCH = Gauge(
     "orderbot_consumer_prefetch", "The consumer's prefetch: its most messages in flight.", ["queue"]
 )
+
+RECONCILE_RECOVERED = Counter(
+    "orderbot_reconcile_recovered_total",
+    "Customer messages found in a provider's list that no webhook had brought, published.",
+    ["provider"],
+)
+RECONCILE_API_CALLS = Counter(
+    "orderbot_reconcile_api_calls_total",
+    "Calls the reconciler made to a provider's list APIs, by outcome: ok, error, throttled.",
+    ["provider", "outcome"],
+)
+RECONCILE_LAST_SUCCESS = Gauge(
+    "orderbot_reconcile_last_success_timestamp_seconds",
+    "When a reconcile pass last read every tenant of a provider without an error (Unix time).",
+    ["provider"],
+)
+CHAT2DESK_WEBHOOKS_DISABLED = Gauge(
+    "orderbot_chat2desk_webhooks_disabled",
+    "Chat2Desk webhooks of a tenant that Chat2Desk reports disabled, as last read.",
+    ["tenant"],
+)

@@ -771,6 +771,34 @@ def test_edge_spool_full_alert_fires_on_refused_webhooks(promtool: str, tmp_path
     )
 
 
+def test_recovered_messages_alert_fires_after_ten_minutes_of_recoveries(
+    promtool: str, tmp_path: Path
+) -> None:
+    check_alert(
+        promtool,
+        tmp_path,
+        "OrderbotMessagesRecovered",
+        {
+            'orderbot_reconcile_recovered_total{job="orderbot-outbox-worker",instance="o",'
+            'provider="twilio"}': "0+1x30",
+        },
+        {"5m": [], "20m": [{"severity": "warning", "provider": "twilio"}]},
+    )
+
+
+def test_disabled_chat2desk_webhook_alert_fires_per_tenant(promtool: str, tmp_path: Path) -> None:
+    check_alert(
+        promtool,
+        tmp_path,
+        "OrderbotChat2DeskWebhookDisabled",
+        {
+            'orderbot_chat2desk_webhooks_disabled{job="orderbot-outbox-worker",instance="o",'
+            'tenant="acme"}': "0x2 1x10",
+        },
+        {"2m": [], "6m": [{"severity": "critical", "tenant": "acme"}]},
+    )
+
+
 def test_webhook_error_rate_alert_fires_on_server_side_rejections(
     promtool: str, tmp_path: Path
 ) -> None:
