@@ -146,6 +146,8 @@ def config(
         "OUTBOX_DELAYS": "50ms,100ms,200ms",
         "SHUTDOWN_TIMEOUT": "10s",
         "LOCK_TIMEOUT": "1s",
+        "MESSAGES_PARTITIONS": "4",
+        "WORKER_HEARTBEAT": "200ms",
         "CHAT2DESK_RATE_LIMIT": "600000",
         "SPOOL_DIR": str(tmp_path / "spool"),
         "WEBHOOK_RATE_LIMIT_CUSTOMER": "600000",

@@ -9,13 +9,14 @@ from collections.abc import Callable
 import structlog
 
 from dialog import DialogRules, PhoneRule
-from orderbot.amqp.consumer import Consumer
 from orderbot.amqp.link import BrokerLink
+from orderbot.amqp.partitions import PartitionedConsumer
 from orderbot.amqp.queue_depths import watch_queue_depths
 from orderbot.config.settings import Settings
 from orderbot.conversation.dialog_store import DialogStore
 from orderbot.conversation.locks import ClientLocks
 from orderbot.conversation.reply_order import reply_order_for
+from orderbot.conversation.roll_call import RedisRollCall
 from orderbot.delivery.senders import open_senders
 from orderbot.orders.store import OrderStore
 from orderbot.runtime.ops import dependency_probes, serve_ops
@@ -74,9 +75,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         if not await tenants.wait_loaded(stop):
             return
         senders = await stack.enter_async_context(open_senders(settings, redis, tenants))
-        consumer = Consumer(
+        consumer = PartitionedConsumer(
             broker,
-            broker.topology.messages,
+            RedisRollCall(redis, settings.redis_key_prefix, broker.topology.messages),
             MessageProcessor(
                 broker=broker,
                 dialogs=DialogStore(
@@ -99,9 +100,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 rules=tenant_rules(settings, tenants),
                 ratings=rating_desk(settings, redis, pool),
                 budget=customer_budget(settings, tenants),
+                concurrency=settings.worker_concurrency,
+                stop=stop,
             ),
             prefetch=settings.worker_concurrency,
             shutdown_timeout=settings.shutdown_timeout.total_seconds(),
+            heartbeat=settings.worker_heartbeat,
         )
         await stack.enter_async_context(
             serve_ops(

@@ -6,7 +6,13 @@ message id) → send or outbox the replies → commit state and the applied-mark
 release the lock, in the same script) → return, and the consumer acks. A crash before the
 commit replays the step from the same state, so the same order row is found and the replies
 go out again (twice, never zero times). A crash after the commit finds the marker and only
-acks. A dependency that is down makes the step raise; the consumer runs it again in place.
+acks. A dependency that is down makes the step raise; it is run again in place, with
+backoff, still holding the customer's arrival-order turn: the customer's next message
+waits behind it rather than overtaking it.
+
+A message whose step has not begun when its partition is handed to another worker (or
+its channel closed) is not run here: it is left unacknowledged, and the broker delivers
+it again, to whoever holds the partition next, ahead of anything newer.
 
 A customer who writes past their budget (WEBHOOK_RATE_LIMIT_CUSTOMER a minute, per tenant
 too) is not refused anywhere: the message is kept in the `held` queue with reason
@@ -21,22 +27,25 @@ the dialog state unchanged but for its turn count.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from collections.abc import Callable
 
 import structlog
 
 from dialog import DialogRules, DialogState, advance, slow_down
-from orderbot.amqp.consumer import Delivery
+from orderbot.amqp.consumer import Delivery, handed_back
 from orderbot.amqp.dead_letters import Reason, RetryStory, park, park_unreadable
 from orderbot.amqp.publisher import Publisher
 from orderbot.config.settings import Settings
 from orderbot.conversation.dialog_store import Begun, DialogStore
-from orderbot.conversation.locks import ClientLocks, Lease
+from orderbot.conversation.locks import ArrivalOrder, ClientLocks, Lease
 from orderbot.envelopes import InboundMessage, decode, encode, utcnow
-from orderbot.errors import PoisonMessage
+from orderbot.errors import PoisonMessage, Stopping
 from orderbot.orders.store import OrderStore
 from orderbot.runtime import metrics
+from orderbot.runtime.waiting import until_done
 from orderbot.tenancy.directory import TenantDirectory
 from worker.rating import RatingDesk
 from worker.replies import ReplyDispatcher
@@ -58,6 +67,8 @@ class MessageProcessor:
         rules: Callable[[str], DialogRules],
         ratings: RatingDesk,
         budget: Callable[[str], int | None] = lambda _tenant: None,
+        concurrency: int = 10,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self._broker = broker
         self._dialogs = dialogs
@@ -67,6 +78,10 @@ class MessageProcessor:
         self._rules = rules  # a tenant's dialog rules
         self._ratings = ratings
         self._budget = budget  # a tenant's customer messages a minute (None: no budget)
+        self._arrival = ArrivalOrder()
+        # Steps at once: a worker holds several partitions' deliveries, more than it runs.
+        self._slots = asyncio.Semaphore(concurrency)
+        self._stop = stop if stop is not None else asyncio.Event()
 
     async def __call__(self, message: Delivery) -> None:
         try:
@@ -76,7 +91,7 @@ class MessageProcessor:
                 self._broker,
                 message,
                 exc,
-                source_queue=self._broker.topology.messages,
+                source_queue=self._broker.topology.messages,  # replay routes it anew
                 story=RetryStory(attempts=1),
             )
             return
@@ -87,9 +102,14 @@ class MessageProcessor:
             provider=conversation.provider,
             client_id=conversation.client_id,
         ):
-            started = time.perf_counter()
-            replayed = REPLAYED in (message.headers or {})
-            outcome = await self._apply(inbound, budgeted=not replayed)
+            async with self._arrival.turn(conversation.key), self._slots:
+                if handed_back(message):
+                    raise Stopping("the partition is being handed over; left for redelivery")
+                replayed = REPLAYED in (message.headers or {})
+                started = time.perf_counter()
+                outcome = await until_done(
+                    functools.partial(self._apply, inbound, budgeted=not replayed), self._stop
+                )
             metrics.DIALOG_STEP_SECONDS.observe(time.perf_counter() - started)
             metrics.MESSAGES_PROCESSED.labels("messages", outcome).inc()
             if outcome != "duplicate":
@@ -167,7 +187,7 @@ class MessageProcessor:
             message_id=inbound.message_id,
             reason=Reason.RATE_LIMITED,
             detail=f"the customer sent more than {per_minute} messages a minute",
-            source_queue=self._broker.topology.messages,
+            source_queue=self._broker.topology.messages_for(inbound.conversation.key),
             story=RetryStory(attempts=1, first_failure=utcnow(), last_error="over budget"),
             conversation=inbound.conversation,
             correlation_id=inbound.message_id,

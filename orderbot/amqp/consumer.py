@@ -22,11 +22,23 @@ the broker redelivers the message. Instead the step finishes; its ack on the dea
 channel is skipped (the broker has already requeued the message), and the
 redelivery finds the step's processed-marker and is only acknowledged. Until the
 old handlers finish, a process can hold up to twice its prefetch after a reconnect.
+
+A single-active-consumer queue is let go differently (`hand_over`): a cancel would let
+the broker activate the next consumer at once, while the handlers here still run the
+messages it delivered, and a later message of the same customer could be applied there
+first. So the consumer stays subscribed while it lets go: a handler that has not begun
+its work asks `handed_back()` and leaves its message unacknowledged, the handlers that
+had begun finish and are acknowledged, and then the channel is closed, which returns
+the untouched messages to the head of the queue for the next consumer, ahead of
+anything newer. Past `shutdown_timeout` the channel is closed all the same; a handler
+still running then races the redelivery, and of two runs of one message the second
+finds it applied.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -36,7 +48,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from orderbot.amqp.link import BrokerLink
-from orderbot.errors import is_transient
+from orderbot.errors import Stopping, is_transient
 from orderbot.runtime import metrics
 from orderbot.runtime.waiting import sleep_unless_set, until_done
 
@@ -71,6 +83,18 @@ Handler = Callable[[Delivery], Awaitable[None]]
 
 SETTLE_TIMEOUT = 5.0  # an ack is one frame; longer means the connection is dead
 
+# Set in each handler's task: the event of its consumer letting its queue go.
+_LETTING_GO: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar(
+    "letting_go", default=None
+)
+
+
+def handed_back(message: Delivery) -> bool:
+    """Must the handler leave `message` alone? Its channel is gone, or its consumer is
+    letting the queue go: the broker delivers it again, to whoever consumes next."""
+    letting_go = _LETTING_GO.get()
+    return channel_gone(message) or (letting_go is not None and letting_go.is_set())
+
 
 class Consumer:
     def __init__(
@@ -81,14 +105,17 @@ class Consumer:
         *,
         prefetch: int,
         shutdown_timeout: float,
+        hand_over: bool = False,
     ) -> None:
         self._broker = broker
+        self._hand_over = hand_over
         self._queue = queue
         self._handler = handler
         self._prefetch = prefetch
         self._shutdown_timeout = shutdown_timeout
         self._inflight: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
+        self._letting_go = asyncio.Event()
 
     @property
     def inflight(self) -> int:
@@ -103,16 +130,23 @@ class Consumer:
         if subscribed is None:
             return
         channel, queue, tag = subscribed
-        metrics.CONSUMER_PREFETCH.labels(self._queue).set(self._prefetch)
+        prefetch = metrics.CONSUMER_PREFETCH.labels(self._queue)
+        prefetch.set(self._prefetch)
         log.info("consuming", queue=self._queue, prefetch=self._prefetch)
         try:
             await stop.wait()
         finally:
+            prefetch.set(0)
             # During a broker outage these would wait for the reconnect; the broker
             # requeues whatever is unacknowledged anyway, so they are bounded.
-            await _bounded(queue.cancel(tag), "consumer_cancel_failed")
-            await self._drain()
-            await _bounded(channel.close(), "channel_close_failed")
+            if self._hand_over:
+                self._letting_go.set()
+                await self._drain()
+                await _bounded(channel.close(), "channel_close_failed")
+            else:
+                await _bounded(queue.cancel(tag), "consumer_cancel_failed")
+                await self._drain()
+                await _bounded(channel.close(), "channel_close_failed")
         log.info("consumer_stopped", queue=self._queue)
 
     async def _subscribe(
@@ -163,6 +197,7 @@ class Consumer:
         task.add_done_callback(self._inflight.discard)
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
+        _LETTING_GO.set(self._letting_go)
         inflight = metrics.CONSUMER_INFLIGHT.labels(self._queue)
         inflight.inc()
         try:
@@ -176,6 +211,9 @@ class Consumer:
                 await until_done(functools.partial(self._handler, message), self._stop)
         except asyncio.CancelledError:
             raise
+        except Stopping:
+            # Asked to stop while a dependency is down, or handed back: left unacknowledged.
+            log.info("left_for_redelivery", queue=self._queue, message_id=message.message_id)
         except Exception:
             log.exception("handler_failed", queue=self._queue, message_id=message.message_id)
             metrics.MESSAGES_FAILED.labels(self._queue).inc()
@@ -194,6 +232,14 @@ async def _bounded(operation: Awaitable[object], failure: str) -> None:
         log.warning(failure, error=repr(exc))
 
 
+def channel_gone(message: Delivery) -> bool:
+    """The channel `message` came on is closed: the broker has taken it back."""
+    try:
+        return message.channel.is_closed
+    except aiormq.exceptions.ChannelInvalidStateError:  # aio-pika's answer for a closed one
+        return True
+
+
 async def _settle(message: Delivery, *, requeue: bool | None = None) -> None:
     """Ack (or nack when `requeue` is given); if the channel the message came on is
     gone, the broker has requeued it already and redelivers it.
@@ -201,11 +247,7 @@ async def _settle(message: Delivery, *, requeue: bool | None = None) -> None:
     An ack written to a closed aiormq channel would wait for ever on a connection
     nobody writes to any more, so a closed channel is skipped and the rest bounded.
     """
-    try:
-        closed = message.channel.is_closed
-    except aiormq.exceptions.ChannelInvalidStateError:  # aio-pika's answer for a closed one
-        closed = True
-    if closed:
+    if channel_gone(message):
         log.info("settle_skipped_channel_closed", message_id=message.message_id)
         return
     settlement = message.ack() if requeue is None else message.nack(requeue=requeue)

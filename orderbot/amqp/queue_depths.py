@@ -23,20 +23,34 @@ async def _poll(broker: BrokerLink, interval: float) -> None:
     channel = await broker.connection.channel()
     topology = broker.topology
     names = {
-        "messages": topology.messages,
         "outbox": topology.outbox,
         "dlq": topology.dlq,
         "held": topology.held,
     }
+
+    async def depth(name: str) -> int | None:
+        try:
+            declared = await channel.declare_queue(name, passive=True)
+        except Exception as exc:  # a closed channel is reopened by the robust link
+            log.debug("queue_depth_unavailable", queue=name, error=repr(exc))
+            return None
+        return declared.declaration_result.message_count or 0
+
     try:
         while True:
+            # `messages` is the partitions' sum, so alerts need not know the count.
+            total: int | None = None
+            for name in topology.partitions:
+                ready = await depth(name)
+                if ready is not None:
+                    metrics.PARTITION_MESSAGES.labels(name).set(ready)
+                    total = (total or 0) + ready
+            if total is not None:
+                metrics.QUEUE_DEPTH.labels("messages").set(total)
             for label, name in names.items():
-                try:
-                    declared = await channel.declare_queue(name, passive=True)
-                    depth = declared.declaration_result.message_count or 0
-                    metrics.QUEUE_DEPTH.labels(label).set(depth)
-                except Exception as exc:  # a closed channel is reopened by the robust link
-                    log.debug("queue_depth_unavailable", queue=name, error=repr(exc))
+                ready = await depth(name)
+                if ready is not None:
+                    metrics.QUEUE_DEPTH.labels(label).set(ready)
             await asyncio.sleep(interval)
     finally:
         with contextlib.suppress(Exception):

@@ -3,11 +3,20 @@
 Every process declares the whole topology at start. Declaring is idempotent, so
 the first process up on a fresh broker creates everything and no start order is
 needed. Arguments of an existing queue cannot change: a deployment that changes
-`MESSAGES_DELIVERY_LIMIT` must delete the queue first (README, operations).
+`MESSAGES_DELIVERY_LIMIT` must delete the queue first (docs/operations.md).
+
+Customer messages are partitioned: `messages.0` … `messages.{N-1}`, each a quorum queue
+with a single active consumer, and a customer's messages always go to the same one (a
+stable hash of the conversation key). One consumer at a time per partition, plus the
+worker's arrival-order lock per customer, applies a customer's steps in the order the
+broker accepted them, whatever the number of workers. `messages` (no suffix) is the
+queue of deployments before partitioning; `orderbot messages repartition` empties it.
 """
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,7 +28,8 @@ from orderbot.config.settings import Settings
 
 @dataclass(frozen=True)
 class Topology:
-    messages: str
+    messages: str  # the partitions' common name; also the unpartitioned queue of old
+    partitions: tuple[str, ...]
     outbox: str
     dlq: str
     held: str  # what a customer sent past their budget: kept, not failed
@@ -33,8 +43,10 @@ class Topology:
             (settings.queue(f"outbox.delay.{_ms(delay)}ms"), _ms(delay))
             for delay in sorted(set(settings.outbox_delays))
         )
+        messages = settings.queue("messages")
         return cls(
-            messages=settings.queue("messages"),
+            messages=messages,
+            partitions=tuple(f"{messages}.{i}" for i in range(settings.messages_partitions)),
             outbox=settings.queue("outbox"),
             dlq=settings.queue("dlq"),
             held=settings.queue("held"),
@@ -46,8 +58,19 @@ class Topology:
     def messages_for(self, conversation_key: str) -> str:
         """The queue a customer's messages go to. Every publisher of a customer message
         (the server, its spool, a DLQ replay, the reconciler) routes through here, so
-        one customer's messages always share a queue and keep their order."""
-        return self.messages
+        one customer's messages always share a queue and keep their order.
+
+        CRC-32: stable across processes, versions and machines (Python's hash() is
+        salted per process), and cheap on the path every webhook takes."""
+        return partition_of(self.partitions, conversation_key)
+
+    def is_messages_queue(self, name: str) -> bool:
+        """A customer-message queue: a partition, one of a former partition count, or
+        the unpartitioned queue of old."""
+        if name == self.messages:
+            return True
+        base, _, index = name.rpartition(".")
+        return base == self.messages and index.isdigit()
 
     def delay_queue(self, delay: timedelta) -> str:
         """The tier holding messages for `delay` (the nearest declared one not shorter)."""
@@ -60,12 +83,16 @@ class Topology:
     @property
     def all_queues(self) -> tuple[str, ...]:
         return (
-            self.messages,
+            *self.partitions,
             self.outbox,
             self.dlq,
             self.held,
             *(name for name, _ in self.delay_tiers),
         )
+
+
+def partition_of(partitions: Sequence[str], conversation_key: str) -> str:
+    return partitions[zlib.crc32(conversation_key.encode()) % len(partitions)]
 
 
 def _ms(delay: timedelta) -> int:
@@ -93,7 +120,9 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> None
         "x-max-length": topology.max_length,
         **_dead_letter_to(topology.dlq),
     }
-    await channel.declare_queue(topology.messages, durable=True, arguments=work_queue)
+    partition: FieldTable = {**work_queue, "x-single-active-consumer": True}
+    for name in topology.partitions:
+        await channel.declare_queue(name, durable=True, arguments=partition)
     await channel.declare_queue(topology.outbox, durable=True, arguments=work_queue)
     for name, ttl_ms in topology.delay_tiers:
         await channel.declare_queue(

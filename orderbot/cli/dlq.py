@@ -20,7 +20,9 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from orderbot.amqp import dead_letters
 from orderbot.amqp.dead_letters import RetryStory
 from orderbot.amqp.link import BrokerLink
-from orderbot.envelopes import utcnow
+from orderbot.amqp.topology import Topology
+from orderbot.envelopes import InboundMessage, decode, utcnow
+from orderbot.errors import PoisonMessage
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,18 @@ async def list_parked(
         return [describe(message) async for message in _fetch(queue, limit)]
 
 
+def _replay_target(topology: Topology, source_queue: str, body: bytes) -> str:
+    """A customer message goes to its customer's partition as it is now (the partition
+    count may have changed since it was parked); a reply to the outbox."""
+    if not topology.is_messages_queue(source_queue):
+        return topology.outbox
+    try:
+        inbound = decode(InboundMessage, body)
+    except PoisonMessage:  # unreadable still: any partition will park it again
+        return topology.partitions[0]
+    return topology.messages_for(inbound.conversation.key)
+
+
 async def replay(
     broker: BrokerLink, *, message_id: str | None, limit: int = 100_000, held: bool = False
 ) -> int:
@@ -118,9 +132,7 @@ async def replay(
             if message_id is not None and message.message_id != message_id:
                 continue
             parked = describe(message)
-            target = (
-                topology.messages if parked.source_queue == topology.messages else topology.outbox
-            )
+            target = _replay_target(topology, parked.source_queue, message.body)
             headers: dict[str, object] = {"x-replayed-at": utcnow().isoformat()}
             if target == topology.outbox:
                 fresh = RetryStory(

@@ -74,6 +74,13 @@ _HIDDEN_HELP = "(secret: give `env:NAME`, `file:PATH` or `-` for stdin to keep i
 
 
 def _tenants_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    messages = sub.add_parser("messages", help="the partitioned queues of customer messages")
+    messages_sub = messages.add_subparsers(dest="messages_command", required=True)
+    messages_sub.add_parser(
+        "repartition",
+        help="move customer messages from the unpartitioned queue of old, or from "
+        "partitions past MESSAGES_PARTITIONS, to their customer's partition",
+    )
     tenants = sub.add_parser("tenants", help="the businesses this deployment serves")
     tenants_sub = tenants.add_subparsers(dest="tenants_command", required=True)
     for name, help_ in (("add", "add a tenant"), ("update", "change a tenant's settings")):
@@ -174,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orderbot.cli.recovery import run_recovery
 
         return asyncio.run(run_recovery(settings, args))
+    if args.command == "messages":
+        return asyncio.run(_repartition(settings))
     return asyncio.run(_dlq(settings, args))
 
 
@@ -293,6 +302,24 @@ class _LineRelay:
     def join(self) -> None:
         for thread in self._threads:
             thread.join(timeout=5)
+
+
+async def _repartition(settings: Settings) -> int:
+    from orderbot.amqp.link import BrokerLink
+    from orderbot.cli.repartition import repartition
+
+    async with BrokerLink(settings, "cli") as broker:
+        try:
+            async with asyncio.timeout(settings.publish_timeout.total_seconds() * 2):
+                await broker.wait_connected()
+        except TimeoutError:
+            print("orderbot messages: cannot reach the broker at AMQP_URL", file=sys.stderr)
+            return 1
+        moved = await repartition(broker)
+    for name, count in moved.items():
+        print(f"{name}: moved {count} message(s)")
+    print(f"moved {sum(moved.values())} message(s) in all")
+    return 0
 
 
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:

@@ -265,11 +265,24 @@ class Settings(BaseSettings):
         description="re-read of the `tenants` table, besides its change notifications",
     )
 
+    messages_partitions: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="customer messages are spread over this many queues (`messages.0` …), "
+        "each consumed by one worker at a time, so a customer's steps apply in order; "
+        "change it with the queues drained, then `orderbot messages repartition`",
+        json_schema_extra={"group": "Inbound: the queue and the edge spool"},
+    )
+    worker_heartbeat: Duration = Field(
+        default=timedelta(seconds=1),
+        description="how often a worker renews its place in the roll call that shares the "
+        "partitions; one that missed three is taken for gone and its partitions move",
+    )
     messages_delivery_limit: int = Field(
         default=20,
         ge=1,
         description="deliveries of one message before `messages` dead-letters it to `dlq`",
-        json_schema_extra={"group": "Inbound: the queue and the edge spool"},
     )
     messages_max_length: int = Field(
         default=100_000,

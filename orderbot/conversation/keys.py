@@ -15,6 +15,7 @@ layout, by what a key holds:
     {prefix}ratelimit:send:{provider}:{tenant}             the shared send bucket
     {prefix}reconcile:lease                                who reconciles now
     {prefix}reconcile:watermark:{tenant}:{provider}        how far the lists were read
+    {prefix}workers:{messages queue}                       the workers' roll call
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from orderbot.envelopes import Conversation, InboundMessage
 @dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str
+
+    def roll_call(self, messages_queue: str) -> str:
+        return f"{self.prefix}workers:{messages_queue}"
 
     def lock(self, conversation_key: str) -> str:
         return f"{self.prefix}lock:{conversation_key}"

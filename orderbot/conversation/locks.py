@@ -1,11 +1,13 @@
 """Per-customer mutual exclusion, within a process and across processes.
 
 Two messages of one customer must never run their dialog steps at once, or one
-step's state write would silently undo the other's. The in-process asyncio lock
-keeps a worker's own messages of one customer in arrival order (asyncio locks are
-FIFO); the Redis lock excludes other worker processes. The Redis lock is renewed
-while held, and its token fences the state commit: a holder that lost the lock
-cannot write.
+step's state write would silently undo the other's. `ArrivalOrder` keeps a worker's
+own messages of one customer in the order they were delivered (asyncio locks are
+FIFO), and is held across a step's retries, so a step waiting out a dependency is not
+overtaken by the customer's next message. The Redis lock (`ClientLocks`) excludes
+other worker processes: with partitioned queues they meet only at a hand-over, when
+a message can run in two processes at once. It is renewed while held, and its token
+fences the state commit: a holder that lost the lock cannot write.
 
 Round trips are the worker's main cost, so the lock is taken by whatever script the
 caller passes (`hold_loading`): the step's `begin` script takes it with `SET NX PX`
@@ -72,12 +74,30 @@ class Lease(Generic[T]):
     released: bool = False
 
 
+class ArrivalOrder:
+    """One customer's messages, one at a time, in the order they got here."""
+
+    def __init__(self) -> None:
+        self._local: dict[str, _LocalLock] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, conversation_key: str) -> AsyncIterator[None]:
+        local = self._local.setdefault(conversation_key, _LocalLock())
+        local.users += 1
+        try:
+            async with local.lock:
+                yield
+        finally:
+            local.users -= 1
+            if local.users == 0:
+                del self._local[conversation_key]
+
+
 class ClientLocks:
     def __init__(self, redis: Redis, prefix: str, timeout: float) -> None:
         self._keys = Keys(prefix)
         self._timeout = timeout
         self._lease_ms = max(1, int(timeout * 1000))
-        self._local: dict[str, _LocalLock] = {}
         batch = self._batch = batch_for(redis)
         self._renew = batch.script(_RENEW)
         self._release = batch.script(RELEASE_IF_HELD)
@@ -100,20 +120,6 @@ class ClientLocks:
         self, conversation_key: str, take: TakeLock[T]
     ) -> AsyncIterator[Lease[T]]:
         """Hold the customer's lock, taken by `take` (which loads what it likes with it)."""
-        local = self._local.setdefault(conversation_key, _LocalLock())
-        local.users += 1
-        try:
-            async with local.lock, self._redis_lock(conversation_key, take) as lease:
-                yield lease
-        finally:
-            local.users -= 1
-            if local.users == 0:
-                del self._local[conversation_key]
-
-    @contextlib.asynccontextmanager
-    async def _redis_lock(
-        self, conversation_key: str, take: TakeLock[T]
-    ) -> AsyncIterator[Lease[T]]:
         key = self.key(conversation_key)
         token = uuid.uuid4().hex
         while True:  # another process holds it: poll, as redis-py's Lock did

@@ -131,4 +131,17 @@ CHAT2DESK_WEBHOOKS_DISABLED = Gauge(
     "orderbot_chat2desk_webhooks_disabled",
     "Chat2Desk webhooks of a tenant that Chat2Desk reports disabled, as last read.",
     ["tenant"],
+PARTITION_MESSAGES = Gauge(
+    "orderbot_partition_messages",
+    "Customer messages ready in one partition of `messages`, as the broker reports them.",
+    ["partition"],
+)
+PARTITION_OWNED = Gauge(
+    "orderbot_partition_owned",
+    "1 for each partition of `messages` this worker consumes (the broker's single active"
+    " consumer of it once the previous owner let go), 0 for one it gave up.",
+    ["partition"],
+)
+ROLL_CALL_WORKERS = Gauge(
+    "orderbot_roll_call_workers", "Live workers sharing the partitions, as this worker sees them."
 )

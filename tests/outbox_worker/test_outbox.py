@@ -22,7 +22,7 @@ from orderbot.conversation.reply_order import SEND, SENT, reply_order_for
 from orderbot.delivery.senders import Senders
 from orderbot.envelopes import Conversation, OutboundReply, encode
 from outbox_worker.service import run_outbox_worker
-from tests.support.broker_tools import depth, publish_raw, take_all, wait_depth
+from tests.support.broker_tools import depth, messages_queues, publish_raw, take_all, wait_depth
 from tests.support.customers import Customer, converse, expected_replies, poster
 from tests.support.dialogs import dialog_state, envelope
 from tests.support.fake_provider import FakeChat2Desk
@@ -35,7 +35,7 @@ Spawn = Callable[..., Any]
 
 async def queues_empty(amqp: AbstractChannel, settings: Settings) -> bool:
     topology = Topology.from_settings(settings)
-    names = [topology.messages, topology.outbox, *(name for name, _ in topology.delay_tiers)]
+    names = [*topology.partitions, topology.outbox, *(name for name, _ in topology.delay_tiers)]
     return all([await depth(amqp, name) == 0 for name in names])
 
 
@@ -265,7 +265,7 @@ async def test_dlq_replay_of_a_customer_message_goes_back_to_the_dialog(
         settings.queue("dlq"),
         body,
         message_id="m-1",
-        headers={"x-source-queue": settings.queue("messages"), "x-reason": "a bug"},
+        headers={"x-source-queue": messages_queues(settings), "x-reason": "a bug"},
     )
 
     assert (

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from redis.asyncio import Redis
 
 from orderbot.config.settings import Settings
-from tests.support.broker_tools import depth
+from tests.support.broker_tools import depth, messages_queues
 from tests.support.credentials import TWILIO_TOKEN, WEBHOOK_TOKEN
 from tests.support.reliability.books import record_lines
 from tests.support.reliability.chaos_provider import ChaosChat2Desk
@@ -138,7 +138,7 @@ async def test_no_request_to_any_endpoint_gets_a_5xx_or_queues_an_invalid_messag
     for endpoint in ENDPOINTS:
         await asyncio.to_thread(_fuzz, endpoint, system.http_port, ledger)
     alive = server.process is not None and server.process.returncode is None
-    queued = await depth(amqp, settings.queue("messages"))
+    queued = await depth(amqp, messages_queues(settings))
 
     await system.start_role("worker")
     await system.start_role("outbox_worker")
@@ -153,7 +153,7 @@ async def test_no_request_to_any_endpoint_gets_a_5xx_or_queues_an_invalid_messag
         await watcher.close()
     exits = await system.stop_all()
     parked = await depth(amqp, settings.queue("dlq"))
-    left = await depth(amqp, settings.queue("messages"))
+    left = await depth(amqp, messages_queues(settings))
     record_lines(
         "fuzz",
         [

@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractChannel
 from redis.asyncio import Redis
 
 from orderbot.config.settings import Settings
-from tests.support.broker_tools import depth
+from tests.support.broker_tools import depth, messages_queues
 from tests.support.credentials import WEBHOOK_TOKEN
 from tests.support.customers import Customer, expected_replies
 from tests.support.reliability.books import record_lines
@@ -101,7 +101,7 @@ async def test_overload_past_queue_and_spool_is_refused_and_all_accepted_is_proc
         connector=aiohttp.TCPConnector(limit=POSTERS), timeout=aiohttp.ClientTimeout(total=30)
     ) as session:
         await asyncio.gather(
-            watch(amqp, settings.queue("messages"), system.server.pid, until, seen),
+            watch(amqp, messages_queues(settings), system.server.pid, until, seen),
             *(offer(session, url, until, seen) for _ in range(POSTERS)),
         )
     offered_for = time.monotonic() - started
@@ -117,7 +117,7 @@ async def test_overload_past_queue_and_spool_is_refused_and_all_accepted_is_proc
     )
     drained_in = time.monotonic() - drain_started
     exits = await system.stop_all()
-    left = await depth(amqp, settings.queue("messages"))
+    left = await depth(amqp, messages_queues(settings))
     parked = await depth(amqp, settings.queue("dlq"))
     warm = seen.rss_mb[len(seen.rss_mb) // 6 :]  # after start-up and the first burst
     offered = sum(seen.statuses.values())

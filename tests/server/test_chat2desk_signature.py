@@ -16,7 +16,7 @@ from orderbot.config.settings import Settings
 from server.app import create_app
 from server.chat2desk_signature import is_valid, signature
 from server.keys import BROKER
-from tests.support.broker_tools import depth
+from tests.support.broker_tools import depth, messages_queues
 from tests.support.credentials import API_TOKEN
 from tests.support.customers import Customer
 
@@ -114,4 +114,4 @@ async def test_the_signature_mode_decides_what_is_queued(
     status = await _post(settings, webhook_url(""), body, headers)
 
     assert status == expected
-    assert await depth(amqp, settings.queue("messages")) == (1 if expected == 200 else 0)
+    assert await depth(amqp, messages_queues(settings)) == (1 if expected == 200 else 0)

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from orderbot.config.settings import Settings
 from orderbot.envelopes import InboundMessage, decode
-from tests.support.broker_tools import depth, take_all
+from tests.support.broker_tools import depth, messages_queues, take_all
 from tests.support.customers import Customer
 from tests.support.twilio import WhatsAppCustomer, post
 
@@ -34,7 +34,7 @@ async def test_a_transport_with_a_control_character_is_422_and_nothing_is_queued
     problems = (await response.json())["detail"]
     assert [p["field"] for p in problems] == ["transport"]
     assert "control characters" in problems[0]["problem"]
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 async def test_control_characters_are_dropped_from_a_customers_text_but_not_line_breaks(
@@ -44,7 +44,7 @@ async def test_control_characters_are_dropped_from_a_customers_text_but_not_line
     response = await client.post(webhook_url(""), json=body)
 
     assert response.status == 200
-    [message] = await take_all(amqp, settings.queue("messages"))
+    [message] = await take_all(amqp, messages_queues(settings))
     assert decode(InboundMessage, message.body).text == "ул. Ленина 5\n\tкв. 3"
 
 
@@ -54,5 +54,5 @@ async def test_control_characters_are_dropped_from_a_twilio_body(
     response = await post(client, WhatsAppCustomer().says("да\u0000\u0007"))
 
     assert response.status == 200
-    [message] = await take_all(amqp, settings.queue("messages"))
+    [message] = await take_all(amqp, messages_queues(settings))
     assert decode(InboundMessage, message.body).text == "да"

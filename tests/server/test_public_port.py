@@ -24,7 +24,7 @@ from orderbot.config.settings import Settings
 from server.app import make_runner
 from server.connections import listen
 from server.keys import BROKER
-from tests.support.broker_tools import depth
+from tests.support.broker_tools import depth, messages_queues
 from tests.support.credentials import WEBHOOK_TOKEN
 from tests.support.customers import Customer
 
@@ -69,7 +69,7 @@ async def test_compressed_bodies_are_refused_before_auth_and_nothing_is_queued(
         response = await client.post(path, data=data, headers=headers)
         assert response.status == 415, path
         assert await response.json() == {"error": "compressed bodies are not accepted"}
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 async def test_an_uncompressed_body_marked_identity_is_served(
@@ -147,7 +147,7 @@ async def test_a_client_hanging_up_mid_body_is_a_client_error_without_traceback(
     assert line["log_level"] == "info"
     assert "exc_info" not in line
     assert not [line for line in logs if line["log_level"] in ("error", "critical")]
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 async def _exchange(port: int, request: bytes) -> tuple[bytes, asyncio.StreamReader]:
@@ -200,7 +200,7 @@ async def test_a_body_trickling_past_the_read_timeout_gets_408_and_is_closed(
         assert head.startswith(b"HTTP/1.1 408")
         assert b"application/json" in head
         assert await _closed_by_server(reader)
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 async def test_connections_past_the_cap_get_503_and_the_others_are_served(

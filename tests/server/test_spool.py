@@ -20,7 +20,7 @@ from orderbot.config.settings import Settings
 from orderbot.envelopes import InboundMessage, decode
 from server.app import create_app
 from server.keys import BROKER
-from tests.support.broker_tools import take_all, wait_depth
+from tests.support.broker_tools import messages_queues, take_all, wait_depth
 from tests.support.customers import Customer
 from tests.support.processes import free_port, wait_http_ok
 from tests.support.tcp_proxy import TcpProxy, running_proxy
@@ -42,10 +42,10 @@ def _through(settings: Settings, proxy: TcpProxy) -> str:
 
 
 async def _queued_ids(amqp: AbstractChannel, settings: Settings, count: int) -> list[str]:
-    await wait_depth(amqp, settings.queue("messages"), count)
+    await wait_depth(amqp, messages_queues(settings), count)
     return [
         decode(InboundMessage, m.body).message_id
-        for m in await take_all(amqp, settings.queue("messages"))
+        for m in await take_all(amqp, messages_queues(settings))
     ]
 
 

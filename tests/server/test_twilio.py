@@ -24,7 +24,7 @@ from orderbot.config.settings import Settings
 from server import twilio_signature
 from server.app import create_app
 from server.keys import BROKER
-from tests.support.broker_tools import depth
+from tests.support.broker_tools import depth, messages_queues
 from tests.support.credentials import TWILIO_NUMBER, TWILIO_SID, TWILIO_TOKEN
 from tests.support.customers import HAPPY_PATH_RU, expected_replies
 from tests.support.fake_provider import FakeChat2Desk
@@ -96,7 +96,7 @@ async def test_bad_signature_is_403_and_queues_nothing(
     response = await post(client, WhatsAppCustomer().says("hi"), **signing)
     assert response.status == 403
     assert (await response.json())["error"] == "invalid signature"
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 async def test_missing_signature_is_403(client: Client) -> None:
@@ -115,7 +115,7 @@ async def test_message_to_a_number_we_do_not_serve_is_404(
     form = {**WhatsAppCustomer().says("hi"), "To": "whatsapp:+10000000000"}
     response = await post(client, form)
     assert response.status == 404
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 async def test_repeated_field_and_wrong_content_type_are_clear_4xx(client: Client) -> None:
@@ -147,7 +147,7 @@ async def test_a_flooding_whatsapp_customer_is_never_refused_at_the_edge(
 
     assert statuses == [200] * 21
     assert served.status == 200
-    assert await depth(amqp, settings.queue("messages")) == 22
+    assert await depth(amqp, messages_queues(settings)) == 22
 
 
 async def test_a_whatsapp_customer_is_offered_their_own_number_and_yes_takes_it(

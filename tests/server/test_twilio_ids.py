@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from twilio.request_validator import RequestValidator
 
 from orderbot.config.settings import Settings
-from tests.support.broker_tools import depth
+from tests.support.broker_tools import depth, messages_queues
 from tests.support.credentials import TWILIO_TOKEN
 from tests.support.twilio import URL, WhatsAppCustomer, post, signed
 
@@ -37,7 +37,7 @@ async def test_a_signed_form_re_cut_into_a_new_message_id_is_refused(
     assert first.status == 200
     assert again.status == 422
     assert [p["field"] for p in (await again.json())["detail"]] == ["MessageSid"]
-    assert await depth(amqp, settings.queue("messages")) == 1
+    assert await depth(amqp, messages_queues(settings)) == 1
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ async def test_ids_not_of_twilios_shape_are_422(
     response = await post(client, {**WhatsAppCustomer().says("hi"), field: value})
     assert response.status == 422
     assert [p["field"] for p in (await response.json())["detail"]] == [field]
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 async def test_media_messages_and_service_ids_of_twilios_shape_are_queued(

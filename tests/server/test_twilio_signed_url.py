@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from orderbot.config.settings import Settings
 from server.app import create_app
 from server.keys import BROKER
-from tests.support.broker_tools import depth
+from tests.support.broker_tools import depth, messages_queues
 from tests.support.processes import orderbot_cli
 from tests.support.twilio import WhatsAppCustomer, signed
 
@@ -37,7 +37,7 @@ async def test_without_public_base_url_a_request_signed_for_its_own_host_is_not_
             )
             assert response.status == 503, host
             assert await response.json() == {"error": "signature cannot be checked"}
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 async def test_the_server_does_not_start_with_twilio_settings_and_no_public_base_url(

@@ -18,7 +18,7 @@ from orderbot.config.settings import Settings
 from orderbot.envelopes import InboundMessage, decode
 from server.app import create_app
 from server.keys import BROKER
-from tests.support.broker_tools import depth, take_all
+from tests.support.broker_tools import depth, messages_queues, take_all
 from tests.support.credentials import WEBHOOK_TOKEN
 from tests.support.customers import Customer
 
@@ -33,7 +33,7 @@ async def test_client_message_is_queued_after_confirm(
 
     assert response.status == 200
     assert await response.json() == {"status": "queued"}
-    [message] = await take_all(amqp, settings.queue("messages"))
+    [message] = await take_all(amqp, messages_queues(settings))
     assert message.delivery_mode == 2  # persistent
     inbound = decode(InboundMessage, message.body)
     assert inbound.message_id == "m-1"
@@ -50,7 +50,7 @@ async def test_events_other_than_client_messages_are_acknowledged_and_dropped(
         response = await client.post(webhook_url(""), json=body)
         assert response.status == 200
         assert await response.json() == {"status": "ignored"}
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 def _unused_port() -> int:
@@ -123,7 +123,7 @@ async def test_bad_body_gets_clear_json_error_and_queues_nothing(
 
     assert response.status == status
     assert (await response.json())["error"] == error
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 @pytest.mark.parametrize("message_id", ["🍕" * 30, "x" * 129, "two words"])
@@ -140,7 +140,7 @@ async def test_an_id_amqp_cannot_carry_is_refused_and_publishing_goes_on(
 
     assert refused.status == 422
     assert accepted.status == 200
-    assert await depth(amqp, settings.queue("messages")) == 1
+    assert await depth(amqp, messages_queues(settings)) == 1
 
 
 async def test_invalid_body_error_names_the_fields(
@@ -161,7 +161,7 @@ async def test_huge_body_gets_413(
 
     assert response.status == 413
     assert (await response.json())["error"] == "request body too large"
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 async def test_wrong_token_gets_403_without_echoing_it(
@@ -173,7 +173,7 @@ async def test_wrong_token_gets_403_without_echoing_it(
     body = await response.text()
     assert "guessed-token" not in body
     assert WEBHOOK_TOKEN not in body
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 async def test_unknown_route_and_method_get_json_errors(client: Client) -> None:
@@ -196,4 +196,4 @@ async def test_redis_down_changes_nothing_at_the_edge(
         response = await client.post(webhook_url(""), json=Customer().says("hello"))
 
     assert response.status == 200
-    assert await depth(amqp, settings.queue("messages")) == 1
+    assert await depth(amqp, messages_queues(settings)) == 1

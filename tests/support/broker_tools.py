@@ -8,23 +8,53 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from orderbot.amqp.topology import Topology, partition_of
+from orderbot.config.settings import Settings
+from orderbot.envelopes import InboundMessage, decode
+from orderbot.errors import PoisonMessage
 
-async def depth(channel: AbstractChannel, queue: str) -> int:
-    declared = await channel.declare_queue(queue, passive=True)
-    return int(declared.declaration_result.message_count or 0)
+Queues = str | tuple[str, ...]  # one queue, or several read as one (the partitions)
 
 
-async def take_all(channel: AbstractChannel, queue: str) -> list[AbstractIncomingMessage]:
-    """Consume and ack everything currently in `queue`."""
-    q = await channel.get_queue(queue, ensure=False)
-    taken = []
-    while (message := await q.get(no_ack=True, fail=False)) is not None:
-        taken.append(message)
+def messages_queues(settings: Settings) -> tuple[str, ...]:
+    """The partitions of `messages`: where the server puts customer messages."""
+    return Topology.from_settings(settings).partitions
+
+
+def _names(queue: Queues) -> tuple[str, ...]:
+    return (queue,) if isinstance(queue, str) else queue
+
+
+async def depth(channel: AbstractChannel, queue: Queues) -> int:
+    total = 0
+    for name in _names(queue):
+        declared = await channel.declare_queue(name, passive=True)
+        total += int(declared.declaration_result.message_count or 0)
+    return total
+
+
+async def take_all(channel: AbstractChannel, queue: Queues) -> list[AbstractIncomingMessage]:
+    """Consume and ack everything currently in `queue` (queue by queue).
+
+    By a consumer, not basic.get: a single-active-consumer quorum queue (a partition)
+    refuses basic.get."""
+    taken: list[AbstractIncomingMessage] = []
+    for name in _names(queue):
+        q = await channel.declare_queue(name, passive=True)
+        count = int(q.declaration_result.message_count or 0)
+        if count == 0:
+            continue
+        async with q.iterator(no_ack=True) as messages:
+            async for message in messages:
+                taken.append(message)
+                count -= 1
+                if count == 0:
+                    break
     return taken
 
 
 async def wait_depth(
-    channel: AbstractChannel, queue: str, expected: int, timeout: float = 30
+    channel: AbstractChannel, queue: Queues, expected: int, timeout: float = 30
 ) -> None:
     """Wait until the broker reports `expected` ready messages in `queue`."""
     async with asyncio.timeout(timeout):
@@ -32,14 +62,25 @@ async def wait_depth(
             await asyncio.sleep(0.02)
 
 
+def _route(partitions: tuple[str, ...], body: bytes) -> str:
+    """The partition a body goes to, as the server would route it (poison: the first)."""
+    try:
+        inbound = decode(InboundMessage, body)
+    except PoisonMessage:
+        return partitions[0]
+    return partition_of(partitions, inbound.conversation.key)
+
+
 async def publish_raw(
     channel: AbstractChannel,
-    queue: str,
+    queue: Queues,
     body: bytes,
     *,
     message_id: str,
     headers: dict[str, Any] | None = None,
 ) -> None:
+    """Publish as-is to `queue`, or (the partitions) to the body's customer's partition."""
+    queue = queue if isinstance(queue, str) else _route(queue, body)
     await channel.default_exchange.publish(
         aio_pika.Message(
             body,

@@ -17,7 +17,7 @@ from dialog import Lang, slow_down
 from orderbot.amqp.link import BrokerLink
 from orderbot.cli.dlq import list_parked, replay
 from orderbot.config.settings import Settings
-from tests.support.broker_tools import depth, wait_depth
+from tests.support.broker_tools import depth, messages_queues, wait_depth
 from tests.support.customers import Customer
 from tests.support.fake_provider import FakeChat2Desk
 
@@ -44,7 +44,7 @@ async def test_a_flood_is_answered_2xx_kept_in_the_dlq_and_told_to_slow_down_onc
         for i in range(60)
     ]
     async with asyncio.timeout(60):
-        while await depth(amqp, settings.queue("messages")) > 0:
+        while await depth(amqp, messages_queues(settings)) > 0:
             await asyncio.sleep(0.05)
     await fake.wait_for(lambda: slow_down(Lang.RU) in fake.texts_for(flooder.client_id))
 
@@ -94,7 +94,7 @@ async def test_a_reposted_message_does_not_use_up_the_budget(
     assert (await client.post(webhook_url(""), json=address)).status == 200
     await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) >= 2)
     async with asyncio.timeout(30):
-        while await depth(amqp, settings.queue("messages")) > 0:
+        while await depth(amqp, messages_queues(settings)) > 0:
             await asyncio.sleep(0.05)
 
     assert await depth(amqp, settings.queue("held")) == 0

@@ -23,7 +23,7 @@ from orderbot.conversation.batch import RedisBatch, batch_for
 from orderbot.conversation.dialog_store import Begun, DialogStore
 from orderbot.conversation.locks import ClientLocks
 from orderbot.envelopes import Conversation, InboundMessage
-from tests.support.broker_tools import publish_raw
+from tests.support.broker_tools import messages_queues, publish_raw
 from tests.support.customers import HAPPY_PATH_RU, Customer, converse, expected_replies, poster
 from tests.support.dialogs import dialog_state, envelope
 from tests.support.fake_provider import FakeChat2Desk
@@ -64,7 +64,7 @@ async def test_redelivered_message_is_applied_once(
     customer = Customer()
     body = envelope(settings, customer, "Hello", f"{customer.client_id}-redelivered")
     for _ in range(3):  # past the server's edge dedupe, as broker redeliveries would be
-        await publish_raw(amqp, settings.queue("messages"), body, message_id="same")
+        await publish_raw(amqp, messages_queues(settings), body, message_id="same")
     await client.post(webhook_url(""), json=customer.says("Main street 1"))
     expected = expected_replies(["Hello", "Main street 1"])
     await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) >= len(expected))
@@ -86,7 +86,7 @@ async def test_redelivered_confirmation_creates_one_order(
     await converse(poster(client, webhook_url("")), fake, customer, HAPPY_PATH_RU[:-1])
     confirmation = envelope(settings, customer, "да", f"{customer.client_id}-yes")
     for _ in range(3):
-        await publish_raw(amqp, settings.queue("messages"), confirmation, message_id="yes")
+        await publish_raw(amqp, messages_queues(settings), confirmation, message_id="yes")
     await client.post(webhook_url(""), json=customer.says("ещё"))
     expected = expected_replies([*HAPPY_PATH_RU, "ещё"])
     await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) >= len(expected))

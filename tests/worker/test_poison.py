@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from orderbot.amqp.consumer import Consumer, Delivery
 from orderbot.amqp.link import BrokerLink
 from orderbot.config.settings import Settings
-from tests.support.broker_tools import publish_raw, take_all, wait_depth
+from tests.support.broker_tools import messages_queues, publish_raw, take_all, wait_depth
 from tests.support.customers import Customer, converse, poster
 from tests.support.fake_provider import FakeChat2Desk
 
@@ -27,7 +27,7 @@ async def test_unreadable_messages_are_parked_with_reason_and_the_next_is_proces
     settings: Settings,
     webhook_url: Callable[[str], str],
 ) -> None:
-    messages = settings.queue("messages")
+    messages = messages_queues(settings)
     await publish_raw(amqp, messages, b"{not json", message_id="bad-json")
     await publish_raw(amqp, messages, orjson.dumps({"v": 99, "x": 1}), message_id="future")
     await publish_raw(amqp, messages, orjson.dumps({"v": 1, "text": 5}), message_id="bad-shape")
@@ -41,7 +41,7 @@ async def test_unreadable_messages_are_parked_with_reason_and_the_next_is_proces
     assert parked["future"].headers["x-reason"] == "unknown schema version 99 for InboundMessage"
     assert str(parked["bad-shape"].headers["x-reason"]).startswith("invalid InboundMessage")
     assert parked["bad-json"].body == b"{not json"  # parked as it came, for replay
-    assert parked["bad-json"].headers["x-source-queue"] == messages
+    assert parked["bad-json"].headers["x-source-queue"] == settings.queue("messages")
 
 
 async def test_message_that_fails_every_time_is_dead_lettered_after_the_delivery_limit(
@@ -63,13 +63,13 @@ async def test_message_that_fails_every_time_is_dead_lettered_after_the_delivery
     stop = asyncio.Event()
     async with BrokerLink(settings, "test") as broker:
         consumer = Consumer(
-            broker, broker.topology.messages, handler, prefetch=5, shutdown_timeout=5
+            broker, broker.topology.partitions[0], handler, prefetch=5, shutdown_timeout=5
         )
         running = asyncio.create_task(consumer.run(stop))
         await broker.wait_connected()
-        await publish_raw(amqp, settings.queue("messages"), b"bug", message_id="bug")
+        await publish_raw(amqp, messages_queues(settings), b"bug", message_id="bug")
         await wait_depth(amqp, settings.queue("dlq"), 1)
-        await publish_raw(amqp, settings.queue("messages"), b"fine", message_id="fine")
+        await publish_raw(amqp, messages_queues(settings), b"fine", message_id="fine")
         await asyncio.wait_for(good_handled.wait(), 30)
         stop.set()
         await running

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from orderbot.config.settings import Settings
 from orderbot.runtime.roles import role_named
-from tests.support.broker_tools import depth
+from tests.support.broker_tools import depth, messages_queues
 from tests.support.customers import (
     HAPPY_PATH_RU,
     Customer,
@@ -35,7 +35,7 @@ Spawn = Callable[..., Any]
 Client = TestClient[Any, Any]
 
 
-async def test_concurrent_messages_of_one_client_on_two_workers_equal_a_sequential_run(
+async def test_concurrent_messages_of_one_client_with_two_workers_equal_a_sequential_run(
     client: Client,
     spawn: Spawn,
     fake: FakeChat2Desk,
@@ -59,7 +59,6 @@ async def test_concurrent_messages_of_one_client_on_two_workers_equal_a_sequenti
     assert [s.status for s in statuses] == [200] * 20
     assert await dialog_state(redis, settings, customer) == final_state(texts)
     assert sorted(fake.texts_for(customer.client_id)) == sorted(expected_replies(texts))
-    assert all('"step_applied"' in w.logs() for w in workers), "both workers must have taken part"
 
 
 async def test_worker_killed_mid_step_loses_nothing_and_orders_once(
@@ -121,7 +120,7 @@ async def test_sigterm_finishes_in_flight_steps_and_exits_zero(
 
     assert await worker.wait(timeout=20) == 0
     assert {m.client_id for m in fake.received} == {c.client_id for c in customers}
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
     assert '"stopped"' in worker.logs()
 
 

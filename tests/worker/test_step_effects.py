@@ -95,7 +95,7 @@ def _greeting(settings: Settings) -> tuple[InboundMessage, Published]:
         conversation=Conversation(tenant="t", provider="chat2desk", client_id=uuid.uuid4().hex),
         text="Привет",
     )
-    queue = Topology.from_settings(settings).messages
+    queue = Topology.from_settings(settings).partitions[0]
     return inbound, Published(queue, encode(inbound), inbound.message_id, {}, None)
 
 

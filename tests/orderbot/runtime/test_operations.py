@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from orderbot.amqp.topology import Topology
 from orderbot.config.settings import Settings
 from server.app import create_app
 from server.keys import BROKER
@@ -95,8 +96,10 @@ async def test_metrics_of_each_process_move_by_the_right_amounts(
     assert value(worker, "orderbot_sends_total", **c2d, outcome="ok") == 5
     assert value(worker, "orderbot_sends_total", **c2d, outcome="transient") == 3
     assert value(worker, "orderbot_outbox_enqueued_total", reason="failed") == 1
-    assert value(worker, "orderbot_consumer_prefetch", queue=settings.queue("messages")) == 10
-    assert value(worker, "orderbot_consumer_inflight", queue=settings.queue("messages")) == 0
+    for partition in Topology.from_settings(settings).partitions:  # the only worker: all
+        assert value(worker, "orderbot_partition_owned", partition=partition) == 1
+        assert value(worker, "orderbot_consumer_prefetch", queue=partition) == 10
+        assert value(worker, "orderbot_consumer_inflight", queue=partition) == 0
     assert (
         value(worker, "orderbot_messages_processed_total", queue="messages", outcome="applied") == 6
     )

@@ -44,7 +44,7 @@ from orderbot.tenancy.directory import (
     webhook_token_hash,
 )
 from server.keys import TENANTS
-from tests.support.broker_tools import depth, publish_raw, take_all, wait_depth
+from tests.support.broker_tools import depth, messages_queues, publish_raw, take_all, wait_depth
 from tests.support.credentials import PUBLIC_BASE_URL, TWILIO_TOKEN
 from tests.support.customers import HAPPY_PATH_RU, Customer, expected_replies
 from tests.support.fake_provider import FakeChat2Desk, SentMessage
@@ -301,7 +301,7 @@ async def test_b_token_on_a_url_is_403_and_nothing_is_queued(
     assert response.status == 403
     assert (await response.json())["error"] == "invalid webhook token"
     assert b.webhook_token not in await response.text()
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 async def test_an_unknown_tenant_url_is_404_and_an_unknown_token_403(
@@ -314,7 +314,7 @@ async def test_an_unknown_tenant_url_is_404_and_an_unknown_token_403(
 
     assert unknown_slug.status == 404
     assert unknown_token.status == 403
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 async def test_a_disabled_tenant_is_refused_on_every_webhook_and_nothing_is_queued(
@@ -340,7 +340,7 @@ async def test_a_disabled_tenant_is_refused_on_every_webhook_and_nothing_is_queu
     assert statuses == [403, 403]
     assert twilio.status == 403
     assert (await twilio.json())["error"] == "tenant disabled"
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 async def test_a_tenant_sealed_with_another_key_is_answered_retry_later_not_refused(
@@ -378,7 +378,7 @@ async def test_a_tenant_sealed_with_another_key_is_answered_retry_later_not_refu
         assert [r.status for r in chat2desk] == [503, 503]
         assert twilio.status == 503
         assert all(r.headers["Retry-After"] == "5" for r in [*chat2desk, twilio])
-        assert await depth(amqp, settings.queue("messages")) == 0
+        assert await depth(amqp, messages_queues(settings)) == 0
     finally:
         await db.execute("DELETE FROM tenants WHERE slug = $1", business.slug)
 
@@ -424,7 +424,7 @@ async def test_a_queued_message_of_a_since_disabled_tenant_has_its_reply_parked(
         text="Здравствуйте",
     )
 
-    await publish_raw(amqp, settings.queue("messages"), encode(message), message_id="m")
+    await publish_raw(amqp, messages_queues(settings), encode(message), message_id="m")
     await wait_depth(amqp, settings.queue("dlq"), 1)
 
     [parked] = await take_all(amqp, settings.queue("dlq"))
@@ -566,7 +566,7 @@ async def test_a_twilio_message_to_an_unknown_number_is_404(
     )
 
     assert response.status == 404
-    assert await depth(amqp, settings.queue("messages")) == 0
+    assert await depth(amqp, messages_queues(settings)) == 0
 
 
 async def test_a_row_with_the_settings_tenant_s_slug_replaces_the_settings(
