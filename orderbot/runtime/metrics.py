@@ -131,6 +131,7 @@ CHAT2DESK_WEBHOOKS_DISABLED = Gauge(
     "orderbot_chat2desk_webhooks_disabled",
     "Chat2Desk webhooks of a tenant that Chat2Desk reports disabled, as last read.",
     ["tenant"],
+)
 PARTITION_MESSAGES = Gauge(
     "orderbot_partition_messages",
     "Customer messages ready in one partition of `messages`, as the broker reports them.",
