@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from bench.httpclient import get_status
 from orderbot.amqp.topology import Topology
 from orderbot.config.settings import Settings
+from orderbot.conversation.keys import Keys
 from orderbot.orders.migrate import migrate
 
 BENCH = Path(__file__).resolve().parent
@@ -309,17 +310,29 @@ class Stack:
             await connection.close()
 
     async def wait_queue_declared(self, consumers: int = 0, within: float = 30.0) -> None:
-        """Until `messages` exists with `consumers` consumers (workers log nothing at
-        LOG_LEVEL=warning, so the broker is asked instead)."""
-        async with asyncio.timeout(within):
-            while True:
-                with contextlib.suppress(aio_pika.exceptions.AMQPError):
-                    async with self.amqp() as channel:
-                        queue = await channel.declare_queue(self.topology.messages, passive=True)
-                        result = queue.declaration_result
-                        if (result.consumer_count or 0) >= consumers:
-                            return
-                await asyncio.sleep(0.1)
+        """Until the partitions of `messages` exist and, with `consumers` workers, every
+        worker is in the roll call and every partition has its one consumer (workers log
+        nothing at LOG_LEVEL=warning, so the broker and Redis are asked instead)."""
+        roll_call = Keys(self.settings.redis_key_prefix).roll_call(self.topology.messages)
+        redis = Redis.from_url(self.settings.redis_url)
+        try:
+            async with asyncio.timeout(within):
+                while not await self._partitions_shared(redis, roll_call, consumers):  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+        finally:
+            await redis.aclose()
+
+    async def _partitions_shared(self, redis: Redis, roll_call: str, workers: int) -> bool:
+        with contextlib.suppress(aio_pika.exceptions.AMQPError):
+            async with self.amqp() as channel:
+                counts = []
+                for name in self.topology.partitions:
+                    queue = await channel.declare_queue(name, passive=True)
+                    counts.append(queue.declaration_result.consumer_count or 0)
+            if workers == 0:
+                return True
+            return int(await redis.zcard(roll_call)) >= workers and all(c == 1 for c in counts)
+        return False
 
     async def start_workers(self, count: int) -> None:
         for _ in range(count):
@@ -340,19 +353,26 @@ class Stack:
         return codes
 
     async def purge_messages(self) -> int:
+        purged = 0
         async with self.amqp() as channel:
-            queue = await channel.declare_queue(self.topology.messages, passive=True)
-            result = await queue.purge()
-            return int(result.message_count or 0)
+            for name in self.topology.partitions:
+                queue = await channel.declare_queue(name, passive=True)
+                result = await queue.purge()
+                purged += int(result.message_count or 0)
+        return purged
 
     async def queue_depths(self) -> dict[str, int]:
         depths: dict[str, int] = {}
         async with self.amqp() as channel:
-            for name in (self.topology.messages, self.topology.outbox, self.topology.dlq):
-                queue = await channel.declare_queue(name, passive=True)
-                depths[name.removeprefix(self.settings.queue_prefix)] = int(
-                    queue.declaration_result.message_count or 0
-                )
+            for label, names in (
+                ("messages", self.topology.partitions),
+                ("outbox", (self.topology.outbox,)),
+                ("dlq", (self.topology.dlq,)),
+            ):
+                depths[label] = 0
+                for name in names:
+                    queue = await channel.declare_queue(name, passive=True)
+                    depths[label] += int(queue.declaration_result.message_count or 0)
         return depths
 
     async def count_orders(self) -> int:

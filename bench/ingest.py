@@ -39,7 +39,9 @@ from bench.plan import FULL, QUICK, Plan
 class Target:
     """A server under load: its port, its process, and how to empty what it queued."""
 
-    def __init__(self, name: str, port: int, proc: Proc, stack: Stack, queue: str) -> None:
+    def __init__(
+        self, name: str, port: int, proc: Proc, stack: Stack, queue: tuple[str, ...]
+    ) -> None:
         self.name = name
         self.port = port
         self.proc = proc
@@ -52,8 +54,9 @@ class Target:
         if not self.queue:  # the spooling server's broker is unreachable: nothing queued
             return
         async with self.stack.amqp() as channel:
-            queue = await channel.declare_queue(self.queue, passive=True)
-            await queue.purge()
+            for name in self.queue:
+                queue = await channel.declare_queue(name, passive=True)
+                await queue.purge()
 
 
 async def drive(target: Target, plan: Plan, log_dir: Path, *, rate: int | None) -> dict[str, Any]:
@@ -103,11 +106,11 @@ async def run_ingest(stack: Stack, plan: Plan, log_dir: Path) -> dict[str, Any]:
             proc = await spawn(f"bare-{kind}", [*command, *uvloop_flag], {}, log_dir)
             started.append(proc)
             await wait_http(port)
-            queue = bare_queue if kind == "publish" else stack.topology.messages
+            queue = (bare_queue,) if kind == "publish" else stack.topology.partitions
             targets.append(Target(f"bare-{kind}", port, proc, stack, queue))
         assert stack.server is not None
         targets.append(
-            Target("orderbot", stack.http_port, stack.server, stack, stack.topology.messages)
+            Target("orderbot", stack.http_port, stack.server, stack, stack.topology.partitions)
         )
         spooling_port = free_port()
         spooling = await spawn(
@@ -124,7 +127,7 @@ async def run_ingest(stack: Stack, plan: Plan, log_dir: Path) -> dict[str, Any]:
         )
         started.append(spooling)
         await wait_http(spooling_port)
-        spooling_target = Target("orderbot-spooling", spooling_port, spooling, stack, "")
+        spooling_target = Target("orderbot-spooling", spooling_port, spooling, stack, ())
 
         closed: dict[str, list[dict[str, Any]]] = {t.name: [] for t in (*targets, spooling_target)}
         for _ in range(plan.rounds):

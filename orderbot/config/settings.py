@@ -287,8 +287,8 @@ class Settings(BaseSettings):
     messages_max_length: int = Field(
         default=100_000,
         ge=1,
-        description="most messages `messages` holds; past it webhooks are spooled at the "
-        "edge (changing it on a live broker needs the queue re-created)",
+        description="most messages one partition of `messages` holds; past it webhooks are "
+        "spooled at the edge (changing it on a live broker needs the queues re-created)",
     )
     publish_timeout: Duration = Field(
         default=timedelta(seconds=5),

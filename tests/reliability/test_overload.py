@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractChannel
 from redis.asyncio import Redis
 
 from orderbot.config.settings import Settings
-from tests.support.broker_tools import depth, messages_queues
+from tests.support.broker_tools import Queues, depth, messages_queues
 from tests.support.credentials import WEBHOOK_TOKEN
 from tests.support.customers import Customer, expected_replies
 from tests.support.reliability.books import record_lines
@@ -67,7 +67,9 @@ async def offer(session: aiohttp.ClientSession, url: str, until: float, seen: Pr
             seen.statuses["connection error"] += 1
 
 
-async def watch(amqp: AbstractChannel, queue: str, pid: int, until: float, seen: Pressure) -> None:
+async def watch(
+    amqp: AbstractChannel, queue: Queues, pid: int, until: float, seen: Pressure
+) -> None:
     loop = asyncio.get_running_loop()
     while loop.time() < until:
         seen.deepest = max(seen.deepest, await depth(amqp, queue))

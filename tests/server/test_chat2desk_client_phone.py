@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from orderbot.config.settings import Settings
 from orderbot.envelopes import InboundMessage, decode
 from server.chat2desk import client_phone
-from tests.support.broker_tools import take_all
+from tests.support.broker_tools import messages_queues, take_all
 from tests.support.customers import Customer
 
 Client = TestClient[Any, Any]
@@ -57,7 +57,7 @@ async def test_the_client_phone_travels_with_the_queued_message(
     response = await client.post(webhook_url(""), json=Customer().says("hello"))
 
     assert response.status == 200
-    [message] = await take_all(amqp, settings.queue("messages"))
+    [message] = await take_all(amqp, messages_queues(settings))
     assert decode(InboundMessage, message.body).own_phone == "+996555123456"
 
 
@@ -69,5 +69,5 @@ async def test_a_client_object_of_another_shape_still_queues_the_message(
     response = await client.post(webhook_url(""), json=body)
 
     assert response.status == 200
-    [message] = await take_all(amqp, settings.queue("messages"))
+    [message] = await take_all(amqp, messages_queues(settings))
     assert decode(InboundMessage, message.body).own_phone is None

@@ -366,7 +366,7 @@ async def close_books(
         ]
 
     topology = Topology.from_settings(settings)
-    for name in (topology.messages, topology.outbox, *(n for n, _ in topology.delay_tiers)):
+    for name in (*topology.partitions, topology.outbox, *(n for n, _ in topology.delay_tiers)):
         books.left_in_queues[name] = await depth(amqp, name)
     parked = Counter(m.message_id or "" for m in await take_all(amqp, topology.dlq))
     books.dlq_expected = sum(parked[i] for i in poison_ids)

@@ -165,12 +165,14 @@ class Faults:
             ports = tcp_peers([pid], self.amqp_port)
             if not ports or ports & closed_ports:
                 return False
-        messages = await self.amqp.declare_queue(self.topology.messages, passive=True)
         outbox = await self.amqp.declare_queue(self.topology.outbox, passive=True)
-        return (
-            messages.declaration_result.consumer_count == len(self.system.workers)
-            and outbox.declaration_result.consumer_count == 1
-        )
+        if outbox.declaration_result.consumer_count != 1:
+            return False
+        for name in self.topology.partitions:  # each has its worker again
+            partition = await self.amqp.declare_queue(name, passive=True)
+            if not partition.declaration_result.consumer_count:
+                return False
+        return True
 
     async def kill_redis_clients(self) -> None:
         """Redis drops every connection of this test's processes (`CLIENT KILL ADDR`)."""

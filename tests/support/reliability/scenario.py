@@ -126,7 +126,7 @@ class Harness:
         """Messages no worker can ever process, published at a random moment of the load."""
         await asyncio.sleep(self.rng.uniform(0, seconds / 2))  # a random moment
         for message_id, body in zip(sorted(ids), POISON, strict=True):
-            await publish_raw(self.amqp, topology.messages, body, message_id=message_id)
+            await publish_raw(self.amqp, topology.partitions, body, message_id=message_id)
 
     async def _finish(self, load: Load, topology: Topology, poison: int) -> tuple[list[str], int]:
         """Drain until quiescent or DRAIN_LIMIT, then stop every process (SIGTERM).
@@ -151,7 +151,7 @@ class Harness:
             await self.system.start()
 
     def _work_queues(self, topology: Topology) -> list[str]:
-        return [topology.messages, topology.outbox, *(name for name, _ in topology.delay_tiers)]
+        return [*topology.partitions, topology.outbox, *(name for name, _ in topology.delay_tiers)]
 
     async def _until_settled(
         self, load: Load, topology: Topology, poison: int, deadline: float
