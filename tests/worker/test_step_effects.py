@@ -1,12 +1,13 @@
 """The order of a step's effects, on the in-memory broker with the real Redis and
 PostgreSQL: a reply that could not be sent is in the outbox before the step is marked
-applied, and a step whose reply can be neither sent nor queued commits nothing."""
+applied, and a step whose reply can be neither sent nor queued commits nothing and is
+run again in place until it can, or until the process stops."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from datetime import timedelta
+from collections.abc import Mapping
 
 import asyncpg
 import pytest
@@ -15,22 +16,41 @@ from redis.asyncio import Redis
 from orderbot.amqp.testing import InMemoryBroker, Published
 from orderbot.amqp.topology import Topology
 from orderbot.config.settings import Settings
-from orderbot.conversation.dialog_store import DialogStore
 from orderbot.conversation.keys import Keys
-from orderbot.conversation.locks import ClientLocks
-from orderbot.conversation.reply_order import reply_order_for
 from orderbot.envelopes import Conversation, InboundMessage, encode
-from orderbot.errors import BrokerUnavailable, TransientSendError
-from orderbot.orders.store import OrderStore
-from worker.rating import rating_desk
-from worker.replies import ReplyDispatcher
-from worker.service import dialog_rules
-from worker.step import MessageProcessor
+from orderbot.errors import Stopping, TransientSendError
+from tests.support.steps import make_processor
 
 
 class DownSender:
     async def send(self, conversation: Conversation, text: str) -> None:
         raise TransientSendError("provider down", status=503)
+
+
+class CountingRefusals(InMemoryBroker):
+    """A broker that confirms nothing, and says when it has refused twice."""
+
+    def __init__(self, topology: Topology) -> None:
+        super().__init__(topology)
+        self.refusing = True
+        self.refusals = 0
+        self.refused_twice = asyncio.Event()
+
+    async def publish(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        message_id: str,
+        headers: Mapping[str, object] | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        self.refusals += 1
+        if self.refusals >= 2:
+            self.refused_twice.set()
+        await super().publish(
+            queue, body, message_id=message_id, headers=headers, correlation_id=correlation_id
+        )
 
 
 class MarkerWatchingBroker(InMemoryBroker):
@@ -57,38 +77,6 @@ class MarkerWatchingBroker(InMemoryBroker):
         )
 
 
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    async with asyncpg.create_pool(database_url, min_size=1, max_size=2) as created:
-        yield created
-
-
-def _processor(
-    broker: InMemoryBroker,
-    settings: Settings,
-    redis: Redis,
-    pool: asyncpg.Pool,
-) -> MessageProcessor:
-    prefix = settings.redis_key_prefix
-    return MessageProcessor(
-        broker=broker,
-        dialogs=DialogStore(
-            redis, prefix, state_ttl=timedelta(hours=1), dedupe_ttl=timedelta(hours=1)
-        ),
-        locks=ClientLocks(redis, prefix, 5.0),
-        orders=OrderStore(pool),
-        replies=ReplyDispatcher(
-            broker,
-            DownSender(),
-            reply_order_for(redis, settings),
-            attempts=1,
-            backoff=timedelta(milliseconds=1),
-        ),
-        rules=lambda _tenant: dialog_rules(settings),
-        ratings=rating_desk(settings, redis, pool),
-    )
-
-
 def _greeting(settings: Settings) -> tuple[InboundMessage, Published]:
     inbound = InboundMessage(
         message_id=uuid.uuid4().hex,
@@ -106,22 +94,30 @@ async def test_an_unsent_reply_is_in_the_outbox_before_the_step_is_marked(
     marker = Keys(settings.redis_key_prefix).processed(inbound)
     broker = MarkerWatchingBroker(Topology.from_settings(settings), redis, marker)
 
-    await broker.deliver(message, _processor(broker, settings, redis, pool))
+    await broker.deliver(
+        message, make_processor(broker, settings, redis, pool, sender=DownSender())
+    )
 
     assert [p.queue for p in broker.published] == [broker.topology.outbox]
     assert broker.marked_at_publish == [False]
     assert await redis.exists(marker)
 
 
-async def test_a_reply_neither_sent_nor_queued_commits_nothing(
+async def test_a_reply_neither_sent_nor_queued_commits_nothing_and_is_tried_again(
     settings: Settings, redis: Redis, pool: asyncpg.Pool
 ) -> None:
     inbound, message = _greeting(settings)
     keys = Keys(settings.redis_key_prefix)
-    broker = InMemoryBroker(Topology.from_settings(settings))
-    broker.refusing = True
+    broker = CountingRefusals(Topology.from_settings(settings))
+    stop = asyncio.Event()
+    processor = make_processor(broker, settings, redis, pool, sender=DownSender(), stop=stop)
 
-    with pytest.raises(BrokerUnavailable):  # the consumer runs it again once the broker is back
-        await broker.deliver(message, _processor(broker, settings, redis, pool))
+    delivered = asyncio.create_task(broker.deliver(message, processor))
+    async with asyncio.timeout(10):
+        await broker.refused_twice.wait()  # the step runs again in place, with backoff
+    assert not await redis.exists(keys.processed(inbound), keys.dialog(inbound.conversation))
 
+    stop.set()  # the process is asked to stop: the message is left for redelivery
+    with pytest.raises(Stopping):
+        await delivered
     assert not await redis.exists(keys.processed(inbound), keys.dialog(inbound.conversation))

@@ -1,0 +1,72 @@
+"""A worker's step processor wired to the real Redis and PostgreSQL and a broker and a
+sender of the test's choosing, for tests that watch one step closely."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import asyncpg
+from redis.asyncio import Redis
+
+from orderbot.amqp.publisher import Publisher
+from orderbot.config.settings import Settings
+from orderbot.conversation.dialog_store import DialogStore
+from orderbot.conversation.locks import ClientLocks
+from orderbot.conversation.reply_order import reply_order_for
+from orderbot.delivery.sender import ReplySender
+from orderbot.envelopes import Conversation
+from orderbot.orders.store import OrderStore
+from worker.rating import rating_desk
+from worker.replies import ReplyDispatcher
+from worker.service import dialog_rules
+from worker.step import MessageProcessor
+
+
+@dataclass
+class RecordingSender:
+    """A provider that takes every reply, recording (client id, text) in order."""
+
+    sent: list[tuple[str, str]] = field(default_factory=list)
+
+    async def send(self, conversation: Conversation, text: str) -> None:
+        self.sent.append((conversation.client_id, text))
+
+
+def dialog_store(settings: Settings, redis: Redis) -> DialogStore:
+    return DialogStore(
+        redis,
+        settings.redis_key_prefix,
+        state_ttl=timedelta(hours=1),
+        dedupe_ttl=timedelta(hours=1),
+    )
+
+
+def make_processor(
+    broker: Publisher,
+    settings: Settings,
+    redis: Redis,
+    pool: asyncpg.Pool,
+    *,
+    sender: ReplySender,
+    dialogs: DialogStore | None = None,
+    stop: asyncio.Event | None = None,
+) -> MessageProcessor:
+    prefix = settings.redis_key_prefix
+    return MessageProcessor(
+        broker=broker,
+        dialogs=dialogs or dialog_store(settings, redis),
+        locks=ClientLocks(redis, prefix, 5.0),
+        orders=OrderStore(pool),
+        replies=ReplyDispatcher(
+            broker,
+            sender,
+            reply_order_for(redis, settings),
+            attempts=1,
+            backoff=timedelta(milliseconds=1),
+        ),
+        rules=lambda _tenant: dialog_rules(settings),
+        ratings=rating_desk(settings, redis, pool),
+        stop=stop,
+    )
