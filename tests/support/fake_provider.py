@@ -60,6 +60,7 @@ class FakeChat2Desk:
     retry_after: str | None = None
     hold: asyncio.Event | None = None
     echo_headers_on_error: bool = False
+    latency: float = 0.0  # seconds a send takes to be answered: a slow provider
     # The accounts' message lists, oldest first, as the providers keep them.
     chat2desk_messages: list[dict[str, Any]] = field(default_factory=list)
     twilio_messages: list[dict[str, Any]] = field(default_factory=list)
@@ -287,6 +288,8 @@ class FakeChat2Desk:
             self._changed.notify_all()
         if self.hold is not None:
             await self.hold.wait()
+        if self.latency:
+            await asyncio.sleep(self.latency)
         status = self.statuses.pop(0) if self.statuses else self.default_status
         async with self._changed:
             if status < 300:
