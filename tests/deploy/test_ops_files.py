@@ -664,6 +664,44 @@ def test_no_consumer_alert_stays_quiet_while_a_worker_consumes(
     )
 
 
+def test_no_consumer_alert_stays_quiet_while_a_worker_consumes_the_partitions(
+    promtool: str, tmp_path: Path
+) -> None:
+    check_alert(
+        promtool,
+        tmp_path,
+        "OrderbotMessagesNotConsumed",
+        {
+            'up{job="orderbot-worker",instance="localhost:9821"}': "1x10",
+            'orderbot_queue_messages{job="orderbot-worker",instance="w",queue="messages"}': "7x10",
+            'orderbot_consumer_prefetch{job="orderbot-worker",instance="w",'
+            'queue="messages.3"}': "10x10",
+        },
+        {"5m": []},
+    )
+
+
+def test_unowned_partition_alert_fires_for_the_partition_nobody_holds(
+    promtool: str, tmp_path: Path
+) -> None:
+    check_alert(
+        promtool,
+        tmp_path,
+        "OrderbotPartitionUnowned",
+        {
+            'orderbot_partition_messages{job="orderbot-worker",instance="w",'
+            'partition="messages.0"}': "5x10",
+            'orderbot_partition_messages{job="orderbot-worker",instance="w",'
+            'partition="messages.1"}': "5x10",
+            'orderbot_partition_owned{job="orderbot-worker",instance="w",'
+            'partition="messages.0"}': "1x10",
+            'orderbot_partition_owned{job="orderbot-worker",instance="w",'
+            'partition="messages.1"}': "0x10",
+        },
+        {"1m": [], "3m": [{"severity": "critical", "partition": "messages.1"}]},
+    )
+
+
 def test_messages_backlog_alert_fires_while_the_queue_keeps_growing(
     promtool: str, tmp_path: Path
 ) -> None:
