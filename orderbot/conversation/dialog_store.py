@@ -49,13 +49,15 @@ return {0, redis.call('ZCARD', KEYS[4]), redis.call('GET', KEYS[3])}
 """
 )
 
-# KEYS: lock, state, processed-marker. ARGV: token, state, state ttl, marker ttl, release.
+# KEYS: lock, state, processed-marker. ARGV: token, state, state ttl, marker ttl, release,
+# the dialog's turn count after the step: the marker says which of the customer's steps
+# the message was, so the order steps were applied in can be audited after the fact.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[4])
+redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[4])
 if ARGV[5] == '1' then
   redis.call('DEL', KEYS[1])
 end
@@ -157,6 +159,7 @@ class DialogStore:
                 self._state_ttl_ms,
                 self._dedupe_ttl_ms,
                 "1" if release else "0",
+                state.turns,
             ],
         )
         if not written:

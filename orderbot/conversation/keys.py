@@ -6,7 +6,7 @@ layout, by what a key holds:
 
     {prefix}lock:{tenant}:{provider}:{client}              the customer's lock
     {prefix}dialog:{tenant}:{provider}:{client}            the dialog state (JSON)
-    {prefix}processed:{tenant}:{provider}:{message id}     a step was applied
+    {prefix}processed:{tenant}:{provider}:{message id}     applied, as the dialog's n-th step
     {prefix}outbox:{tenant}:{provider}:{client}:order      replies waiting, in order
     {prefix}outbox:…:seen | :seq | :sent:{id} | :sending:{id}
     {prefix}rating:{tenant}:{provider}:{client}            the rating a customer owes

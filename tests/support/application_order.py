@@ -1,46 +1,56 @@
-"""The order a worker applied a customer's messages in, read from the workers' logs:
-each `step_applied` line carries the message id and the dialog's turn count, which
-counts every message ever applied to the dialog. A customer whose k-th accepted message
-was applied at turn k had their steps applied in the order they wrote them."""
+"""The order a customer's messages were applied in, read from their processed-markers:
+each marker holds the dialog's turn count after its step, and turns count every message
+ever applied to the dialog. A new customer whose k-th accepted message was applied at
+turn k had their steps applied in the order they wrote them."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 
-import orjson
+from redis.asyncio import Redis
 
-from tests.support.processes import OrderbotProcess
+from orderbot.config.settings import Settings
 
 
-def turns_by_message(workers: Iterable[OrderbotProcess]) -> dict[str, list[int]]:
-    """Every message id a worker applied, with the turn(s) it was applied at."""
-    applied: dict[str, list[int]] = {}
-    for worker in workers:
-        for line in worker.logs().splitlines():
-            if '"step_applied"' not in line:
-                continue
-            event = orjson.loads(line)
-            applied.setdefault(str(event["correlation_id"]), []).append(int(event["turns"]))
-    return applied
+def _marker(settings: Settings, message_id: str) -> str:
+    return f"{settings.redis_key_prefix}processed:{settings.tenant}:chat2desk:{message_id}"
+
+
+async def applied_turns(
+    redis: Redis, settings: Settings, message_ids: Iterable[str]
+) -> dict[str, int | None]:
+    """Each message's turn, or None for one not applied (yet)."""
+    ids = list(message_ids)
+    turns: dict[str, int | None] = {}
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        values = await redis.mget([_marker(settings, m) for m in chunk])
+        pairs = zip(chunk, values, strict=True)
+        turns.update({m: int(v) if v is not None else None for m, v in pairs})
+    return turns
 
 
 def out_of_order(
-    accepted: dict[str, list[str]], workers: Iterable[OrderbotProcess]
-) -> dict[str, list[tuple[str, list[int]]]]:
-    """Customers (client id -> their accepted message ids, in order) whose messages were
-    not applied exactly once each, at turns 1, 2, 3, …: what went wrong, per customer."""
-    applied = turns_by_message(workers)
-    wrong: dict[str, list[tuple[str, list[int]]]] = {}
+    accepted: Mapping[str, list[str]], turns: Mapping[str, int | None]
+) -> dict[str, list[tuple[str, int | None]]]:
+    """New customers (client id -> accepted message ids, in order) whose messages were not
+    applied at turns 1, 2, 3, …: each with what happened to their messages."""
+    wrong: dict[str, list[tuple[str, int | None]]] = {}
     for client, message_ids in accepted.items():
-        seen = [(m, applied.get(m, [])) for m in message_ids]
-        if [turns for _, turns in seen] != [[k] for k in range(1, len(message_ids) + 1)]:
+        seen = [(m, turns.get(m)) for m in message_ids]
+        if [t for _, t in seen] != list(range(1, len(message_ids) + 1)):
             wrong[client] = seen
     return wrong
 
 
-async def wait_applied(workers: Sequence[OrderbotProcess], count: int, timeout: float = 60) -> None:
-    """Until the workers logged `count` applied steps in all (logged after each commit)."""
+async def wait_applied(
+    redis: Redis, settings: Settings, message_ids: list[str], timeout: float = 60
+) -> dict[str, int | None]:
+    """Until every message was applied; their turns."""
     async with asyncio.timeout(timeout):
-        while sum(w.logs().count('"step_applied"') for w in workers) < count:
+        while True:
+            turns = await applied_turns(redis, settings, message_ids)
+            if all(t is not None for t in turns.values()):
+                return turns
             await asyncio.sleep(0.05)

@@ -14,7 +14,9 @@ from typing import Any
 
 import asyncpg
 from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
 
+from orderbot.config.settings import Settings
 from tests.support.application_order import out_of_order, wait_applied
 from tests.support.customers import HAPPY_PATH_RU, Customer
 from tests.support.fake_provider import FakeChat2Desk
@@ -44,13 +46,8 @@ async def _burst(client: Client, url: str, customer: Customer, texts: list[str])
     return accepted
 
 
-async def _all_ordered(db: asyncpg.Connection, customers: list[Customer]) -> None:
-    ids = [c.client_id for c in customers]
-    async with asyncio.timeout(60):
-        while await db.fetchval("SELECT count(*) FROM orders WHERE client_id = ANY($1)", ids) < len(
-            ids
-        ):
-            await asyncio.sleep(0.05)
+def _ids(accepted: dict[str, list[str]]) -> list[str]:
+    return [m for ids in accepted.values() for m in ids]
 
 
 async def _orders(db: asyncpg.Connection, customers: list[Customer]) -> list[tuple[Any, ...]]:
@@ -86,18 +83,19 @@ async def test_whole_dialogs_in_one_burst_through_three_workers_end_in_their_ord
     spawn: Spawn,
     fake: FakeChat2Desk,
     db: asyncpg.Connection,
+    redis: Redis,
+    settings: Settings,
     webhook_url: Callable[[str], str],
 ) -> None:
     fake.latency = 0.3
-    workers = await _workers(spawn, 3)
+    await _workers(spawn, 3)
     customers = [Customer() for _ in range(12)]
 
     accepted = await _dialogs(client, webhook_url(""), customers)
-    await _all_ordered(db, customers)
-    await wait_applied(workers, 12 * len(HAPPY_PATH_RU))
+    turns = await wait_applied(redis, settings, _ids(accepted))
 
     assert await _orders(db, customers) == _as_written(customers)
-    assert out_of_order(accepted, workers) == {}
+    assert out_of_order(accepted, turns) == {}
 
 
 async def test_whole_dialogs_end_in_their_order_when_a_worker_is_killed_midway(
@@ -105,6 +103,8 @@ async def test_whole_dialogs_end_in_their_order_when_a_worker_is_killed_midway(
     spawn: Spawn,
     fake: FakeChat2Desk,
     db: asyncpg.Connection,
+    redis: Redis,
+    settings: Settings,
     webhook_url: Callable[[str], str],
 ) -> None:
     fake.latency = 0.3
@@ -115,10 +115,11 @@ async def test_whole_dialogs_end_in_their_order_when_a_worker_is_killed_midway(
         await fake.wait_attempts(12)  # the first replies are on their way
         workers[0].send(signal.SIGKILL)
 
-    await _dialogs(client, webhook_url(""), customers, kill_one_midway)
-    await _all_ordered(db, customers)
+    accepted = await _dialogs(client, webhook_url(""), customers, kill_one_midway)
+    turns = await wait_applied(redis, settings, _ids(accepted))
 
     assert await _orders(db, customers) == _as_written(customers)
+    assert out_of_order(accepted, turns) == {}
     assert await workers[0].wait(timeout=10) == -signal.SIGKILL
 
 
@@ -127,6 +128,8 @@ async def test_whole_dialogs_end_in_their_order_when_a_worker_joins_and_one_stop
     spawn: Spawn,
     fake: FakeChat2Desk,
     db: asyncpg.Connection,
+    redis: Redis,
+    settings: Settings,
     webhook_url: Callable[[str], str],
 ) -> None:
     fake.latency = 0.3
@@ -140,18 +143,20 @@ async def test_whole_dialogs_end_in_their_order_when_a_worker_joins_and_one_stop
         workers[1].send(signal.SIGTERM)
 
     accepted = await _dialogs(client, webhook_url(""), customers, join_one_and_stop_one)
-    await _all_ordered(db, customers)
-    await wait_applied([*workers, *joined], 12 * len(HAPPY_PATH_RU))
+    turns = await wait_applied(redis, settings, _ids(accepted))
 
     assert await _orders(db, customers) == _as_written(customers)
+    assert out_of_order(accepted, turns) == {}
     assert await workers[1].wait(timeout=20) == 0
-    assert out_of_order(accepted, [*workers, *joined]) == {}
+    assert joined
 
 
 async def test_fifty_customers_of_twenty_numbered_messages_are_applied_in_accepted_order(
     client: Client,
     spawn: Spawn,
     fake: FakeChat2Desk,
+    redis: Redis,
+    settings: Settings,
     webhook_url: Callable[[str], str],
 ) -> None:
     fake.latency = 0.02
@@ -163,6 +168,7 @@ async def test_fifty_customers_of_twenty_numbered_messages_are_applied_in_accept
     accepted = dict(
         zip((c.client_id for c in customers), await asyncio.gather(*bursts), strict=True)
     )
-    await wait_applied(workers, 50 * 20, timeout=120)
+    turns = await wait_applied(redis, settings, _ids(accepted), timeout=120)
 
-    assert out_of_order(accepted, workers) == {}
+    assert out_of_order(accepted, turns) == {}
+    assert all('"step_applied"' in w.logs() for w in workers), "all three workers took part"

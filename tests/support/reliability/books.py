@@ -9,6 +9,7 @@ state, the replies and the orders it must have had.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections import Counter
@@ -45,6 +46,9 @@ class Books:
     reposts: int = 0
     steps_applied: int = 0
     steps_lost: list[str] = field(default_factory=list)
+    # Customers whose messages were applied in another order than accepted: each marker
+    # holds the turn its step was, so the turns must rise in the order of acceptance.
+    steps_out_of_order: list[str] = field(default_factory=list)
     dialogs_off: list[str] = field(default_factory=list)
     orders_expected: int = 0
     orders_created: int = 0
@@ -107,6 +111,7 @@ class Books:
             )
         checks: list[tuple[object, str]] = [
             (self.steps_lost, "accepted messages never applied"),
+            (self.steps_out_of_order, "customers whose steps were applied out of order"),
             (self.dialogs_off, "dialog states that differ from the accepted messages"),
             (self.orders_missing, "confirmed dialogs without their order"),
             (self.orders_extra, "orders no dialog confirmed (duplicates)"),
@@ -139,7 +144,7 @@ class Books:
             f"{self.customers} customers + {self.probes} probes",
             f"  messages  accepted {self.messages} (answers: {answers}); reposted {self.reposts}",
             f"  steps     applied {self.steps_applied}, lost {len(self.steps_lost)}, "
-            f"dialogs off {len(self.dialogs_off)}",
+            f"out of order {len(self.steps_out_of_order)}, dialogs off {len(self.dialogs_off)}",
             f"  orders    expected {self.orders_expected}, created {self.orders_created}, "
             f"missing {len(self.orders_missing)}, duplicated {len(self.orders_extra)}",
             f"  replies   expected {self.replies_expected}, delivered {self.replies_delivered}, "
@@ -307,6 +312,11 @@ async def close_books(
     markers = await _mget(redis, [f"{prefix}processed:{tenant}:chat2desk:{m}" for m in ids])
     books.steps_lost = [m for m, v in zip(ids, markers, strict=True) if v is None]
     books.steps_applied = len(ids) - len(books.steps_lost)
+    turn_of = dict(zip(ids, markers, strict=True))
+    for shopper in shoppers:
+        turns = [int(t) for m in shopper.message_ids if (t := turn_of[m]) is not None]
+        if any(later <= earlier for earlier, later in itertools.pairwise(turns)):
+            books.steps_out_of_order.append(f"{shopper.client_id}: turns {turns}")
 
     states = await _mget(
         redis, [f"{prefix}dialog:{tenant}:chat2desk:{s.client_id}" for s in shoppers]

@@ -57,6 +57,9 @@ ACCEPT_TIMEOUT = 60.0  # a message refused for longer than this counts as not ac
 APPLY_TIMEOUT = 60.0  # an accepted message not applied within this counts as lost
 REPLY_PATIENCE = 2.0  # how long a shopper waits for the answer before writing again
 REPOST_PROBABILITY = 0.05
+# A script sent as one burst, without waiting for each step: per-customer order is then
+# the system's to keep (the books check it from the processed-markers' turns).
+BURST_PROBABILITY = 0.3
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
@@ -178,8 +181,11 @@ class Load:
         shopper = self.new_shopper()
         loop = asyncio.get_running_loop()
         while loop.time() < until:
-            for text in self.rng.choice(SCRIPTS):
-                if loop.time() >= until or not await self.say(shopper, text):
+            script = self.rng.choice(SCRIPTS)
+            burst = self.rng.random() < BURST_PROBABILITY
+            for index, text in enumerate(script):
+                settle = not burst or index == len(script) - 1
+                if loop.time() >= until or not await self.say(shopper, text, settle=settle):
                     return
 
     def new_shopper(self, *, is_probe: bool = False) -> Shopper:
@@ -187,8 +193,9 @@ class Load:
         self.shoppers.append(shopper)
         return shopper
 
-    async def say(self, shopper: Shopper, text: str) -> bool:
-        """Post `text` until accepted, then wait until its step was applied."""
+    async def say(self, shopper: Shopper, text: str, *, settle: bool = True) -> bool:
+        """Post `text` until accepted, then (`settle`) wait until its step was applied
+        and the replies owed so far were delivered."""
         body = shopper.customer.says(text)
         message_id = str(body["message_id"])
         if not await self._post_until_accepted(body):
@@ -202,6 +209,8 @@ class Load:
         if self.rng.random() < REPOST_PROBABILITY:
             self.reposts += 1
             await self._post(body)
+        if not settle:
+            return True
         if not await self.watcher.wait(message_id):
             self.not_applied.append(message_id)
             return False
