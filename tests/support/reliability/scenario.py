@@ -197,12 +197,13 @@ class Harness:
                 delivered += len(replies) - match.missing
                 duplicated += len(match.repeats)
             recovered = [f.recovered_in or 0.0 for f in faults.records]
+            ready = await depth(self.amqp, Topology.from_settings(self.settings).partitions)
             print(
                 f"[{name}] {time.monotonic() - started:.0f}s: messages accepted "
                 f"{load.accepted}, applied {load.watcher.applied}; replies owed {owed}, "
                 f"delivered {delivered}, duplicated {duplicated}; faults {len(faults.records)}"
                 f" (slowest recovery {max(recovered, default=0.0):.1f}s); ready in messages "
-                f"{await depth(self.amqp, self.settings.queue('messages'))}; not applied "
+                f"{ready}; not applied "
                 f"{len(load.not_applied)}, problems {len(faults.problems)}",
                 flush=True,
             )
