@@ -20,6 +20,7 @@ import signal
 import statistics
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,7 +29,7 @@ from aiohttp import web
 
 from bench.bodies import chat2desk_body, webhook_path
 from bench.driver import SEND_OK
-from bench.harness import RESULTS, WEBHOOK_TOKEN, Stack, free_port, say
+from bench.harness import RESULTS, WEBHOOK_TOKEN, Stack, free_port, say, spawn
 from bench.report import save_json
 
 
@@ -55,6 +56,54 @@ def one_customer_per_partition(stack: Stack, first_id: int) -> dict[int, str]:
         found.setdefault(partition, client)
         client += 1
     return {c: p for p, c in found.items()}
+
+
+class Workers:
+    """Workers with their ops ports, so the bench can see which partitions each holds."""
+
+    def __init__(self, stack: Stack, log_dir: Path) -> None:
+        self.stack = stack
+        self.log_dir = log_dir
+        self.ports: dict[int, int] = {}  # pid -> ops port
+
+    async def start(self) -> None:
+        port = free_port()
+        name = f"worker-{len(self.stack.workers) + len(self.stack.retired)}"
+        env = {**self.stack.env, "METRICS_PORT": str(port)}
+        proc = await spawn(name, ["-m", "worker"], env, self.log_dir, cwd=self.log_dir)
+        self.stack.workers.append(proc)
+        self.ports[proc.pid] = port
+
+    async def _owned(self, session: aiohttp.ClientSession, port: int) -> int:
+        try:
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                text = await response.text()
+        except aiohttp.ClientError:
+            return 0
+        return sum(
+            1
+            for line in text.splitlines()
+            if line.startswith("orderbot_partition_owned{") and line.endswith(" 1.0")
+        )
+
+    async def wait_shared(self) -> None:
+        """Until every live worker holds its share and every partition has one consumer:
+        the hand-overs of the last change are over."""
+        partitions = self.stack.topology.partitions
+        async with aiohttp.ClientSession() as session, asyncio.timeout(60):
+            while True:
+                owned = [await self._owned(session, self.ports[w.pid]) for w in self.stack.workers]
+                if sum(owned) == len(partitions) and all(owned):
+                    async with self.stack.amqp() as channel:
+                        counts = [
+                            (
+                                await channel.declare_queue(name, passive=True)
+                            ).declaration_result.consumer_count
+                            for name in partitions
+                        ]
+                    if all(count == 1 for count in counts):
+                        return
+                await asyncio.sleep(0.1)
 
 
 async def one_round(stack: Stack, replies: Replies, index: int) -> dict[str, Any]:
@@ -92,11 +141,14 @@ async def main_async(rounds: int) -> dict[str, Any]:
     results = []
     try:
         async with Stack(log_dir=log_dir, api_port=api_port) as stack:
-            await stack.start_workers(2)
+            workers = Workers(stack, log_dir)
+            for _ in range(2):
+                await workers.start()
             for index in range(rounds):
+                await workers.wait_shared()
                 say(f"failover round {index + 1}: SIGKILL one of two workers")
                 results.append(await one_round(stack, replies, index))
-                await stack.start_workers(1)  # back to two, shared again
+                await workers.start()  # back to two
             heartbeat = stack.settings.worker_heartbeat.total_seconds()
     finally:
         await runner.cleanup()
