@@ -22,7 +22,7 @@ from orderbot.conversation.reply_order import SEND, SENT, reply_order_for
 from orderbot.delivery.senders import Senders
 from orderbot.envelopes import Conversation, OutboundReply, encode
 from outbox_worker.service import run_outbox_worker
-from tests.support.broker_tools import depth, messages_queues, publish_raw, take_all, wait_depth
+from tests.support.broker_tools import depth, publish_raw, take_all, wait_depth
 from tests.support.customers import Customer, converse, expected_replies, poster
 from tests.support.dialogs import dialog_state, envelope
 from tests.support.fake_provider import FakeChat2Desk
@@ -265,7 +265,7 @@ async def test_dlq_replay_of_a_customer_message_goes_back_to_the_dialog(
         settings.queue("dlq"),
         body,
         message_id="m-1",
-        headers={"x-source-queue": messages_queues(settings), "x-reason": "a bug"},
+        headers={"x-source-queue": f"{settings.queue('messages')}.0", "x-reason": "a bug"},
     )
 
     assert (
@@ -273,6 +273,32 @@ async def test_dlq_replay_of_a_customer_message_goes_back_to_the_dialog(
     ).strip() == "replayed 1 message(s)"
     await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) == 1)
     assert fake.texts_for(customer.client_id) == expected_replies(["Hello"])
+
+
+async def test_dlq_replay_puts_a_customer_message_in_its_customers_partition(
+    client: Client,
+    amqp: AbstractChannel,
+    settings: Settings,
+    config: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    topology = Topology.from_settings(settings)
+    customer = Customer()
+    body = envelope(settings, customer, "Hello", "m-1")
+    parked_from = f"{topology.messages}.9"  # a partition of a former, larger count
+    await publish_raw(
+        amqp,
+        settings.queue("dlq"),
+        body,
+        message_id="m-1",
+        headers={"x-source-queue": parked_from, "x-reason": "a bug"},
+    )
+
+    await _dlq_cli(config, tmp_path, "replay", "--id", "m-1")
+
+    home = topology.messages_for(f"{settings.tenant}:chat2desk:{customer.client_id}")
+    [replayed] = await take_all(amqp, home)
+    assert replayed.message_id == "m-1"
 
 
 async def test_dlq_purge_needs_yes_and_then_empties_it(
