@@ -12,7 +12,7 @@ from orderbot.config.settings import Settings
 
 def _topology(partitions: int = 16) -> Topology:
     return Topology.from_settings(
-        Settings(_env_file=None, queue_prefix="p-", messages_partitions=partitions)  # type: ignore[call-arg]
+        Settings(_env_file=None, queue_prefix="p-", messages_partitions=partitions)
     )
 
 

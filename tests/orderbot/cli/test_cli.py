@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import orjson
 import pytest
 
 from orderbot.orders import migrate as migrate_module
@@ -42,10 +43,19 @@ async def _start_run(
         )
     base = f"http://127.0.0.1:{port}"
     await wait_http_ok(f"{base}/health/ready")
-    async with asyncio.timeout(30):  # both consumers are up
-        while log_path.read_text().count('"event":"consuming"') < 2:
+    async with asyncio.timeout(30):  # both roles consume (the worker once per partition)
+        while not _consuming(log_path.read_text()) >= {"worker", "outbox_worker"}:
             await asyncio.sleep(0.02)
     return run, base, log_path
+
+
+def _consuming(log: str) -> set[str]:
+    """The roles that logged a consumer up."""
+    return {
+        str(orjson.loads(line).get("role"))
+        for line in log.splitlines()
+        if '"event":"consuming"' in line and line.startswith("{")
+    }
 
 
 async def test_run_starts_the_whole_system_and_ctrl_c_stops_it_cleanly(

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aio_pika.abc import AbstractChannel
+from pamqp.common import FieldTable
 
 from orderbot.amqp.topology import Topology
 from orderbot.config.settings import Settings
@@ -16,7 +17,7 @@ from tests.support.broker_tools import depth, publish_raw, take_all
 from tests.support.processes import orderbot_cli
 
 # The unpartitioned queue as deployments before partitioning declared it.
-OLD_QUEUE_ARGUMENTS = {
+OLD_QUEUE_ARGUMENTS: FieldTable = {
     "x-queue-type": "quorum",
     "x-delivery-limit": 20,
     "x-max-length": 100_000,
@@ -28,7 +29,7 @@ OLD_QUEUE_ARGUMENTS = {
 async def queues(amqp: AbstractChannel, names: list[str]) -> AsyncIterator[None]:
     """Queues of another deployment's making, deleted after the test whatever happens."""
     for name in names:
-        arguments = dict(OLD_QUEUE_ARGUMENTS)
+        arguments: FieldTable = dict(OLD_QUEUE_ARGUMENTS)
         if name[-1].isdigit():
             arguments["x-single-active-consumer"] = True
         await amqp.declare_queue(name, durable=True, arguments=arguments)
