@@ -16,12 +16,14 @@ from orderbot.amqp.testing import InMemoryBroker, Published
 from orderbot.amqp.topology import Topology
 from orderbot.config.settings import Settings
 from orderbot.conversation.dialog_store import DialogStore
+from orderbot.conversation.handoff import Handoffs, OwnMessages
 from orderbot.conversation.keys import Keys
 from orderbot.conversation.locks import ClientLocks
 from orderbot.conversation.reply_order import reply_order_for
 from orderbot.envelopes import Conversation, InboundMessage, encode
 from orderbot.errors import BrokerUnavailable, TransientSendError
 from orderbot.orders.store import OrderStore
+from worker.handoff import HandoffDesk
 from worker.rating import rating_desk
 from worker.replies import ReplyDispatcher
 from worker.service import dialog_rules
@@ -31,6 +33,11 @@ from worker.step import MessageProcessor
 class DownSender:
     async def send(self, conversation: Conversation, text: str) -> None:
         raise TransientSendError("provider down", status=503)
+
+
+class NoOperators:
+    async def call(self, message: InboundMessage) -> None:
+        return None
 
 
 class MarkerWatchingBroker(InMemoryBroker):
@@ -70,22 +77,32 @@ def _processor(
     pool: asyncpg.Pool,
 ) -> MessageProcessor:
     prefix = settings.redis_key_prefix
+    locks = ClientLocks(redis, prefix, 5.0)
+    replies = ReplyDispatcher(
+        broker,
+        DownSender(),
+        reply_order_for(redis, settings),
+        attempts=1,
+        backoff=timedelta(milliseconds=1),
+    )
     return MessageProcessor(
         broker=broker,
         dialogs=DialogStore(
             redis, prefix, state_ttl=timedelta(hours=1), dedupe_ttl=timedelta(hours=1)
         ),
-        locks=ClientLocks(redis, prefix, 5.0),
+        locks=locks,
         orders=OrderStore(pool),
-        replies=ReplyDispatcher(
-            broker,
-            DownSender(),
-            reply_order_for(redis, settings),
-            attempts=1,
-            backoff=timedelta(milliseconds=1),
-        ),
+        replies=replies,
         rules=lambda _tenant: dialog_rules(settings),
         ratings=rating_desk(settings, redis, pool),
+        handoff=HandoffDesk(
+            handoffs=Handoffs(redis, prefix, ttl=timedelta(minutes=1)),
+            own=OwnMessages(redis, prefix),
+            operators=NoOperators(),
+            replies=replies,
+            locks=locks,
+            words=settings.handoff_words,
+        ),
     )
 
 
