@@ -24,6 +24,7 @@ from orderbot.envelopes import Conversation
 
 # Chat2Desk retries a hook for about 2 h; a day covers that and a reconciler's lookback.
 OWN_MESSAGE_TTL = timedelta(days=1)
+_RIDE_WITHIN = 0.05  # seconds an own id may wait for a call to ride with
 
 
 class Handoffs:
@@ -55,9 +56,17 @@ class OwnMessages:
         self._batch = batch_for(redis)
         self._ttl_ms = max(1, int(ttl.total_seconds() * 1000))
 
-    async def remember(self, conversation: Conversation, message_id: str) -> None:
+    def remember(self, conversation: Conversation, message_id: str) -> None:
+        """Queued to ride with the sender's next Redis call (the step's commit, the outbox's
+        sent-marker), so a send costs no round trip of its own; in that pipeline it goes
+        before the commit that lets the customer's lock go. A failure is logged; that
+        reply's outbox event would then read as an operator's."""
         key = self._keys.own_message(conversation.tenant, conversation.provider, message_id)
-        await self._batch.call(("SET", key, conversation.client_id, "PX", self._ttl_ms))
+        self._batch.fire(
+            ("SET", key, conversation.client_id, "PX", self._ttl_ms),
+            what="own_message_not_remembered",
+            within=_RIDE_WITHIN,
+        )
 
     async def sent_by_us(self, conversation: Conversation, message_id: str) -> bool:
         key = self._keys.own_message(conversation.tenant, conversation.provider, message_id)

@@ -75,7 +75,7 @@ class Chat2DeskSender:
         if sent_id is None:
             log.warning("chat2desk_send_without_message_id", client_id=conversation.client_id)
             return
-        await self._own.remember(conversation, sent_id)
+        self._own.remember(conversation, sent_id)
 
     async def _refused(self, response: aiohttp.ClientResponse) -> NoReturn:
         failure = classify_status(response.status)

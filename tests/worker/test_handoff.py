@@ -167,3 +167,27 @@ async def test_a_closed_dialog_gives_the_conversation_back_to_the_bot(
 
 async def _gone(redis: Redis, key: str) -> bool:
     return not await redis.exists(key)
+
+
+async def test_a_reply_the_outbox_sent_coming_back_does_not_silence_the_bot(
+    client: TestClient[Any, Any],
+    worker: asyncio.Task[None],
+    outbox_worker: asyncio.Task[None],
+    fake: FakeChat2Desk,
+    redis: Redis,
+    settings: Settings,
+    webhook_url: Callable[[str], str],
+) -> None:
+    customer = Customer()
+    post = poster(client, webhook_url(""))
+    texts = ["Здравствуйте", "ул. Киевская 95, кв 12"]
+    fake.fail_next(*[500] * settings.send_attempts)  # the greeting goes to the outbox
+    await converse(post, fake, customer, texts[:1])
+    [greeting_id] = fake.sent_ids_for(customer.client_id)
+    greeting = fake.texts_for(customer.client_id)[0]
+
+    assert await post(customer.operator_writes(greeting, message_id=greeting_id)) == 200
+    await converse(post, fake, customer, texts[1:])
+
+    assert fake.texts_for(customer.client_id) == expected_replies(texts)
+    assert len(fake.attempts) > len(fake.received)  # the greeting did fail inline
