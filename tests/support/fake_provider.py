@@ -12,10 +12,11 @@ inclusive lower bound on the id; `{"data": [...], "meta": {...}, "status": "succ
 and `GET|POST /v1/webhooks`, `PUT /v1/webhooks/{id}`; a send answers with the new item's
 id as `data.message_id`, the id its `outbox` hook will carry. `GET
 /v1/messages/{id}/transfer_to_group?group_id=…` (Chat2Desk's transfer of the message's
-dialog to an operator group) is recorded and answered `{"status": "success"}`; the fake
-keeps no dialogs, so it moves nothing. `POST /handoff-notify` stands for an operators'
-HANDOFF_NOTIFY_URL receiver. Twilio's `GET …/Messages.json`
-(`To`, `DateSent>` read as a day in UTC, `PageSize`, newest first, `next_page_uri`).
+dialog to an operator group) is recorded and answered `{"status": "success"}` (or, told
+to fail, an error status); the fake keeps no dialogs, so it moves nothing. `POST
+/handoff-notify` stands for an operators' HANDOFF_NOTIFY_URL receiver. Twilio's
+`GET …/Messages.json` (`To`, `DateSent>` read as a day in UTC, `PageSize`, newest first,
+`next_page_uri`).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class FakeChat2Desk:
     webhook_calls: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
     list_statuses: dict[str, list[int]] = field(default_factory=dict)
     transfers: list[TransferCall] = field(default_factory=list)
+    transfer_statuses: list[int] = field(default_factory=list)
     handoff_notes: list[dict[str, Any]] = field(default_factory=list)
     list_retry_after: str | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(10**6))
@@ -258,6 +260,9 @@ class FakeChat2Desk:
         async with self._changed:
             self.transfers.append(call)
             self._changed.notify_all()
+        status = self.transfer_statuses.pop(0) if self.transfer_statuses else 200
+        if status >= 300:
+            return web.json_response({"status": "error", "message": "fake failure"}, status=status)
         return web.json_response({"status": "success"})
 
     async def _handoff_note(self, request: web.Request) -> web.Response:

@@ -191,3 +191,22 @@ async def test_a_reply_the_outbox_sent_coming_back_does_not_silence_the_bot(
 
     assert fake.texts_for(customer.client_id) == expected_replies(texts)
     assert len(fake.attempts) > len(fake.received)  # the greeting did fail inline
+
+
+async def test_a_refused_transfer_still_hands_the_conversation_off(
+    client: TestClient[Any, Any],
+    worker: asyncio.Task[None],
+    fake: FakeChat2Desk,
+    redis: Redis,
+    settings: Settings,
+    webhook_url: Callable[[str], str],
+) -> None:
+    customer = Customer()
+    post = poster(client, webhook_url(""))
+    fake.transfer_statuses.append(403)  # e.g. a group id of another account
+
+    await converse(post, fake, customer, ["оператор"])
+    await poll(lambda: redis.exists(_handoff_key(settings, customer)))
+
+    assert len(fake.transfers) == 1  # a refusal is not retried
+    assert fake.texts_for(customer.client_id) == [handing_over(Lang.RU)]
