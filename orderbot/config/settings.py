@@ -389,7 +389,8 @@ class Settings(BaseSettings):
         default=None,
         pattern=r"^\d{1,20}$",
         description="Chat2Desk operator group a handed-off dialog is transferred to "
-        "(`transfer_to_group`); unset: no transfer, Chat2Desk's own routing stays",
+        "(`transfer_to_group`); unset: no transfer, Chat2Desk's own routing stays; a tenant "
+        "row may override it",
         examples=["12345"],
     )
     handoff_notify_url: str | None = Field(

@@ -1,8 +1,9 @@
 """Telling the operators that a customer asked for a person.
 
-On Chat2Desk, with CHAT2DESK_OPERATOR_GROUP_ID set, the dialog is transferred to that
-group: `GET /v1/messages/{message_id}/transfer_to_group?group_id=…`, the message being
-the customer's request, with the tenant's API token. Twilio has no operators of its own,
+On Chat2Desk, with an operator group (the tenant's own `chat2desk_operator_group_id`,
+else CHAT2DESK_OPERATOR_GROUP_ID), the dialog is transferred to that group:
+`GET /v1/messages/{message_id}/transfer_to_group?group_id=…`, the message being the
+customer's request, with the tenant's API token. Twilio has no operators of its own,
 so HANDOFF_NOTIFY_URL (any provider) is POSTed a JSON note for whatever the operators
 watch. Neither is retried past a few quick tries, and neither failing stops the
 hand-off: the bot still goes silent (the customer was told a person will answer), the
@@ -48,8 +49,11 @@ class Operators:
         for the provider's or the receiver's failure."""
         conversation = message.conversation
         told = False
-        if conversation.provider == "chat2desk" and self._group is not None:
-            told = await self._transfer(message, self._group)
+        tenant = self._tenants.get(conversation.tenant)
+        own_group = tenant.chat2desk_operator_group_id if tenant is not None else None
+        group = own_group or self._group
+        if conversation.provider == "chat2desk" and group is not None:
+            told = await self._transfer(message, group)
         if self._notify_url is not None:
             told = await self._notify(message, self._notify_url) or told
         if not told:
