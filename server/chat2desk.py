@@ -18,7 +18,15 @@ from typing import Annotated, Any
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from orderbot.envelopes import Conversation, ConversationEvent, InboundMessage
 from orderbot.runtime import metrics
@@ -79,11 +87,21 @@ class Chat2DeskInbound(BaseModel):
     dialog_id: OptionalId = None
 
 
+def _blank_is_absent(body: object) -> object:
+    """Chat2Desk writes an empty field as `""` in places (`operator_id` of a message
+    nobody sent by hand): read as absent, not as an id that fails its pattern."""
+    if isinstance(body, dict):
+        return {key: value for key, value in body.items() if value != ""}
+    return body
+
+
 class Chat2DeskOutbox(BaseModel):
     """A message to the client (`hook_type: outbox`): an operator's, or one of the bot's
     own sends coming back, which the worker tells apart by its `message_id`."""
 
     model_config = ConfigDict(extra="ignore")
+
+    _blank = model_validator(mode="before")(_blank_is_absent)
 
     message_id: Id
     client_id: Id
@@ -99,6 +117,8 @@ class Chat2DeskDialogClosed(BaseModel):
     cannot name a conversation and is acknowledged unread."""
 
     model_config = ConfigDict(extra="ignore")
+
+    _blank = model_validator(mode="before")(_blank_is_absent)
 
     client_id: Id
     dialog_id: OptionalId = None

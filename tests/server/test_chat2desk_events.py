@@ -79,3 +79,18 @@ async def test_a_closed_dialog_naming_no_client_is_acknowledged_unqueued(
     assert response.status == 200
     assert await response.json() == {"status": "ignored"}
     assert await depth(amqp, settings.queue("messages")) == 0
+
+
+async def test_blank_fields_of_an_operators_message_read_as_absent(
+    client: Client, amqp: AbstractChannel, settings: Settings, webhook_url: Callable[[str], str]
+) -> None:
+    customer = Customer()
+    hook = {**customer.operator_writes("Добрый день", message_id=8), "dialog_id": ""}
+
+    response = await client.post(webhook_url(""), json=hook)
+
+    assert await response.json() == {"status": "queued"}
+    [message] = await take_all(amqp, _partition(settings, customer))
+    event = decode_queued(message.body)
+    assert isinstance(event, ConversationEvent)
+    assert event.dialog_id is None
