@@ -98,6 +98,8 @@ CREATE TABLE IF NOT EXISTS tenants (
     -- numbers it takes (NULL: PHONE_REGION, PHONE_REGIONS_ALLOWED).
     phone_region                   TEXT        CHECK (phone_region ~ '^[A-Z]{2}$'),
     phone_regions_allowed          TEXT[],
+    -- The Chat2Desk operator group a hand-off is transferred to (NULL: the setting).
+    chat2desk_operator_group_id    TEXT        CHECK (chat2desk_operator_group_id ~ '^[0-9]{1,20}$'),
     created_at                     TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at                     TIMESTAMPTZ NOT NULL DEFAULT now()
 );
@@ -111,6 +113,8 @@ ALTER TABLE tenants ADD COLUMN IF NOT EXISTS chat2desk_webhook_signature TEXT
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS phone_region TEXT
     CHECK (phone_region ~ '^[A-Z]{2}$');
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS phone_regions_allowed TEXT[];
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS chat2desk_operator_group_id TEXT
+    CHECK (chat2desk_operator_group_id ~ '^[0-9]{1,20}$');
 -- A tenant's own inbound limit is gone: the queue is the buffer, nothing is refused.
 ALTER TABLE tenants DROP COLUMN IF EXISTS webhook_rate_limit_tenant;
 

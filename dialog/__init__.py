@@ -15,7 +15,8 @@ from dialog.machine import StepResult, advance
 from dialog.rating import AskAgain, GiveUp, Rated, RatingRules, answer_rating, parse_rating
 from dialog.rules import DialogRules, PhoneRule
 from dialog.state import DialogState, Lang, OrderDraft, Step
-from dialog.texts import slow_down
+from dialog.texts import handing_over, slow_down
+from dialog.validation import asks_for_person, detect_lang, person_words
 
 __all__ = [
     "Actor",
@@ -36,10 +37,14 @@ __all__ = [
     "advance",
     "allowed_targets",
     "answer_rating",
+    "asks_for_person",
     "asks_for_rating",
     "check_transition",
+    "detect_lang",
+    "handing_over",
     "notifies",
     "parse_rating",
+    "person_words",
     "slow_down",
     "status_notice",
 ]

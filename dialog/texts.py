@@ -30,6 +30,7 @@ class Msg(StrEnum):
     HELP_QUANTITY = "help_quantity"
     HELP_CONFIRMATION = "help_confirmation"
     SLOW_DOWN = "slow_down"
+    HANDING_OVER = "handing_over"
 
 
 TEXTS: dict[Msg, dict[Lang, str]] = {
@@ -144,12 +145,21 @@ TEXTS: dict[Msg, dict[Lang, str]] = {
         Lang.RU: "Вы пишете быстрее, чем я успеваю отвечать. Подождите минуту перед "
         "следующим сообщением; то, что вы уже отправили, сохранено для наших сотрудников.",
     },
+    Msg.HANDING_OVER: {
+        Lang.EN: "Thank you, a person from our team will answer you here shortly.",
+        Lang.RU: "Спасибо, в этом чате вам скоро ответит наш сотрудник.",
+    },
 }
 
 
 def slow_down(lang: Lang) -> str:
     """What a customer is told, once a minute, while they write past their budget."""
     return render(Msg.SLOW_DOWN, lang)
+
+
+def handing_over(lang: Lang) -> str:
+    """What a customer who asked for a person is told, before the bot goes silent."""
+    return render(Msg.HANDING_OVER, lang)
 
 
 def render(msg: Msg, lang: Lang, **params: object) -> str:

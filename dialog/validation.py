@@ -7,6 +7,7 @@ the problem instead of silently re-asking. None of them raises, whatever the tex
 import re
 import string
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -234,6 +235,17 @@ def is_restart(text: str) -> bool:
 
 def is_help(text: str) -> bool:
     return _says(text, HELP_WORDS)
+
+
+def person_words(words: Iterable[str]) -> frozenset[str]:
+    """Configured words (HANDOFF_WORDS) folded the way answers are read, so `Оператор`
+    in a setting matches `оператор!` typed."""
+    return frozenset(" ".join(_answer_words(word)) for word in words) - {""}
+
+
+def asks_for_person(text: str, words: frozenset[str]) -> bool:
+    """Whether the customer asks to be answered by a person: ``words`` from person_words."""
+    return _says(text, words)
 
 
 def phone_examples(rule: PhoneRule) -> dict[str, str]:

@@ -8,7 +8,7 @@ DLQ with a reason; never guessed at.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -17,6 +17,11 @@ from orderbot.errors import PoisonMessage, Unreadable
 
 Provider = Literal["chat2desk", "twilio"]
 SCHEMA_VERSION = 1
+# A customer's partition carries two kinds of body since events joined the messages. An
+# event is written as version 2, which a worker that knows only customer messages parks
+# in the DLQ as `unknown_version` instead of reading it as something the customer wrote;
+# customer messages stay version 1, so such a worker still serves them during a rollout.
+EVENT_SCHEMA_VERSION = 2
 
 
 def utcnow() -> datetime:
@@ -68,6 +73,27 @@ class InboundMessage(_Envelope):
         return None
 
 
+ConversationEventType = Literal["operator_message", "dialog_closed"]
+
+
+class ConversationEvent(_Envelope):
+    """Something that happened in a customer's conversation other than their message: an
+    operator wrote to them, or the provider closed the dialog. It travels in the
+    customer's messages partition, so it keeps its place among what they wrote."""
+
+    v: int = EVENT_SCHEMA_VERSION
+    kind: Literal["conversation_event"] = "conversation_event"
+    event_id: str = Field(min_length=1, max_length=160)  # also the AMQP message id
+    conversation: Conversation
+    event: ConversationEventType
+    # The provider's id of the operator's message: the bot's own sends come back as the
+    # same event, told apart by the id the provider answered our send with.
+    message_id: str | None = Field(default=None, max_length=128)
+    operator_id: str | None = Field(default=None, max_length=128)
+    dialog_id: str | None = Field(default=None, max_length=128)
+    received_at: datetime = Field(default_factory=utcnow)
+
+
 class OutboundReply(_Envelope):
     """One reply to send, as queued on `outbox` when the worker could not send it."""
 
@@ -84,17 +110,39 @@ E = TypeVar("E", bound=_Envelope)
 
 def decode(model: type[E], body: bytes) -> E:
     """Read an envelope, checking the version before the shape it implies."""
-    try:
-        raw = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise PoisonMessage(f"{model.__name__} body is not JSON") from None
-    if not isinstance(raw, dict):
-        raise PoisonMessage(f"{model.__name__} body is not a JSON object")
-    if raw.get("v") != SCHEMA_VERSION:
+    raw = _object(model.__name__, body)
+    if raw.get("v") != model.model_fields["v"].default:
         raise PoisonMessage(
             f"unknown schema version {raw.get('v')!r} for {model.__name__}",
             kind=Unreadable.UNKNOWN_VERSION,
         )
+    return _validate(model, raw)
+
+
+def decode_queued(body: bytes) -> InboundMessage | ConversationEvent:
+    """A body of a customer's messages partition: their message, or an event."""
+    raw = _object(InboundMessage.__name__, body)
+    if raw.get("v") == EVENT_SCHEMA_VERSION and raw.get("kind") == "conversation_event":
+        return _validate(ConversationEvent, raw)
+    if raw.get("v") != SCHEMA_VERSION:
+        raise PoisonMessage(
+            f"unknown schema version {raw.get('v')!r} for InboundMessage",
+            kind=Unreadable.UNKNOWN_VERSION,
+        )
+    return _validate(InboundMessage, raw)
+
+
+def _object(name: str, body: bytes) -> dict[str, Any]:
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise PoisonMessage(f"{name} body is not JSON") from None
+    if not isinstance(raw, dict):
+        raise PoisonMessage(f"{name} body is not a JSON object")
+    return raw
+
+
+def _validate(model: type[E], raw: dict[str, Any]) -> E:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

@@ -1,20 +1,34 @@
 """Chat2Desk's inbound hook: validate, then queue the customer's message.
 
 Chat2Desk calls one URL for every event of an account (client messages, operator
-messages, dialog changes). Only a message from the client starts a dialog step;
-everything else is acknowledged with 200 so Chat2Desk does not retry it.
+messages, dialog changes). A message from the client starts a dialog step. An operator's
+message (`outbox` with an `operator_id`) and a closed dialog (`close_dialog`) are queued
+as events of the customer's conversation, for the worker to hand the conversation to a
+person or give it back (the edge keeps no state of its own). Everything else is
+acknowledged with 200 so Chat2Desk does not retry it, and so is an event too malformed
+to read: refusing it would make Chat2Desk retry and in the end disable the webhook, which
+would cost the customers' messages too.
 """
 
 from __future__ import annotations
 
 import hmac
+import uuid
 from typing import Annotated, Any
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
-from orderbot.envelopes import Conversation, InboundMessage
+from orderbot.envelopes import Conversation, ConversationEvent, InboundMessage
 from orderbot.runtime import metrics
 from orderbot.tenancy.directory import Tenant, webhook_token_hash
 from server import chat2desk_signature
@@ -71,6 +85,46 @@ class Chat2DeskInbound(BaseModel):
     transport: Annotated[StrictStr, Field(max_length=64), NO_CONTROLS] | None = None
     channel_id: OptionalId = None
     dialog_id: OptionalId = None
+
+
+def _blank_is_absent(body: object) -> object:
+    """Chat2Desk writes an empty field as `""` in places (`operator_id` of a message
+    nobody sent by hand): read as absent, not as an id that fails its pattern."""
+    if isinstance(body, dict):
+        return {key: value for key, value in body.items() if value != ""}
+    return body
+
+
+class Chat2DeskOutbox(BaseModel):
+    """A message to the client (`hook_type: outbox`): an operator's, or one of the bot's
+    own sends coming back, which the worker tells apart by its `message_id`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    _blank = model_validator(mode="before")(_blank_is_absent)
+
+    message_id: Id
+    client_id: Id
+    operator_id: OptionalId = None
+    dialog_id: OptionalId = None
+    transport: Annotated[StrictStr, Field(max_length=64), NO_CONTROLS] | None = None
+    channel_id: OptionalId = None
+
+
+class Chat2DeskDialogClosed(BaseModel):
+    """`hook_type: close_dialog`: the dialog was closed (by an operator, or by Chat2Desk's
+    own rules). Assumed to carry `client_id` like the message events; without one it
+    cannot name a conversation and is acknowledged unread."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    _blank = model_validator(mode="before")(_blank_is_absent)
+
+    client_id: Id
+    dialog_id: OptionalId = None
+    operator_id: OptionalId = None
+    transport: Annotated[StrictStr, Field(max_length=64), NO_CONTROLS] | None = None
+    channel_id: OptionalId = None
 
 
 class Chat2DeskClientHook(Chat2DeskInbound, Chat2DeskEvent):
@@ -153,9 +207,18 @@ async def _serve(request: web.Request, tenant: Tenant) -> web.Response:
         return verdict
     event, hook = verdict
     if hook is None:
-        log.info("event_ignored", tenant=tenant.slug, type=event.type, hook_type=event.hook_type)
-        metrics.WEBHOOKS_IGNORED.labels("chat2desk", "not_client_message").inc()
-        return web.json_response({"status": "ignored"})
+        queued = _conversation_event(tenant, event, body)
+        if isinstance(queued, str):
+            log.info(
+                "event_ignored",
+                tenant=tenant.slug,
+                type=event.type,
+                hook_type=event.hook_type,
+                reason=queued,
+            )
+            metrics.WEBHOOKS_IGNORED.labels("chat2desk", queued).inc()
+            return web.json_response({"status": "ignored"})
+        return await request.app[INGEST].accept_event(queued)
     message = InboundMessage(
         message_id=hook.message_id,
         conversation=Conversation(
@@ -170,6 +233,49 @@ async def _serve(request: web.Request, tenant: Tenant) -> web.Response:
         client_phone=client_phone(body),
     )
     return await request.app[INGEST].accept(message)
+
+
+def _conversation_event(
+    tenant: Tenant, event: Chat2DeskEvent, body: dict[str, Any]
+) -> ConversationEvent | str:
+    """The event to queue, or why there is none (the reason label of the ignored count)."""
+    hook_type = event.hook_type or ("outbox" if event.type == "to_client" else None)
+    try:
+        if hook_type == "outbox":
+            sent = Chat2DeskOutbox.model_validate(body)
+            if sent.operator_id is None:
+                return "not_operator_message"
+            return ConversationEvent(
+                event_id=f"outbox:{sent.message_id}",
+                conversation=_conversation(tenant, sent),
+                event="operator_message",
+                message_id=sent.message_id,
+                operator_id=sent.operator_id,
+                dialog_id=sent.dialog_id,
+            )
+        if hook_type == "close_dialog":
+            closed = Chat2DeskDialogClosed.model_validate(body)
+            return ConversationEvent(
+                event_id=f"close_dialog:{closed.dialog_id or '-'}:{uuid.uuid4().hex}",
+                conversation=_conversation(tenant, closed),
+                event="dialog_closed",
+                operator_id=closed.operator_id,
+                dialog_id=closed.dialog_id,
+            )
+    except ValidationError:
+        log.warning("event_unreadable", tenant=tenant.slug, hook_type=hook_type)
+        return "unreadable_event"
+    return "not_client_message"
+
+
+def _conversation(tenant: Tenant, hook: Chat2DeskOutbox | Chat2DeskDialogClosed) -> Conversation:
+    return Conversation(
+        tenant=tenant.slug,
+        provider="chat2desk",
+        client_id=hook.client_id,
+        transport=hook.transport,
+        channel_id=hook.channel_id,
+    )
 
 
 def client_phone(body: dict[str, Any]) -> str | None:

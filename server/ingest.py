@@ -19,7 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from orderbot.amqp.link import BrokerLink
-from orderbot.envelopes import InboundMessage, encode
+from orderbot.envelopes import Conversation, ConversationEvent, InboundMessage, encode
 from orderbot.errors import BrokerUnavailable, SpoolFull
 from orderbot.runtime import metrics
 from server.errors import json_error
@@ -85,39 +85,46 @@ class Ingest:
         self._counters = {p: _Counters(p) for p in ("chat2desk", "twilio")}
 
     async def accept(self, message: InboundMessage) -> web.Response:
-        conversation = message.conversation
+        return await self._queue(message.conversation, message.message_id, encode(message))
+
+    async def accept_event(self, event: ConversationEvent) -> web.Response:
+        """An event of a customer's conversation (an operator wrote, the dialog closed):
+        the same durable path as their messages, and the same partition, so it keeps its
+        place among them."""
+        return await self._queue(event.conversation, event.event_id, encode(event))
+
+    async def _queue(
+        self, conversation: Conversation, message_id: str, body: bytes
+    ) -> web.Response:
         counters = self._counters[conversation.provider]
         queue = self._broker.topology.messages_for(conversation.key)
-        body = encode(message)
         if self._spool.empty:
             try:
                 await self._broker.publish(
-                    queue, body, message_id=message.message_id, correlation_id=message.message_id
+                    queue, body, message_id=message_id, correlation_id=message_id
                 )
             except BrokerUnavailable as exc:
                 log.warning(
                     "webhook_spooling",
-                    correlation_id=message.message_id,
+                    correlation_id=message_id,
                     tenant=conversation.tenant,
                     error=str(exc),
                 )
             else:
                 counters.published.inc()
-                log.info(
-                    "webhook_queued", correlation_id=message.message_id, tenant=conversation.tenant
-                )
+                log.info("webhook_queued", correlation_id=message_id, tenant=conversation.tenant)
                 return _json(_QUEUED)
         try:
-            await self._spool.put(queue, message.message_id, body)
+            await self._spool.put(queue, message_id, body)
         except SpoolFull as exc:
             log.error(
                 "webhook_refused_spool_full",
-                correlation_id=message.message_id,
+                correlation_id=message_id,
                 tenant=conversation.tenant,
                 error=str(exc),
             )
             counters.spool_full.inc()
             return json_error(503, "message not queued, retry later", headers={"Retry-After": "5"})
         counters.spooled.inc()
-        log.info("webhook_spooled", correlation_id=message.message_id, tenant=conversation.tenant)
+        log.info("webhook_spooled", correlation_id=message_id, tenant=conversation.tenant)
         return _json(_QUEUED)

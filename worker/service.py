@@ -14,15 +14,18 @@ from orderbot.amqp.partitions import PartitionedConsumer
 from orderbot.amqp.queue_depths import watch_queue_depths
 from orderbot.config.settings import Settings
 from orderbot.conversation.dialog_store import DialogStore
+from orderbot.conversation.handoff import Handoffs, OwnMessages
 from orderbot.conversation.locks import ClientLocks
 from orderbot.conversation.reply_order import reply_order_for
 from orderbot.conversation.roll_call import RedisRollCall
+from orderbot.delivery.handoff import Operators
 from orderbot.delivery.senders import open_senders
 from orderbot.orders.store import OrderStore
 from orderbot.runtime.ops import dependency_probes, serve_ops
-from orderbot.runtime.resources import open_postgres, open_redis
+from orderbot.runtime.resources import open_http, open_postgres, open_redis
 from orderbot.runtime.roles import WORKER
 from orderbot.tenancy.directory import TenantDirectory, open_tenant_directory
+from worker.handoff import HandoffDesk
 from worker.rating import rating_desk
 from worker.replies import ReplyDispatcher
 from worker.step import MessageProcessor, customer_budget
@@ -75,30 +78,40 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         if not await tenants.wait_loaded(stop):
             return
         senders = await stack.enter_async_context(open_senders(settings, redis, tenants))
+        session = await stack.enter_async_context(open_http(settings))
+        prefix = settings.redis_key_prefix
+        locks = ClientLocks(redis, prefix, settings.lock_timeout.total_seconds())
+        replies = ReplyDispatcher(
+            broker,
+            senders,
+            reply_order_for(redis, settings),
+            attempts=settings.send_attempts,
+            backoff=settings.send_backoff,
+        )
         consumer = PartitionedConsumer(
             broker,
-            RedisRollCall(redis, settings.redis_key_prefix, broker.topology.messages),
+            RedisRollCall(redis, prefix, broker.topology.messages),
             MessageProcessor(
                 broker=broker,
                 dialogs=DialogStore(
                     redis,
-                    settings.redis_key_prefix,
+                    prefix,
                     state_ttl=settings.dialog_ttl,
                     dedupe_ttl=settings.dedupe_ttl,
                 ),
-                locks=ClientLocks(
-                    redis, settings.redis_key_prefix, settings.lock_timeout.total_seconds()
-                ),
+                locks=locks,
                 orders=OrderStore(pool),
-                replies=ReplyDispatcher(
-                    broker,
-                    senders,
-                    reply_order_for(redis, settings),
-                    attempts=settings.send_attempts,
-                    backoff=settings.send_backoff,
-                ),
+                replies=replies,
                 rules=tenant_rules(settings, tenants),
                 ratings=rating_desk(settings, redis, pool),
+                handoff=HandoffDesk(
+                    handoffs=Handoffs(redis, prefix, ttl=settings.handoff_ttl),
+                    own=OwnMessages(redis, prefix),
+                    operators=Operators(settings, session, tenants),
+                    replies=replies,
+                    locks=locks,
+                    words=settings.handoff_words,
+                ),
                 budget=customer_budget(settings, tenants),
                 concurrency=settings.worker_concurrency,
                 stop=stop,

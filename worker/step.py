@@ -23,6 +23,10 @@ replayed message is an operator's choice and skips the budget.
 While the customer owes a rating and the dialog is idle, the message is the rating's answer
 instead (worker/rating.py): same lock, same replies path, same commit of the marker, with
 the dialog state unchanged but for its turn count.
+
+While a person answers the customer (worker/handoff.py) the step is silent: marked
+applied, no reply, the dialog as it was. The partition also carries the conversation's
+events (an operator wrote, the dialog was closed), which go to the hand-off desk.
 """
 
 from __future__ import annotations
@@ -41,12 +45,13 @@ from orderbot.amqp.publisher import Publisher
 from orderbot.config.settings import Settings
 from orderbot.conversation.dialog_store import Begun, DialogStore
 from orderbot.conversation.locks import ArrivalOrder, ClientLocks, Lease
-from orderbot.envelopes import InboundMessage, decode, encode, utcnow
+from orderbot.envelopes import ConversationEvent, InboundMessage, decode_queued, encode, utcnow
 from orderbot.errors import PoisonMessage, Stopping
 from orderbot.orders.store import OrderStore
 from orderbot.runtime import metrics
 from orderbot.runtime.waiting import until_done
 from orderbot.tenancy.directory import TenantDirectory
+from worker.handoff import HandoffDesk
 from worker.rating import RatingDesk
 from worker.replies import ReplyDispatcher
 
@@ -66,6 +71,7 @@ class MessageProcessor:
         replies: ReplyDispatcher,
         rules: Callable[[str], DialogRules],
         ratings: RatingDesk,
+        handoff: HandoffDesk,
         budget: Callable[[str], int | None] = lambda _tenant: None,
         concurrency: int = 10,
         stop: asyncio.Event | None = None,
@@ -77,6 +83,7 @@ class MessageProcessor:
         self._replies = replies
         self._rules = rules  # a tenant's dialog rules
         self._ratings = ratings
+        self._handoff = handoff
         self._budget = budget  # a tenant's customer messages a minute (None: no budget)
         self._arrival = ArrivalOrder()
         # Steps at once: a worker holds several partitions' deliveries, more than it runs.
@@ -85,7 +92,7 @@ class MessageProcessor:
 
     async def __call__(self, message: Delivery) -> None:
         try:
-            inbound = decode(InboundMessage, message.body)
+            inbound = decode_queued(message.body)
         except PoisonMessage as exc:
             await park_unreadable(
                 self._broker,
@@ -94,6 +101,9 @@ class MessageProcessor:
                 source_queue=self._broker.topology.messages,  # replay routes it anew
                 story=RetryStory(attempts=1),
             )
+            return
+        if isinstance(inbound, ConversationEvent):
+            await self._on_event(message, inbound)
             return
         conversation = inbound.conversation
         with structlog.contextvars.bound_contextvars(
@@ -116,6 +126,15 @@ class MessageProcessor:
                 age = (utcnow() - inbound.received_at).total_seconds()
                 metrics.MESSAGE_AGE_SECONDS.observe(max(age, 0.0))
 
+    async def _on_event(self, message: Delivery, event: ConversationEvent) -> None:
+        """An operator's message or a closed dialog takes its turn among the customer's
+        messages, like one of them."""
+        async with self._arrival.turn(event.conversation.key), self._slots:
+            if handed_back(message):
+                raise Stopping("the partition is being handed over; left for redelivery")
+            outcome = await until_done(functools.partial(self._handoff.on_event, event), self._stop)
+        metrics.MESSAGES_PROCESSED.labels("messages", outcome).inc()
+
     async def _apply(self, inbound: InboundMessage, *, budgeted: bool = True) -> str:
         """Apply the step once; returns the outcome for the metrics.
 
@@ -132,6 +151,9 @@ class MessageProcessor:
             if begun.processed:
                 log.info("duplicate_skipped")
                 return "duplicate"
+            if await self._handoff.intercepts(inbound, begun):
+                await self._commit(inbound, None, lease, release=True)
+                return "handed_off"
             state = begun.state()
             if begun.over_budget:
                 await self._keep_for_later(inbound, state, begun, per_minute)
@@ -202,7 +224,12 @@ class MessageProcessor:
             )
 
     async def _commit(
-        self, inbound: InboundMessage, state: DialogState, lease: Lease[Begun], *, release: bool
+        self,
+        inbound: InboundMessage,
+        state: DialogState | None,
+        lease: Lease[Begun],
+        *,
+        release: bool,
     ) -> None:
         await self._dialogs.commit(
             inbound, state, lock_key=lease.key, lock_token=lease.token, release=release

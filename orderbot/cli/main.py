@@ -115,6 +115,11 @@ def _tenants_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "(default: PHONE_REGIONS_ALLOWED)",
         )
         command.add_argument(
+            "--chat2desk-operator-group-id",
+            help="Chat2Desk operator group a hand-off is transferred to "
+            "(default: CHAT2DESK_OPERATOR_GROUP_ID)",
+        )
+        command.add_argument(
             "--operator-api-key",
             help=f"bearer key of this tenant's /api/ (at least 16 characters) {_HIDDEN_HELP}",
         )

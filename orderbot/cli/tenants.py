@@ -35,6 +35,7 @@ _FIELDS = (
     "chat2desk_webhook_signature",
     "phone_region",
     "phone_regions_allowed",
+    "chat2desk_operator_group_id",
 )
 
 

@@ -387,6 +387,33 @@ class Settings(BaseSettings):
         "PHONE_REGION's own stops the start rather than silently change which numbers pass",
     )
 
+    handoff_words: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("оператор", "operator", "человек", "менеджер"),
+        description="what a customer writes to be answered by a person (comma list; read "
+        "like the dialog's own words: any case, punctuation and emoji around them dropped)",
+        json_schema_extra={"group": "Hand-off to a person"},
+    )
+    handoff_ttl: Duration = Field(
+        default=timedelta(minutes=30),
+        description="a handed-off conversation goes back to the bot after this long without "
+        "an operator's message (each one starts it again) or when Chat2Desk closes the dialog",
+    )
+    chat2desk_operator_group_id: str | None = Field(
+        default=None,
+        pattern=r"^\d{1,20}$",
+        description="Chat2Desk operator group a handed-off dialog is transferred to "
+        "(`transfer_to_group`); unset: no transfer, Chat2Desk's own routing stays; a tenant "
+        "row may override it",
+        examples=["12345"],
+    )
+    handoff_notify_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="POSTed a JSON note of each hand-off (tenant, provider, client id, "
+        "message id, text): how operators hear of a Twilio customer; unset: not sent",
+        examples=["https://ops.example.com/hooks/handoff"],
+    )
+
     operator_api_key: SecretStr | None = Field(
         default=None,
         description="bearer key of the operator API under `/api/` (16 characters or more); "
@@ -445,6 +472,25 @@ class Settings(BaseSettings):
     def _regions(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(code.strip() for code in value.split(",") if code.strip())
+        return value
+
+    @field_validator("handoff_words", mode="before")
+    @classmethod
+    def _words(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(word.strip() for word in value.split(",") if word.strip())
+        return value
+
+    @field_validator("chat2desk_operator_group_id", "handoff_notify_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("handoff_ttl")
+    @classmethod
+    def _positive_ttl(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be positive")
         return value
 
     @field_validator("phone_regions_allowed", mode="after")

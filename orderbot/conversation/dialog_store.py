@@ -28,10 +28,11 @@ from orderbot.envelopes import InboundMessage
 from orderbot.errors import LockLost
 
 # KEYS: lock, processed-marker, state, the customer's outbox order, the customer's budget,
-# the customer's "please wait" marker. ARGV: token, lease ms, budget tokens per ms (0: no
-# budget), budget capacity, "please wait" ms. nil: the lock is busy. {1}: already applied.
-# {2, say "please wait" (1/0), waiting replies, state or nil}: over budget.
-# {0, waiting replies, state or nil}: go on.
+# the customer's "please wait" marker, the hand-off marker. ARGV: token, lease ms, budget
+# tokens per ms (0: no budget), budget capacity, "please wait" ms. nil: the lock is busy.
+# {1}: already applied. {3}: a person answers the customer (no budget taken: the bot says
+# nothing, not even "please wait"). {2, say "please wait" (1/0), waiting replies, state or
+# nil}: over budget. {0, waiting replies, state or nil}: go on.
 _BEGIN = (
     TAKE_FUNCTION
     + """
@@ -41,6 +42,9 @@ end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {1}
 end
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  return {3}
+end
 if tonumber(ARGV[3]) > 0 and take(KEYS[5], tonumber(ARGV[3]), tonumber(ARGV[4])) > 0 then
   local first = redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[5]) and 1 or 0
   return {2, first, redis.call('ZCARD', KEYS[4]), redis.call('GET', KEYS[3])}
@@ -49,14 +53,17 @@ return {0, redis.call('ZCARD', KEYS[4]), redis.call('GET', KEYS[3])}
 """
 )
 
-# KEYS: lock, state, processed-marker. ARGV: token, state, state ttl, marker ttl, release,
-# the dialog's turn count after the step: the marker says which of the customer's steps
-# the message was, so the order steps were applied in can be audited after the fact.
+# KEYS: lock, state, processed-marker. ARGV: token, state ('' leaves it as it is), state
+# ttl, marker ttl, release, the dialog's turn count after the step (0: a silent step): the
+# marker says which of the customer's steps the message was, so the order steps were
+# applied in can be audited after the fact.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+end
 redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[4])
 if ARGV[5] == '1' then
   redis.call('DEL', KEYS[1])
@@ -74,6 +81,7 @@ class Begun:
     raw_state: str | None = None
     over_budget: bool = False  # the customer's messages a minute are used up
     say_slow_down: bool = False  # and they were not told so in this window yet
+    handed_off: bool = False  # a person answers the customer now; nothing else was read
 
     def state(self) -> DialogState:
         if self.raw_state is None:
@@ -112,6 +120,7 @@ class DialogStore:
             self.keys.outbox_order(conversation),
             self.keys.customer_bucket(conversation),
             self.keys.flood_notice(conversation),
+            self.keys.handoff(conversation.key),
         ]
         # A bucket holds a minute's worth: a burst of one minute's budget is fine.
         budget = (per_minute / 60_000, per_minute) if per_minute else (0, 0)
@@ -125,6 +134,8 @@ class DialogStore:
             verdict = int(reply[0])
             if verdict == 1:
                 return Begun(processed=True)
+            if verdict == 3:
+                return Begun(processed=False, handed_off=True)
             if verdict == 2:
                 return Begun(
                     processed=False,
@@ -144,22 +155,23 @@ class DialogStore:
     async def commit(
         self,
         message: InboundMessage,
-        state: DialogState,
+        state: DialogState | None,
         *,
         lock_key: str,
         lock_token: str,
         release: bool = False,
     ) -> None:
-        """Write state and marker if the lock is still ours; `release`: and delete it."""
+        """Write state and marker if the lock is still ours; `release`: and delete it.
+        `state` None: the marker alone, the dialog stays as it was (a silent step)."""
         written = await self._commit(
             keys=[lock_key, self.keys.dialog(message.conversation), self.keys.processed(message)],
             args=[
                 lock_token,
-                state.model_dump_json(),
+                "" if state is None else state.model_dump_json(),
                 self._state_ttl_ms,
                 self._dedupe_ttl_ms,
                 "1" if release else "0",
-                state.turns,
+                0 if state is None else state.turns,
             ],
         )
         if not written:

@@ -10,6 +10,8 @@ layout, by what a key holds:
     {prefix}outbox:{tenant}:{provider}:{client}:order      replies waiting, in order
     {prefix}outbox:…:seen | :seq | :sent:{id} | :sending:{id}
     {prefix}rating:{tenant}:{provider}:{client}            the rating a customer owes
+    {prefix}handoff:{tenant}:{provider}:{client}           a person answers: the bot is silent
+    {prefix}own:{tenant}:{provider}:{message id}           a message the bot sent itself
     {prefix}ratelimit:customer:{conversation}              a customer's message budget
     {prefix}ratelimit:notice:{conversation}                "please wait" was said
     {prefix}ratelimit:send:{provider}:{tenant}             the shared send bucket
@@ -58,6 +60,12 @@ class Keys:
 
     def rating(self, conversation: Conversation) -> str:
         return f"{self.prefix}rating:{conversation.key}"
+
+    def handoff(self, conversation_key: str) -> str:
+        return f"{self.prefix}handoff:{conversation_key}"
+
+    def own_message(self, tenant: str, provider: str, message_id: str) -> str:
+        return f"{self.prefix}own:{tenant}:{provider}:{message_id}"
 
     def customer_bucket(self, conversation: Conversation) -> str:
         return f"{self.prefix}ratelimit:customer:{conversation.key}"

@@ -15,6 +15,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from orderbot.config.settings import Settings
+from orderbot.conversation.handoff import OwnMessages
 from orderbot.conversation.keys import Keys
 from orderbot.delivery.chat2desk import Chat2DeskSender
 from orderbot.delivery.rate_limit import RateLimitedSender, TokenBucket
@@ -40,6 +41,7 @@ class Senders:
         self._redis = redis
         self._session = session
         self._tenants = tenants
+        self._own = OwnMessages(redis, settings.redis_key_prefix)
         # Per tenant and provider: the Tenant the sender was built for (frozen; the
         # directory replaces it on any change), the fingerprint of what it was built
         # from, and the sender.
@@ -99,6 +101,7 @@ class Senders:
                 self._session,
                 settings.chat2desk_api_url,
                 tenant.chat2desk_api_token.get_secret_value(),
+                self._own,
             )
         elif provider == "twilio" and (twilio := tenant.twilio_credentials()):
             inner = TwilioSender(self._session, settings.twilio_api_url, *twilio)

@@ -79,6 +79,19 @@ MESSAGE_AGE_SECONDS = Histogram(
 )
 ORDERS_CREATED = Counter("orderbot_orders_created_total", "Orders written by the dialog.")
 
+HANDOFFS = Counter(
+    "orderbot_handoffs_total",
+    "Conversations handed to a person or given back to the bot, by why: asked (the "
+    "customer's words), operator (an operator wrote), closed (the provider closed it).",
+    ["provider", "why"],
+)
+HANDOFF_CALLS = Counter(
+    "orderbot_handoff_calls_total",
+    "Calls telling the operators of a hand-off (transfer: Chat2Desk's transfer_to_group, "
+    "notify: HANDOFF_NOTIFY_URL), by outcome: ok, failed.",
+    ["call", "outcome"],
+)
+
 SENDS = Counter(
     "orderbot_sends_total",
     "Calls to a provider's send API, by outcome: ok, transient, permanent.",

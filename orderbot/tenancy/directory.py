@@ -70,6 +70,7 @@ class Tenant(BaseModel):
     chat2desk_webhook_signature: Literal["off", "check", "require"] | None = None
     phone_region: str | None = None
     phone_regions_allowed: tuple[str, ...] | None = None
+    chat2desk_operator_group_id: str | None = None
     from_settings: bool = False
 
     @property
@@ -133,6 +134,7 @@ def tenant_from_row(row: asyncpg.Record, box: SecretBox) -> Tenant:
         chat2desk_webhook_signature=row["chat2desk_webhook_signature"],
         phone_region=row["phone_region"],
         phone_regions_allowed=row["phone_regions_allowed"],
+        chat2desk_operator_group_id=row["chat2desk_operator_group_id"],
     )
 
 

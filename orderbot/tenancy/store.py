@@ -53,6 +53,7 @@ class TenantChanges(BaseModel):
     phone_region: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
     # Comma-separated in the CLI; an empty list takes the home region's numbers alone.
     phone_regions_allowed: tuple[str, ...] | None = None
+    chat2desk_operator_group_id: str | None = Field(default=None, pattern=r"^\d{1,20}$")
 
     @field_validator("phone_regions_allowed", mode="before")
     @classmethod
@@ -82,6 +83,7 @@ class TenantChanges(BaseModel):
             "twilio_whatsapp_from",
             "chat2desk_webhook_signature",
             "phone_region",
+            "chat2desk_operator_group_id",
         )
         limits = ("webhook_rate_limit_customer", "send_rate_limit")
         values: dict[str, Any] = {
@@ -191,6 +193,7 @@ async def listing(conn: asyncpg.Connection) -> list[dict[str, Any]]:
             "chat2desk_webhook_signature": row["chat2desk_webhook_signature"],
             "phone_region": row["phone_region"],
             "phone_regions_allowed": row["phone_regions_allowed"],
+            "chat2desk_operator_group_id": row["chat2desk_operator_group_id"],
             "operator_api": row["operator_api_key_sha256"] is not None,
             "updated_at": row["updated_at"].isoformat(),
         }

@@ -37,6 +37,36 @@ class Customer:
             "client": {"phone": CLIENT_PHONE, "name": "Aida"},
         }
 
+    def operator_writes(
+        self, text: str, *, message_id: int | str, operator_id: int | None = 41164
+    ) -> dict[str, Any]:
+        """Chat2Desk's `outbox` hook: a message to this client, an operator's or one of
+        the bot's own sends coming back (`message_id` is then the one the send got)."""
+        return {
+            "message_id": message_id,
+            "type": "to_client",
+            "hook_type": "outbox",
+            "text": text,
+            "transport": "whatsapp",
+            "client_id": int(self.client_id),
+            "operator_id": operator_id,
+            "dialog_id": 77,
+            "channel_id": 4242,
+            "client": {"id": int(self.client_id), "phone": CLIENT_PHONE, "name": "Aida"},
+            "event_time": "2026-12-01T23:01:40Z",
+        }
+
+    def dialog_closed(self) -> dict[str, Any]:
+        """Chat2Desk's `close_dialog` hook for this client's dialog."""
+        return {
+            "hook_type": "close_dialog",
+            "dialog_id": 77,
+            "client_id": int(self.client_id),
+            "operator_id": 41164,
+            "channel_id": 4242,
+            "event_time": "2026-12-01T23:05:00Z",
+        }
+
 
 def expected_replies(texts: Iterable[str], own_phone: str | None = CLIENT_PHONE) -> list[str]:
     """What the dialog answers to these texts in this order: the oracle for delivery.

@@ -9,8 +9,14 @@ not its webhook reached us: a customer's message (`customer_writes_*`) and each 
 sent through it. The lists answer in the providers' shapes: Chat2Desk's
 `GET /v1/messages` (`type`, `order`, `limit` at most 200, `offset`, `start_id` as an
 inclusive lower bound on the id; `{"data": [...], "meta": {...}, "status": "success"}`)
-and `GET|POST /v1/webhooks`, `PUT /v1/webhooks/{id}`; Twilio's `GET …/Messages.json`
-(`To`, `DateSent>` read as a day in UTC, `PageSize`, newest first, `next_page_uri`).
+and `GET|POST /v1/webhooks`, `PUT /v1/webhooks/{id}`; a send answers with the new item's
+id as `data.message_id`, the id its `outbox` hook will carry. `GET
+/v1/messages/{id}/transfer_to_group?group_id=…` (Chat2Desk's transfer of the message's
+dialog to an operator group) is recorded and answered `{"status": "success"}` (or, told
+to fail, an error status); the fake keeps no dialogs, so it moves nothing. `POST
+/handoff-notify` stands for an operators' HANDOFF_NOTIFY_URL receiver. Twilio's
+`GET …/Messages.json` (`To`, `DateSent>` read as a day in UTC, `PageSize`, newest first,
+`next_page_uri`).
 """
 
 from __future__ import annotations
@@ -43,6 +49,13 @@ class SentMessage:
 
 
 @dataclass(frozen=True)
+class TransferCall:
+    message_id: str
+    group_id: str | None
+    authorization: str | None
+
+
+@dataclass(frozen=True)
 class ListCall:
     provider: str
     query: dict[str, str]
@@ -69,6 +82,9 @@ class FakeChat2Desk:
     list_calls: list[ListCall] = field(default_factory=list)
     webhook_calls: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
     list_statuses: dict[str, list[int]] = field(default_factory=dict)
+    transfers: list[TransferCall] = field(default_factory=list)
+    transfer_statuses: list[int] = field(default_factory=list)
+    handoff_notes: list[dict[str, Any]] = field(default_factory=list)
     list_retry_after: str | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(10**6))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -236,6 +252,27 @@ class FakeChat2Desk:
         hook.update({"name": body.get("name"), "events": body.get("events", [])})
         return web.json_response({"data": hook, "status": "success"})
 
+    async def _transfer_to_group(self, request: web.Request) -> web.Response:
+        call = TransferCall(
+            message_id=request.match_info["id"],
+            group_id=request.query.get("group_id"),
+            authorization=request.headers.get("Authorization"),
+        )
+        async with self._changed:
+            self.transfers.append(call)
+            self._changed.notify_all()
+        status = self.transfer_statuses.pop(0) if self.transfer_statuses else 200
+        if status >= 300:
+            return web.json_response({"status": "error", "message": "fake failure"}, status=status)
+        return web.json_response({"status": "success"})
+
+    async def _handoff_note(self, request: web.Request) -> web.Response:
+        note = await request.json()
+        async with self._changed:
+            self.handoff_notes.append(note)
+            self._changed.notify_all()
+        return web.json_response({"status": "ok"})
+
     def fail_next(self, *statuses: int) -> None:
         """Answer the next requests with these statuses, then succeed again."""
         self.statuses.extend(statuses)
@@ -291,10 +328,11 @@ class FakeChat2Desk:
         if self.latency:
             await asyncio.sleep(self.latency)
         status = self.statuses.pop(0) if self.statuses else self.default_status
+        listed: dict[str, Any] | None = None
         async with self._changed:
             if status < 300:
                 self.received.append(message)
-                self._listed(message, twilio=twilio)
+                listed = self._listed(message, twilio=twilio)
             self._changed.notify_all()
         headers = {"Retry-After": self.retry_after} if self.retry_after and status == 429 else None
         if status >= 300:
@@ -302,9 +340,18 @@ class FakeChat2Desk:
             if self.echo_headers_on_error:  # as some APIs do in their debug output
                 error["request_headers"] = message.headers
             return web.json_response(error, status=status, headers=headers)
-        return web.json_response({"status": "success", "data": {"message_id": len(self.received)}})
+        sent_id = listed["id"] if listed is not None and "id" in listed else len(self.received)
+        return web.json_response({"status": "success", "data": {"message_id": sent_id}})
 
-    def _listed(self, message: SentMessage, *, twilio: bool) -> None:
+    def sent_ids_for(self, client_id: str) -> list[int]:
+        """The ids Chat2Desk gave our sends to this client, oldest first."""
+        return [
+            m["id"]
+            for m in self.chat2desk_messages
+            if m["type"] == "to_client" and str(m["client_id"]) == client_id
+        ]
+
+    def _listed(self, message: SentMessage, *, twilio: bool) -> dict[str, Any] | None:
         """A reply sent through the API joins the account's list, as it does for real."""
         if twilio:
             sender = str(message.body.get("From"))
@@ -313,13 +360,15 @@ class FakeChat2Desk:
             )
             item["account_sid"] = message.body.get("account") or TWILIO_SID
             self.twilio_messages.append(item)
-        elif message.client_id.isdigit():
+            return item
+        if message.client_id.isdigit():
             channel = message.body.get("channel_id")
-            self.chat2desk_messages.append(
-                self._chat2desk_item(
-                    int(message.client_id), message.text, "to_client", channel, None
-                )
+            item = self._chat2desk_item(
+                int(message.client_id), message.text, "to_client", channel, None
             )
+            self.chat2desk_messages.append(item)
+            return item
+        return None
 
 
 def _twilio_item(*, sender: str, to: str, body: str, direction: str) -> dict[str, Any]:
@@ -358,6 +407,8 @@ async def running_fake() -> AsyncIterator[FakeChat2Desk]:
     app.router.add_get("/v1/webhooks", fake._get_webhooks)
     app.router.add_post("/v1/webhooks", fake._post_webhook)
     app.router.add_put("/v1/webhooks/{id}", fake._put_webhook)
+    app.router.add_get("/v1/messages/{id}/transfer_to_group", fake._transfer_to_group)
+    app.router.add_post("/handoff-notify", fake._handoff_note)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -13,15 +13,24 @@ from redis.asyncio import Redis
 from orderbot.amqp.publisher import Publisher
 from orderbot.config.settings import Settings
 from orderbot.conversation.dialog_store import DialogStore
+from orderbot.conversation.handoff import Handoffs, OwnMessages
 from orderbot.conversation.locks import ClientLocks
 from orderbot.conversation.reply_order import reply_order_for
 from orderbot.delivery.sender import ReplySender
-from orderbot.envelopes import Conversation
+from orderbot.envelopes import Conversation, InboundMessage
 from orderbot.orders.store import OrderStore
+from worker.handoff import HandoffDesk
 from worker.rating import rating_desk
 from worker.replies import ReplyDispatcher
 from worker.service import dialog_rules
 from worker.step import MessageProcessor
+
+
+class NoOperators:
+    """Operators nobody calls: a hand-off is marked, no transfer is made."""
+
+    async def call(self, message: InboundMessage) -> None:
+        return None
 
 
 @dataclass
@@ -54,19 +63,29 @@ def make_processor(
     stop: asyncio.Event | None = None,
 ) -> MessageProcessor:
     prefix = settings.redis_key_prefix
+    locks = ClientLocks(redis, prefix, 5.0)
+    replies = ReplyDispatcher(
+        broker,
+        sender,
+        reply_order_for(redis, settings),
+        attempts=1,
+        backoff=timedelta(milliseconds=1),
+    )
     return MessageProcessor(
         broker=broker,
         dialogs=dialogs or dialog_store(settings, redis),
-        locks=ClientLocks(redis, prefix, 5.0),
+        locks=locks,
         orders=OrderStore(pool),
-        replies=ReplyDispatcher(
-            broker,
-            sender,
-            reply_order_for(redis, settings),
-            attempts=1,
-            backoff=timedelta(milliseconds=1),
-        ),
+        replies=replies,
         rules=lambda _tenant: dialog_rules(settings),
         ratings=rating_desk(settings, redis, pool),
+        handoff=HandoffDesk(
+            handoffs=Handoffs(redis, prefix, ttl=timedelta(minutes=1)),
+            own=OwnMessages(redis, prefix),
+            operators=NoOperators(),
+            replies=replies,
+            locks=locks,
+            words=settings.handoff_words,
+        ),
         stop=stop,
     )

@@ -485,6 +485,30 @@ async def test_a_tenant_s_own_phone_region_applies_to_it_alone(
     assert rules(local.slug).phone == PhoneRule(settings.phone_region)
 
 
+@pytest.fixture
+async def grouped(add: Callable[..., Awaitable[Business]]) -> Business:
+    return await add("grp", chat2desk_operator_group_id="777")
+
+
+async def test_a_tenant_s_own_operator_group_gets_its_hand_offs_with_its_token(
+    grouped: Business,
+    client: Client,
+    worker: asyncio.Task[None],
+    fake: FakeChat2Desk,
+) -> None:
+    await tenants_loaded(client, grouped)
+    request = Customer().says("оператор")
+
+    response = await client.post(chat2desk_url(grouped, own_url=True), json=request)
+    assert response.status == 200
+    await fake.wait_for(lambda: len(fake.transfers) == 1)
+
+    [transfer] = fake.transfers
+    assert transfer.group_id == "777"
+    assert transfer.authorization == grouped.api_token
+    assert transfer.message_id == request["message_id"]
+
+
 async def test_a_tenant_s_phone_regions_written_past_the_checks_fall_back_to_the_settings(
     client: Client,
     add: Callable[..., Awaitable[Business]],
