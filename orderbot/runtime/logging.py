@@ -8,6 +8,7 @@ Basic auth header echoes base64, not the token.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
@@ -30,6 +31,7 @@ class SecretRedactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         self._given: set[str] = set()
         self._secrets: list[str] = []  # every form of each given secret, longest first
+        self._lengths: list[int] = []  # their lengths, negated: ascending, for bisect
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
@@ -38,10 +40,16 @@ class SecretRedactor:
         if new:
             self._given |= new
             self._secrets = expand(self._given)
+            self._lengths = [-len(form) for form in self._secrets]
 
     def _mask(self, value: Any) -> Any:
         if isinstance(value, str):
-            return mask(value, self._secrets)
+            # Only the forms no longer than the text can be in it. Most values of a line
+            # (its event, ids, the timestamp) are shorter than any secret, and every form
+            # of every tenant's secrets was scanned for in each: a line cost 18 us with one
+            # tenant and 90 us with a hundred.
+            start = bisect.bisect_left(self._lengths, -len(value))
+            return mask(value, self._secrets[start:] if start else self._secrets)
         if isinstance(value, dict):
             return {k: self._mask(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -80,9 +88,10 @@ def configure_logging(settings: Settings, role: str) -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redactor,
+            # After the redactor: our own clock holds no secret, and is as long as many.
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
