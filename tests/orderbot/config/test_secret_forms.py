@@ -83,6 +83,11 @@ def test_among_secrets_of_every_length_each_is_masked_as_a_whole_value_and_insid
         assert _masked(redactor, f"a{secret}b") == "a[redacted]b"
 
 
+def test_the_shortest_things_masked_are_masked_as_whole_values() -> None:
+    assert _masked(SecretRedactor(["abcd"]), "abcd") == "[redacted]"
+    assert _masked(SecretRedactor([]), "Token abcdefghijkl") == "Token [redacted]"
+
+
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "Basic", "Token"])
 def test_any_credential_after_an_auth_scheme_is_masked_even_an_unknown_one(scheme: str) -> None:
     unknown = "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA=="
