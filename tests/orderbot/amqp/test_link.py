@@ -25,7 +25,7 @@ async def broker(settings: Settings, amqp: AbstractChannel) -> AsyncIterator[Bro
 async def test_publishes_of_one_turn_are_all_confirmed_and_queued_in_order(
     broker: BrokerLink, amqp: AbstractChannel
 ) -> None:
-    queue = broker.topology.messages
+    queue = broker.topology.partitions[0]
     await asyncio.gather(
         *(broker.publish(queue, b'{"n":%d}' % i, message_id=f"m-{i}") for i in range(300))
     )
@@ -54,7 +54,7 @@ async def test_headers_and_correlation_id_reach_the_queue(
 async def test_an_unroutable_publish_is_unavailable_and_its_neighbours_confirmed(
     broker: BrokerLink, amqp: AbstractChannel
 ) -> None:
-    queue = broker.topology.messages
+    queue = broker.topology.partitions[0]
     results = await asyncio.gather(
         broker.publish(queue, b"{}", message_id="before"),
         broker.publish(f"{queue}-nobody", b"{}", message_id="lost"),
@@ -72,7 +72,7 @@ async def test_a_publish_to_a_full_queue_is_nacked_as_unavailable_and_the_channe
     settings = make_settings(messages_max_length=2)
     async with BrokerLink(settings, "test") as broker:
         assert await asyncio.wait_for(broker.wait_connected(), 20)
-        queue = broker.topology.messages
+        queue = broker.topology.partitions[0]
         accepted = await publish_until_refused(broker, queue, most=4)
         await broker.publish(broker.topology.outbox, b"{}", message_id="elsewhere")
 
