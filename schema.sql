@@ -44,6 +44,15 @@ ALTER TABLE orders ADD COLUMN IF NOT EXISTS channel_id TEXT;
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS rating SMALLINT CHECK (rating BETWEEN 1 AND 5);
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS rated_at TIMESTAMPTZ;
 
+-- A shared location (the address is then its name or its coordinates), and the links of
+-- the photos, voice notes and files the customer sent during the dialog:
+-- [{"url": …, "content_type": …}, …].
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS latitude DOUBLE PRECISION
+    CHECK (latitude BETWEEN -90 AND 90);
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS longitude DOUBLE PRECISION
+    CHECK (longitude BETWEEN -180 AND 180);
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS attachments JSONB NOT NULL DEFAULT '[]';
+
 -- dialog/lifecycle.py is the one place transitions are checked; this only keeps a manual
 -- UPDATE from writing a status no process can read. A new status needs the constraint
 -- dropped and added again here.
