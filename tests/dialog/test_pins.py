@@ -2,18 +2,21 @@
 to be typed, and both travel with the order."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dialog import Attachment, DialogState, Lang, Pin, Step, advance, map_url
 from dialog.state import MAX_ATTACHMENTS
 from dialog.texts import Msg, render
 from tests.dialog.test_machine import (
+    ANSWERS,
     ANY_TEXT,
     IN_PROGRESS,
     NORMALIZED_PHONE,
     PHONE,
+    RIGHT_ANSWER,
     RULES,
+    assert_valid,
     reach,
 )
 
@@ -168,3 +171,27 @@ def test_media_alone_never_moves_the_dialog(
 
     assert result.state.step is step
     assert result.order is None
+
+
+@settings(max_examples=200)
+@given(
+    conversation=st.lists(
+        st.tuples(st.none() | ANSWERS | ANY_TEXT, st.none() | PINS, MEDIA), max_size=20
+    )
+)
+def test_a_conversation_of_pins_media_and_text_keeps_the_state_valid(
+    conversation: list[tuple[str | None, Pin | None, list[Attachment]]],
+) -> None:
+    """``None`` for the text stands for the right answer, so orders do get completed."""
+    state = DialogState()
+    for text, pin, media in conversation:
+        answer = RIGHT_ANSWER[state.step] if text is None else text
+        result = advance(state, answer, pin=pin, attachments=media)
+
+        assert_valid(result.state, RULES)
+        assert len(result.state.attachments) <= MAX_ATTACHMENTS
+        if result.order is not None:
+            assert result.order.model_dump() == result.state.model_dump(
+                include={"address", "phone", "quantity", "pin", "attachments"}
+            )
+        state = result.state
