@@ -4,9 +4,11 @@ message; a shape the edge cannot read never costs the customer's message."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
@@ -16,6 +18,7 @@ from orderbot.envelopes import Attachment, InboundMessage, Location, decode
 from server.chat2desk import attachments, location
 from tests.support.broker_tools import messages_queues, take_all
 from tests.support.customers import Customer
+from tests.support.fake_provider import FakeChat2Desk
 from tests.support.twilio import WhatsAppCustomer, post
 
 Client = TestClient[Any, Any]
@@ -131,3 +134,29 @@ async def test_twilio_media_are_queued_as_links_with_their_types(
         "image/jpeg",
         "audio/ogg",
     ]
+
+
+async def test_a_whatsapp_pin_through_twilio_is_the_orders_address(
+    client: Client, worker: asyncio.Task[None], fake: FakeChat2Desk, db: asyncpg.Connection
+) -> None:
+    customer = WhatsAppCustomer()
+    pin = {"Latitude": "42.8746", "Longitude": "74.5698", "Label": "Ala-Too Square"}
+    forms = [
+        customer.says("Здравствуйте"),
+        customer.says("") | pin,
+        *(customer.says(text) for text in ("0555 123 456", "2", "да")),
+    ]
+    for count, form in enumerate(forms, start=1):
+        assert (await post(client, form)).status == 200
+        await fake.wait_for(lambda n=count: len(fake.texts_for(customer.number)) >= n)
+
+    order = await db.fetchrow(
+        "SELECT delivery_address, latitude, longitude FROM orders WHERE client_id = $1",
+        customer.number,
+    )
+    assert order is not None
+    assert dict(order) == {
+        "delivery_address": "Ala-Too Square",
+        "latitude": 42.8746,
+        "longitude": 74.5698,
+    }
