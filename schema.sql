@@ -44,6 +44,15 @@ ALTER TABLE orders ADD COLUMN IF NOT EXISTS channel_id TEXT;
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS rating SMALLINT CHECK (rating BETWEEN 1 AND 5);
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS rated_at TIMESTAMPTZ;
 
+-- A shared location (the address is then its name or its coordinates), and the links of
+-- the photos, voice notes and files the customer sent during the dialog:
+-- [{"url": …, "content_type": …}, …].
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS latitude DOUBLE PRECISION
+    CHECK (latitude BETWEEN -90 AND 90);
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS longitude DOUBLE PRECISION
+    CHECK (longitude BETWEEN -180 AND 180);
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS attachments JSONB NOT NULL DEFAULT '[]';
+
 -- dialog/lifecycle.py is the one place transitions are checked; this only keeps a manual
 -- UPDATE from writing a status no process can read. A new status needs the constraint
 -- dropped and added again here.
@@ -100,6 +109,9 @@ CREATE TABLE IF NOT EXISTS tenants (
     phone_regions_allowed          TEXT[],
     -- The Chat2Desk operator group a hand-off is transferred to (NULL: the setting).
     chat2desk_operator_group_id    TEXT        CHECK (chat2desk_operator_group_id ~ '^[0-9]{1,20}$'),
+    -- What the dialog's texts say of the business (NULL: BUSINESS_NAME, DELIVERY_MINUTES).
+    business_name                  TEXT        CHECK (length(business_name) BETWEEN 1 AND 100),
+    delivery_minutes               INTEGER     CHECK (delivery_minutes BETWEEN 1 AND 1440),
     created_at                     TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at                     TIMESTAMPTZ NOT NULL DEFAULT now()
 );
@@ -115,6 +127,10 @@ ALTER TABLE tenants ADD COLUMN IF NOT EXISTS phone_region TEXT
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS phone_regions_allowed TEXT[];
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS chat2desk_operator_group_id TEXT
     CHECK (chat2desk_operator_group_id ~ '^[0-9]{1,20}$');
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS business_name TEXT
+    CHECK (length(business_name) BETWEEN 1 AND 100);
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS delivery_minutes INTEGER
+    CHECK (delivery_minutes BETWEEN 1 AND 1440);
 -- A tenant's own inbound limit is gone: the queue is the buffer, nothing is refused.
 ALTER TABLE tenants DROP COLUMN IF EXISTS webhook_rate_limit_tenant;
 

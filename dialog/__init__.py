@@ -11,16 +11,17 @@ from dialog.lifecycle import (
     notifies,
     status_notice,
 )
-from dialog.machine import StepResult, advance
+from dialog.machine import StepResult, advance, map_url, pin_text
 from dialog.rating import AskAgain, GiveUp, Rated, RatingRules, answer_rating, parse_rating
 from dialog.rules import DialogRules, PhoneRule
-from dialog.state import DialogState, Lang, OrderDraft, Step
+from dialog.state import Attachment, DialogState, Lang, OrderDraft, Pin, Step
 from dialog.texts import handing_over, slow_down
 from dialog.validation import asks_for_person, detect_lang, person_words
 
 __all__ = [
     "Actor",
     "AskAgain",
+    "Attachment",
     "DialogRules",
     "DialogState",
     "GiveUp",
@@ -28,6 +29,7 @@ __all__ = [
     "OrderDraft",
     "OrderStatus",
     "PhoneRule",
+    "Pin",
     "Rated",
     "RatingRules",
     "Refused",
@@ -42,9 +44,11 @@ __all__ = [
     "check_transition",
     "detect_lang",
     "handing_over",
+    "map_url",
     "notifies",
     "parse_rating",
     "person_words",
+    "pin_text",
     "slow_down",
     "status_notice",
 ]

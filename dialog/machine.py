@@ -4,10 +4,11 @@
 very same step, replies and order.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dialog.rules import DialogRules
-from dialog.state import DialogState, Lang, OrderDraft, Step
+from dialog.state import MAX_ATTACHMENTS, Attachment, DialogState, Lang, OrderDraft, Pin, Step
 from dialog.texts import Msg, render
 from dialog.validation import (
     Invalid,
@@ -52,16 +53,28 @@ def advance(
     rules: DialogRules = DEFAULT_RULES,
     *,
     own_phone: str | None = None,
+    pin: Pin | None = None,
+    attachments: Sequence[Attachment] = (),
 ) -> StepResult:
     """Apply one customer message. Never raises for any text.
 
     ``own_phone`` is the number the customer writes from, when the channel tells it (a
     WhatsApp sender): offered as a one-tap answer to the phone question. It comes with
     every message of the conversation, so the step stays a function of its inputs.
+
+    ``pin`` is a location the message shared: at the address step it is the address.
+    ``attachments`` are the photos, voice notes and files it carried: the dialog cannot
+    read them, so a message of nothing else is asked to be typed instead, and their
+    links go with the order.
     """
     turns = state.turns + 1
     if state.step in (Step.INITIAL, Step.COMPLETED):
-        return _greet(detect_lang(text), turns)
+        return _greet(detect_lang(text), turns, rules, _kept((), attachments))
+    state = state.model_copy(update={"attachments": _kept(state.attachments, attachments)})
+    if pin is not None and state.step is Step.WAITING_ADDRESS:
+        return _on_pin(state, pin, rules, turns, _offerable(own_phone, rules))
+    if attachments and not _visible(text):
+        return _please_type(state, turns)
     if is_cancel(text):
         return _say(DialogState(lang=state.lang, turns=turns), Msg.CANCELLED)
     if is_restart(text):
@@ -76,12 +89,31 @@ def advance(
         case Step.WAITING_QUANTITY:
             return _on_quantity(state, text, rules, turns)
         case Step.WAITING_CONFIRMATION:
-            return _on_confirmation(state, text, turns)
-    return _greet(state.lang, turns)
+            return _on_confirmation(state, text, rules, turns)
+    return _greet(state.lang, turns, rules, state.attachments)
 
 
-def _greet(lang: Lang, turns: int) -> StepResult:
-    return _say(DialogState(step=Step.WAITING_ADDRESS, lang=lang, turns=turns), Msg.GREETING)
+def _greet(
+    lang: Lang, turns: int, rules: DialogRules, attachments: tuple[Attachment, ...]
+) -> StepResult:
+    state = DialogState(step=Step.WAITING_ADDRESS, lang=lang, turns=turns, attachments=attachments)
+    return _say(state, Msg.GREETING, business=rules.business_name)
+
+
+def _kept(kept: tuple[Attachment, ...], new: Sequence[Attachment]) -> tuple[Attachment, ...]:
+    """The order's links so far and this message's, the first ones kept past the cap."""
+    return (*kept, *new)[:MAX_ATTACHMENTS]
+
+
+def _visible(text: str) -> bool:
+    return any(not c.isspace() and c.isprintable() for c in text)
+
+
+def _please_type(state: DialogState, turns: int) -> StepResult:
+    """A photo or voice note where an answer was expected: asked to type it instead of
+    being told the (empty) text is a bad address."""
+    msg = Msg.PLEASE_TYPE_ADDRESS if state.step is Step.WAITING_ADDRESS else Msg.PLEASE_TYPE
+    return _say(_stay(state, turns), msg)
 
 
 def _help(state: DialogState, rules: DialogRules, turns: int) -> StepResult:
@@ -122,7 +154,47 @@ def _on_address(
     if isinstance(address, Invalid):
         limits = {"min": rules.address_min, "max": rules.address_max}
         return _say(_stay(state, turns), _REASON_TEXT[address.reason], **limits)
-    next_state = DialogState(step=Step.WAITING_PHONE, lang=state.lang, address=address, turns=turns)
+    return _ask_phone(state, address, None, rules, turns, own_phone)
+
+
+def _on_pin(
+    state: DialogState, pin: Pin, rules: DialogRules, turns: int, own_phone: str | None
+) -> StepResult:
+    """A shared location is the address: the place's name when the messenger gives one
+    that reads as an address, else the coordinates, which the courier opens as a map."""
+    label = parse_address(pin.label, rules) if pin.label else None
+    address = label if isinstance(label, str) else pin_text(pin)
+    kept = pin.model_copy(update={"label": label if isinstance(label, str) else None})
+    return _ask_phone(state, address, kept, rules, turns, own_phone)
+
+
+def pin_text(pin: Pin) -> str:
+    """Coordinates as an address line: ``42.874621, 74.569762``."""
+    return f"{pin.latitude:.6f}, {pin.longitude:.6f}"
+
+
+def map_url(pin: Pin) -> str:
+    """An OpenStreetMap link that opens a marker on the pin, in any browser."""
+    lat, lon = f"{pin.latitude:.6f}", f"{pin.longitude:.6f}"
+    return f"https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=17/{lat}/{lon}"
+
+
+def _ask_phone(
+    state: DialogState,
+    address: str,
+    pin: Pin | None,
+    rules: DialogRules,
+    turns: int,
+    own_phone: str | None,
+) -> StepResult:
+    next_state = DialogState(
+        step=Step.WAITING_PHONE,
+        lang=state.lang,
+        address=address,
+        pin=pin,
+        attachments=state.attachments,
+        turns=turns,
+    )
     if own_phone is not None:
         return _say(next_state, Msg.OFFER_OWN_PHONE, own_phone=display_phone(own_phone))
     return _say(next_state, Msg.ASK_PHONE, **phone_examples(rules.phone))
@@ -145,6 +217,8 @@ def _on_phone(
         step=Step.WAITING_QUANTITY,
         lang=state.lang,
         address=state.address,
+        pin=state.pin,
+        attachments=state.attachments,
         phone=phone,
         turns=turns,
     )
@@ -162,31 +236,48 @@ def _on_quantity(state: DialogState, text: str, rules: DialogRules, turns: int) 
         step=Step.WAITING_CONFIRMATION,
         lang=state.lang,
         address=state.address,
+        pin=state.pin,
+        attachments=state.attachments,
         phone=state.phone,
         quantity=quantity,
         turns=turns,
     )
-    return _say(
-        next_state, Msg.CONFIRM, address=state.address, phone=state.phone, quantity=quantity
-    )
+    summary = {"address": state.address, "phone": state.phone, "quantity": quantity}
+    if state.pin is not None:
+        return _say(next_state, Msg.CONFIRM_PIN, map_url=map_url(state.pin), **summary)
+    return _say(next_state, Msg.CONFIRM, **summary)
 
 
-def _on_confirmation(state: DialogState, text: str, turns: int) -> StepResult:
+def _on_confirmation(state: DialogState, text: str, rules: DialogRules, turns: int) -> StepResult:
     answer = parse_confirmation(text)
     if answer is None:
         return _say(_stay(state, turns), Msg.CONFIRM_UNCLEAR)
     if not answer or state.address is None or state.phone is None or state.quantity is None:
         return _start_over(state.lang, turns)
-    order = OrderDraft(address=state.address, phone=state.phone, quantity=state.quantity)
+    order = OrderDraft(
+        address=state.address,
+        phone=state.phone,
+        quantity=state.quantity,
+        pin=state.pin,
+        attachments=state.attachments,
+    )
     completed = DialogState(
         step=Step.COMPLETED,
         lang=state.lang,
         address=order.address,
         phone=order.phone,
         quantity=order.quantity,
+        pin=order.pin,
+        attachments=order.attachments,
         turns=turns,
     )
-    return StepResult(completed, (render(Msg.ORDER_ACCEPTED, state.lang),), order)
+    accepted = render(
+        Msg.ORDER_ACCEPTED,
+        state.lang,
+        business=rules.business_name,
+        minutes=rules.delivery_minutes,
+    )
+    return StepResult(completed, (accepted,), order)
 
 
 def _stay(state: DialogState, turns: int) -> DialogState:

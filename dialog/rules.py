@@ -36,9 +36,17 @@ class DialogRules:
     address_max: int = 200
     quantity_min: int = 1
     quantity_max: int = 50
+    # What the texts say of the business: its name in the greeting and the acceptance,
+    # and how soon it promises to deliver.
+    business_name: str = "Orderbot"
+    delivery_minutes: int = 60
 
     def __post_init__(self) -> None:
         if not 1 <= self.address_min <= self.address_max:
             raise ValueError(f"bad address bounds {self.address_min}..{self.address_max}")
         if not 1 <= self.quantity_min <= self.quantity_max:
             raise ValueError(f"bad quantity bounds {self.quantity_min}..{self.quantity_max}")
+        if not self.business_name.strip():
+            raise ValueError("the business name is empty")
+        if self.delivery_minutes < 1:
+            raise ValueError(f"bad delivery promise {self.delivery_minutes} minutes")

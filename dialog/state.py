@@ -3,6 +3,7 @@
 from enum import StrEnum
 
 import pydantic
+from pydantic import Field
 
 
 class Step(StrEnum):
@@ -19,6 +20,26 @@ class Lang(StrEnum):
     RU = "ru"
 
 
+class Pin(pydantic.BaseModel, frozen=True):
+    """A location the customer shared (a WhatsApp or Telegram pin), with the name of the
+    place when the messenger sends one."""
+
+    latitude: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    longitude: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    label: str | None = None
+
+
+class Attachment(pydantic.BaseModel, frozen=True):
+    """A photo, voice note or file the customer sent: kept as its link, never looked at."""
+
+    url: str
+    content_type: str | None = None
+
+
+# An order keeps at most this many links: the state is read and written on every step.
+MAX_ATTACHMENTS = 10
+
+
 class DialogState(pydantic.BaseModel, frozen=True):
     """Everything needed to interpret the customer's next message.
 
@@ -32,6 +53,9 @@ class DialogState(pydantic.BaseModel, frozen=True):
     phone: str | None = None
     quantity: int | None = None
     turns: int = 0
+    # Added after states were first stored: a state written before reads with the defaults.
+    pin: Pin | None = None
+    attachments: tuple[Attachment, ...] = ()
 
 
 class OrderDraft(pydantic.BaseModel, frozen=True):
@@ -40,3 +64,5 @@ class OrderDraft(pydantic.BaseModel, frozen=True):
     address: str
     phone: str
     quantity: int
+    pin: Pin | None = None
+    attachments: tuple[Attachment, ...] = ()

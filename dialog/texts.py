@@ -31,15 +31,20 @@ class Msg(StrEnum):
     HELP_CONFIRMATION = "help_confirmation"
     SLOW_DOWN = "slow_down"
     HANDING_OVER = "handing_over"
+    CONFIRM_PIN = "confirm_pin"
+    PLEASE_TYPE_ADDRESS = "please_type_address"
+    PLEASE_TYPE = "please_type"
 
 
 TEXTS: dict[Msg, dict[Lang, str]] = {
     Msg.GREETING: {
-        Lang.EN: "Hello! Let's place your order. Please send the delivery address "
-        '(street, house, apartment). At any time write "help" if in doubt, '
+        Lang.EN: "Hello! This is {business}, let's place your order. Please send the "
+        "delivery address (street, house, apartment) or share your location. At any time "
+        'write "help" if in doubt, '
         '"restart" to start over or "cancel" to stop.',
-        Lang.RU: "Здравствуйте! Давайте оформим заказ. Отправьте адрес доставки "
-        "(улица, дом, квартира). В любой момент напишите «помощь», если что-то непонятно, "
+        Lang.RU: "Здравствуйте! Это {business}, давайте оформим заказ. Отправьте адрес "
+        "доставки (улица, дом, квартира) или поделитесь геолокацией. В любой момент "
+        "напишите «помощь», если что-то непонятно, "
         "«заново», чтобы начать сначала, или «отмена», чтобы прервать.",
     },
     Msg.ADDRESS_TOO_SHORT: {
@@ -101,8 +106,10 @@ TEXTS: dict[Msg, dict[Lang, str]] = {
         Lang.RU: "Ответьте «да», чтобы оформить заказ, или «нет», чтобы начать заново.",
     },
     Msg.ORDER_ACCEPTED: {
-        Lang.EN: "Thank you! Your order is accepted. We will let you know when it is on the way.",
-        Lang.RU: "Спасибо! Ваш заказ принят. Мы сообщим, когда он будет в пути.",
+        Lang.EN: "Thank you! {business} has accepted your order and will deliver it within "
+        "{minutes} minutes. We will let you know when it is on the way.",
+        Lang.RU: "Спасибо! {business} принял ваш заказ и доставит его в течение {minutes} мин. "
+        "Мы сообщим, когда он будет в пути.",
     },
     Msg.STARTING_OVER: {
         Lang.EN: "No problem, let's start over. Please send the delivery address "
@@ -148,6 +155,24 @@ TEXTS: dict[Msg, dict[Lang, str]] = {
     Msg.HANDING_OVER: {
         Lang.EN: "Thank you, a person from our team will answer you here shortly.",
         Lang.RU: "Спасибо, в этом чате вам скоро ответит наш сотрудник.",
+    },
+    Msg.CONFIRM_PIN: {
+        Lang.EN: "Please check your order:\nAddress: {address}\nMap: {map_url}\n"
+        'Phone: {phone}\nQuantity: {quantity}\nIs everything correct? Answer "yes" or "no".',
+        Lang.RU: "Проверьте заказ:\nАдрес: {address}\nНа карте: {map_url}\n"
+        "Телефон: {phone}\nКоличество: {quantity}\nВсё верно? Ответьте «да» или «нет».",
+    },
+    Msg.PLEASE_TYPE_ADDRESS: {
+        Lang.EN: "Sorry, I cannot look at photos or listen to voice messages. Please type "
+        "the delivery address (street, house, apartment) or share your location.",
+        Lang.RU: "Извините, я не умею смотреть фото и слушать голосовые сообщения. Напишите, "
+        "пожалуйста, адрес доставки (улица, дом, квартира) или поделитесь геолокацией.",
+    },
+    Msg.PLEASE_TYPE: {
+        Lang.EN: "Sorry, I cannot look at photos or listen to voice messages. "
+        "Please type your answer.",
+        Lang.RU: "Извините, я не умею смотреть фото и слушать голосовые сообщения. "
+        "Напишите, пожалуйста, ответ текстом.",
     },
 }
 

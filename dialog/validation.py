@@ -275,7 +275,19 @@ def allowed_codes(rule: PhoneRule) -> str:
 def _says(text: str, words: frozenset[str]) -> bool:
     """Whether a short answer is one of ``words``, or made of them only."""
     tokens = _answer_words(text)
-    return bool(tokens) and (" ".join(tokens) in words or all(t in words for t in tokens))
+    if not tokens:
+        return False
+    if " ".join(tokens) in words or all(t in words for t in tokens):
+        return True
+    # A listed phrase with a sign of the same answer: ``всё верно 👍``.
+    spoken = [t for t in tokens if t not in _SIGNS]
+    signs = [t for t in tokens if t in _SIGNS]
+    return (
+        bool(spoken)
+        and bool(signs)
+        and " ".join(spoken) in words
+        and all(s in words for s in signs)
+    )
 
 
 def _answer_words(text: str) -> list[str]:

@@ -50,6 +50,30 @@ class Conversation(BaseModel):
         return f"{self.tenant}:{self.provider}:{self.client_id}"
 
 
+class Location(BaseModel):
+    """A location the customer shared: a WhatsApp or Telegram pin, with the place's name
+    when the messenger sends one."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    latitude: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    longitude: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    label: str | None = Field(default=None, max_length=512)
+
+
+class Attachment(BaseModel):
+    """A photo, voice note or file the customer sent, as the provider's link to it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    url: str = Field(min_length=1, max_length=2048)
+    content_type: str | None = Field(default=None, max_length=128)
+
+
+# A message carries at most this many attachments (Twilio's limit is ten media).
+MAX_ATTACHMENTS = 10
+
+
 class InboundMessage(_Envelope):
     """A customer's message, as queued on `messages` by the server."""
 
@@ -61,6 +85,9 @@ class InboundMessage(_Envelope):
     # The number the customer's profile at the provider holds (Chat2Desk's client phone),
     # unchecked: the dialog offers it only if it reads as a phone number.
     client_phone: str | None = Field(default=None, max_length=64)
+    # Added in a later release, optional so that a message queued before still reads.
+    location: Location | None = None
+    attachments: tuple[Attachment, ...] = Field(default=(), max_length=MAX_ATTACHMENTS)
 
     @property
     def own_phone(self) -> str | None:

@@ -19,16 +19,25 @@ from typing import Annotated, Any
 import structlog
 from aiohttp import web
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     StrictStr,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
 
-from orderbot.envelopes import Conversation, ConversationEvent, InboundMessage
+from orderbot.envelopes import (
+    MAX_ATTACHMENTS,
+    Attachment,
+    Conversation,
+    ConversationEvent,
+    InboundMessage,
+    Location,
+)
 from orderbot.runtime import metrics
 from orderbot.tenancy.directory import Tenant, webhook_token_hash
 from server import chat2desk_signature
@@ -231,6 +240,8 @@ async def _serve(request: web.Request, tenant: Tenant) -> web.Response:
         text=hook.text or "",
         dialog_id=hook.dialog_id,
         client_phone=client_phone(body),
+        location=location(body),
+        attachments=attachments(body),
     )
     return await request.app[INGEST].accept(message)
 
@@ -297,6 +308,92 @@ def client_phone(body: dict[str, Any]) -> str | None:
         if isinstance(value, str) and 0 < len(value) <= 32 and value.isprintable():
             return value
     return None
+
+
+_URL = r"^https?://[\x21-\x7e]+$"
+Url = Annotated[StrictStr, Field(max_length=2048, pattern=_URL)]
+
+
+class _LatLon(BaseModel):
+    """`coordinates` as an object: `latitude`/`longitude`, or the short `lat`/`lon`
+    (`lng`) names."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    latitude: float = Field(validation_alias=AliasChoices("latitude", "lat"))
+    longitude: float = Field(validation_alias=AliasChoices("longitude", "lon", "lng"))
+
+
+class _Linked(BaseModel):
+    """An item of `attachments`: its link, and its type when Chat2Desk names one."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    link: Url = Field(validation_alias=AliasChoices("link", "url"))
+    content_type: StrictStr | None = Field(
+        default=None,
+        max_length=128,
+        validation_alias=AliasChoices("content_type", "mime_type", "type"),
+    )
+
+
+# Chat2Desk's own media fields: a link each (null when absent), and the kind it names.
+_MEDIA_FIELDS = {"photo": "image", "audio": "audio", "video": "video", "pdf": "application/pdf"}
+
+
+def location(body: dict[str, Any]) -> Location | None:
+    """The pin of a WhatsApp or Telegram location message, from the hook's `coordinates`.
+
+    Chat2Desk documents the field (null in a text message) but not its shape: read as
+    `"lat,lon"`, `[lat, lon]` or an object of the two, and leniently like the client's
+    phone: a shape that is none of these only means no pin, never a refused message.
+    """
+    raw = body.get("coordinates")
+    if isinstance(raw, str):
+        parts = raw.replace(";", ",").split(",") if "," in raw or ";" in raw else raw.split()
+        raw = parts
+    if isinstance(raw, list) and len(raw) == 2:
+        raw = {"latitude": raw[0], "longitude": raw[1]}
+    if not isinstance(raw, dict):
+        return None
+    try:
+        point = _LatLon.model_validate(raw)
+        return Location(latitude=point.latitude, longitude=point.longitude)
+    except ValidationError:
+        log.info("coordinates_unreadable")
+        return None
+
+
+def attachments(body: dict[str, Any]) -> tuple[Attachment, ...]:
+    """The links of the photo, voice note, video or file a message carried: Chat2Desk's
+    `photo`, `audio`, `video` and `pdf` fields and its `attachments` list. Read
+    leniently: an item of another shape is left out, the message is still queued."""
+    found: list[Attachment] = []
+    for field, kind in _MEDIA_FIELDS.items():
+        value = body.get(field)
+        if isinstance(value, str) and _is_url(value):
+            found.append(Attachment(url=value, content_type=kind))
+    listed = body.get("attachments")
+    for item in listed if isinstance(listed, list) else ():
+        raw = {"link": item} if isinstance(item, str) else item
+        try:
+            linked = _Linked.model_validate(raw)
+        except ValidationError:
+            continue
+        if all(a.url != linked.link for a in found):
+            found.append(Attachment(url=linked.link, content_type=linked.content_type))
+    return tuple(found[:MAX_ATTACHMENTS])
+
+
+def _is_url(value: str) -> bool:
+    try:
+        _URL_ADAPTER.validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
+_URL_ADAPTER: TypeAdapter[str] = TypeAdapter(Url)
 
 
 def _signed(request: web.Request, tenant: Tenant, raw: bytes, *, required: bool) -> bool:

@@ -12,9 +12,9 @@ from urllib.parse import parse_qsl
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orderbot.envelopes import Conversation, InboundMessage
+from orderbot.envelopes import MAX_ATTACHMENTS, Attachment, Conversation, InboundMessage, Location
 from orderbot.runtime import metrics
 from server import twilio_signature
 from server.errors import json_error
@@ -55,6 +55,42 @@ class TwilioInbound(BaseModel):
     NumMedia: int = Field(default=0, ge=0, le=100)
     ProfileName: str | None = Field(default=None, max_length=256)
     WaId: str | None = Field(default=None, max_length=64)
+    # A WhatsApp location message: the pin, and the place's address and name if it has them.
+    Latitude: float | None = Field(default=None, ge=-90, le=90, allow_inf_nan=False)
+    Longitude: float | None = Field(default=None, ge=-180, le=180, allow_inf_nan=False)
+    Address: str | None = Field(default=None, max_length=512)
+    Label: str | None = Field(default=None, max_length=512)
+
+    def location(self) -> Location | None:
+        if self.Latitude is None or self.Longitude is None:
+            return None
+        label = self.Address or self.Label
+        return Location(latitude=self.Latitude, longitude=self.Longitude, label=label or None)
+
+
+class TwilioMedia(BaseModel):
+    """One of the message's media, `MediaUrl{n}` and `MediaContentType{n}`."""
+
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^https://[\x21-\x7e]+$")
+    content_type: str | None = Field(default=None, max_length=128, pattern=_PRINTABLE)
+
+
+def media(hook: TwilioInbound, fields: dict[str, str]) -> tuple[Attachment, ...]:
+    """The links of the photos, voice notes and files, as many as `NumMedia` says. One
+    that does not read as a link is left out: the message itself is still the customer's."""
+    found = []
+    for n in range(min(hook.NumMedia, MAX_ATTACHMENTS)):
+        raw = {
+            "url": fields.get(f"MediaUrl{n}"),
+            "content_type": fields.get(f"MediaContentType{n}"),
+        }
+        try:
+            item = TwilioMedia.model_validate(raw)
+        except ValidationError:
+            log.info("twilio_media_unreadable", index=n)
+            continue
+        found.append(Attachment(url=item.url, content_type=item.content_type))
+    return tuple(found)
 
 
 def _rejected(reason: str) -> None:
@@ -137,6 +173,8 @@ async def twilio_webhook(request: web.Request) -> web.Response:
             tenant=tenant.slug, provider="twilio", client_id=hook.From, transport="whatsapp"
         ),
         text=hook.Body,
+        location=hook.location(),
+        attachments=media(hook, fields),
     )
     response = await request.app[INGEST].accept(message)
     if response.status != 200:

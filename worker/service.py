@@ -33,31 +33,50 @@ from worker.step import MessageProcessor, customer_budget
 log = structlog.get_logger(__name__)
 
 
+_Own = tuple[str | None, tuple[str, ...] | None, str | None, int | None]
+
+
 def dialog_rules(
-    settings: Settings, region: str | None = None, allowed: tuple[str, ...] | None = None
+    settings: Settings,
+    region: str | None = None,
+    allowed: tuple[str, ...] | None = None,
+    business_name: str | None = None,
+    delivery_minutes: int | None = None,
 ) -> DialogRules:
-    """The settings' rules; ``region`` and ``allowed`` are a tenant's own, if it has them."""
+    """The settings' rules; the arguments are a tenant's own, where it has them."""
     return DialogRules(
         phone=PhoneRule(
             region=region or settings.phone_region,
             allowed=frozenset(settings.phone_regions_allowed if allowed is None else allowed),
-        )
+        ),
+        business_name=business_name or settings.business_name,
+        delivery_minutes=delivery_minutes or settings.delivery_minutes,
     )
 
 
 def tenant_rules(settings: Settings, tenants: TenantDirectory) -> Callable[[str], DialogRules]:
-    """A tenant's rules: its own phone regions, else the settings'. Built once for each."""
+    """A tenant's rules: its own phone regions and texts, else the settings'. Built once
+    for each."""
     default = dialog_rules(settings)  # a bad setting fails here, at start
-    built: dict[tuple[str | None, tuple[str, ...] | None], DialogRules] = {(None, None): default}
+    built: dict[_Own, DialogRules] = {(None, None, None, None): default}
 
     def rules(slug: str) -> DialogRules:
         tenant = tenants.get(slug)
-        own = (tenant.phone_region, tenant.phone_regions_allowed) if tenant else (None, None)
+        own: _Own = (
+            (
+                tenant.phone_region,
+                tenant.phone_regions_allowed,
+                tenant.business_name,
+                tenant.delivery_minutes,
+            )
+            if tenant
+            else (None, None, None, None)
+        )
         if own not in built:
             try:
                 built[own] = dialog_rules(settings, *own)
             except ValueError as exc:  # a row written past the CLI's checks
-                log.error("tenant_phone_rule_invalid", tenant=slug, error=str(exc))
+                log.error("tenant_rules_invalid", tenant=slug, error=str(exc))
                 built[own] = default
         return built[own]
 

@@ -38,14 +38,21 @@ from collections.abc import Callable
 
 import structlog
 
-from dialog import DialogRules, DialogState, advance, slow_down
+from dialog import Attachment, DialogRules, DialogState, Pin, advance, slow_down
 from orderbot.amqp.consumer import Delivery, handed_back
 from orderbot.amqp.dead_letters import Reason, RetryStory, park, park_unreadable
 from orderbot.amqp.publisher import Publisher
 from orderbot.config.settings import Settings
 from orderbot.conversation.dialog_store import Begun, DialogStore
 from orderbot.conversation.locks import ArrivalOrder, ClientLocks, Lease
-from orderbot.envelopes import ConversationEvent, InboundMessage, decode_queued, encode, utcnow
+from orderbot.envelopes import (
+    ConversationEvent,
+    InboundMessage,
+    Location,
+    decode_queued,
+    encode,
+    utcnow,
+)
 from orderbot.errors import PoisonMessage, Stopping
 from orderbot.orders.store import OrderStore
 from orderbot.runtime import metrics
@@ -175,6 +182,10 @@ class MessageProcessor:
                 inbound.text,
                 self._rules(conversation.tenant),
                 own_phone=inbound.own_phone,
+                pin=_pin(inbound.location),
+                attachments=[
+                    Attachment(url=a.url, content_type=a.content_type) for a in inbound.attachments
+                ],
             )
             if result.order is not None:
                 placed = await self._orders.place(
@@ -246,3 +257,10 @@ def customer_budget(settings: Settings, tenants: TenantDirectory) -> Callable[[s
         return own if own is not None else settings.webhook_rate_limit_customer
 
     return budget
+
+
+def _pin(location: Location | None) -> Pin | None:
+    """The envelope's location as the dialog's plain value."""
+    if location is None:
+        return None
+    return Pin(latitude=location.latitude, longitude=location.longitude, label=location.label)

@@ -120,6 +120,15 @@ def _tenants_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "(default: CHAT2DESK_OPERATOR_GROUP_ID)",
         )
         command.add_argument(
+            "--business-name",
+            help="the business's name in the dialog's texts (default: BUSINESS_NAME)",
+        )
+        command.add_argument(
+            "--delivery-minutes",
+            type=int,
+            help="the delivery promise of the order's acceptance (default: DELIVERY_MINUTES)",
+        )
+        command.add_argument(
             "--operator-api-key",
             help=f"bearer key of this tenant's /api/ (at least 16 characters) {_HIDDEN_HELP}",
         )

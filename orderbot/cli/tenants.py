@@ -36,6 +36,8 @@ _FIELDS = (
     "phone_region",
     "phone_regions_allowed",
     "chat2desk_operator_group_id",
+    "business_name",
+    "delivery_minutes",
 )
 
 

@@ -380,6 +380,20 @@ class Settings(BaseSettings):
         description="other regions whose numbers are taken too (comma list, e.g. KZ,UZ); "
         "PHONE_REGION's always are",
     )
+    business_name: str = Field(
+        default="Orderbot",
+        min_length=1,
+        max_length=100,
+        description="the business's name, as the greeting and the order's acceptance say it; "
+        "a tenant row may override it",
+    )
+    delivery_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=1440,
+        description="the delivery promise the order's acceptance makes: within this many "
+        "minutes; a tenant row may override it",
+    )
     phone_country_code: str | None = Field(
         default=None,
         pattern=r"^\+?\d{1,4}$",

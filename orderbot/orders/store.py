@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import asyncpg
+import orjson
 
 from dialog import Lang, OrderDraft
 
@@ -16,8 +17,9 @@ from dialog import Lang, OrderDraft
 _PLACE = """
 WITH placed AS (
     INSERT INTO orders (tenant, provider, source_message_id, client_id,
-                        client_phone, delivery_address, quantity, lang, transport, channel_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                        client_phone, delivery_address, quantity, lang, transport, channel_id,
+                        latitude, longitude, attachments)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)
     ON CONFLICT ON CONSTRAINT orders_source_message_unique DO NOTHING
     RETURNING id, status
 ), event AS (
@@ -57,7 +59,9 @@ class OrderStore:
     ) -> PlacedOrder:
         """Create the order of a confirmed dialog once; a repeat returns the first one.
 
-        The language and the channel are kept so that news about the order later reaches
+        A pin's coordinates and the links of what the customer sent (photos, voice
+        notes) are kept with it, for the courier and the operators. The language and the
+        channel are kept so that news about the order later reaches
         the customer where, and in the language in which, they ordered.
         """
         created = await self._pool.fetchval(
@@ -72,6 +76,9 @@ class OrderStore:
             lang.value,
             transport,
             channel_id,
+            draft.pin.latitude if draft.pin else None,
+            draft.pin.longitude if draft.pin else None,
+            orjson.dumps([a.model_dump() for a in draft.attachments]).decode(),
         )
         if created is not None:
             return PlacedOrder(id=int(created), created=True)

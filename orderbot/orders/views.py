@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
+import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from dialog import OrderStatus
+from dialog import OrderStatus, Pin, map_url
 
 MAX_ID = 2**63 - 1  # BIGSERIAL
 # Client ids are printable ASCII everywhere (the webhooks refuse anything else), which also
@@ -97,8 +98,26 @@ class StatusEvent(BaseModel):
     at: datetime
 
 
+class OrderPin(BaseModel):
+    latitude: float
+    longitude: float
+    map_url: str = Field(description="an OpenStreetMap link with a marker on the pin")
+
+
+class OrderAttachment(BaseModel):
+    url: str = Field(description="the provider's link to the photo, voice note or file")
+    content_type: str | None
+
+
 class OrderDetail(OrderSummary):
     history: list[StatusEvent] = Field(description="every status the order had, oldest first")
+    location: OrderPin | None = Field(
+        default=None, description="the location the customer shared as the address, if any"
+    )
+    attachments: list[OrderAttachment] = Field(
+        default_factory=list,
+        description="what the customer sent that the dialog could not read, oldest first",
+    )
 
 
 class OrderPage(BaseModel):
@@ -113,7 +132,11 @@ SELECT id, status, provider, client_id, client_phone, delivery_address, quantity
        rating, created_at, updated_at
 FROM orders
 """
-_ONE = _SELECT + "WHERE id = $1 AND tenant = $2"
+_ONE = """
+SELECT id, status, provider, client_id, client_phone, delivery_address, quantity, lang,
+       rating, created_at, updated_at, latitude, longitude, attachments
+FROM orders WHERE id = $1 AND tenant = $2
+"""
 _HISTORY = """
 SELECT from_status, to_status, actor, created_at AS at FROM order_events
 WHERE order_id = $1 ORDER BY id
@@ -152,6 +175,14 @@ class OrderViews:
             if row is None:
                 return None
             events = await conn.fetch(_HISTORY, order_id)
-        return OrderDetail.model_validate(
-            {**dict(row), "history": [dict(event) for event in events]}
-        )
+        found = dict(row)
+        latitude, longitude = found.pop("latitude"), found.pop("longitude")
+        if latitude is not None and longitude is not None:
+            pin = Pin(latitude=latitude, longitude=longitude)
+            found["location"] = {
+                "latitude": latitude,
+                "longitude": longitude,
+                "map_url": map_url(pin),
+            }
+        found["attachments"] = orjson.loads(found["attachments"])
+        return OrderDetail.model_validate({**found, "history": [dict(event) for event in events]})

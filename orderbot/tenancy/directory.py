@@ -71,6 +71,8 @@ class Tenant(BaseModel):
     phone_region: str | None = None
     phone_regions_allowed: tuple[str, ...] | None = None
     chat2desk_operator_group_id: str | None = None
+    business_name: str | None = None
+    delivery_minutes: int | None = None
     from_settings: bool = False
 
     @property
@@ -135,6 +137,8 @@ def tenant_from_row(row: asyncpg.Record, box: SecretBox) -> Tenant:
         phone_region=row["phone_region"],
         phone_regions_allowed=row["phone_regions_allowed"],
         chat2desk_operator_group_id=row["chat2desk_operator_group_id"],
+        business_name=row["business_name"],
+        delivery_minutes=row["delivery_minutes"],
     )
 
 

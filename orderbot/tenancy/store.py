@@ -54,6 +54,8 @@ class TenantChanges(BaseModel):
     # Comma-separated in the CLI; an empty list takes the home region's numbers alone.
     phone_regions_allowed: tuple[str, ...] | None = None
     chat2desk_operator_group_id: str | None = Field(default=None, pattern=r"^\d{1,20}$")
+    business_name: str | None = Field(default=None, min_length=1, max_length=100)
+    delivery_minutes: int | None = Field(default=None, ge=1, le=1440)
 
     @field_validator("phone_regions_allowed", mode="before")
     @classmethod
@@ -84,6 +86,8 @@ class TenantChanges(BaseModel):
             "chat2desk_webhook_signature",
             "phone_region",
             "chat2desk_operator_group_id",
+            "business_name",
+            "delivery_minutes",
         )
         limits = ("webhook_rate_limit_customer", "send_rate_limit")
         values: dict[str, Any] = {
@@ -194,6 +198,8 @@ async def listing(conn: asyncpg.Connection) -> list[dict[str, Any]]:
             "phone_region": row["phone_region"],
             "phone_regions_allowed": row["phone_regions_allowed"],
             "chat2desk_operator_group_id": row["chat2desk_operator_group_id"],
+            "business_name": row["business_name"],
+            "delivery_minutes": row["delivery_minutes"],
             "operator_api": row["operator_api_key_sha256"] is not None,
             "updated_at": row["updated_at"].isoformat(),
         }

@@ -26,6 +26,7 @@ from dialog.validation import (
 )
 
 RULES = DialogRules()
+ACCEPTED = {"business": RULES.business_name, "minutes": RULES.delivery_minutes}
 EXAMPLES = phone_examples(RULES.phone)
 FIRST = {Lang.EN: "Hello", Lang.RU: "Здравствуйте"}
 ADDRESS = {Lang.EN: "12 Chui Avenue, apt 5", Lang.RU: "проспект Чуй 12, кв. 5"}
@@ -77,11 +78,11 @@ def test_happy_path_produces_the_order(lang: Lang) -> None:
     assert [r.state.step for r in results] == ORDER_STEPS
     assert all(r.state.lang is lang for r in results)
     assert [r.replies for r in results] == [
-        (render(Msg.GREETING, lang),),
+        (render(Msg.GREETING, lang, business=RULES.business_name),),
         (render(Msg.ASK_PHONE, lang, **EXAMPLES),),
         (render(Msg.ASK_QUANTITY, lang, min=1, max=50),),
         (render(Msg.CONFIRM, lang, address=ADDRESS[lang], phone=NORMALIZED_PHONE, quantity=3),),
-        (render(Msg.ORDER_ACCEPTED, lang),),
+        (render(Msg.ORDER_ACCEPTED, lang, **ACCEPTED),),
     ]
     assert [r.order for r in results[:-1]] == [None] * 4
     assert results[-1].order == OrderDraft(
@@ -112,7 +113,7 @@ def test_empty_first_message_still_greets(text: str) -> None:
     result = advance(DialogState(), text)
 
     assert result.state == DialogState(step=Step.WAITING_ADDRESS, lang=Lang.EN, turns=1)
-    assert result.replies == (render(Msg.GREETING, Lang.EN),)
+    assert result.replies == (render(Msg.GREETING, Lang.EN, business=RULES.business_name),)
 
 
 def test_language_is_kept_after_the_first_message() -> None:
@@ -339,7 +340,7 @@ def test_yes_words_in_both_languages_complete_the_order(text: str) -> None:
 
     assert result.state == state.model_copy(update={"step": Step.COMPLETED, "turns": 5})
     assert result.order == OrderDraft(address=ADDRESS[Lang.EN], phone=NORMALIZED_PHONE, quantity=3)
-    assert result.replies == (render(Msg.ORDER_ACCEPTED, Lang.EN),)
+    assert result.replies == (render(Msg.ORDER_ACCEPTED, Lang.EN, **ACCEPTED),)
 
 
 @pytest.mark.parametrize("text", [*sorted(NO_WORDS), "NO", "No.", "Нет!"])
@@ -385,7 +386,7 @@ def test_cancel_word_at_initial_or_completed_greets_like_any_message(step: Step)
 
     assert result.state.step is Step.WAITING_ADDRESS
     assert result.state.lang is Lang.RU
-    assert result.replies == (render(Msg.GREETING, Lang.RU),)
+    assert result.replies == (render(Msg.GREETING, Lang.RU, business=RULES.business_name),)
 
 
 def test_message_after_cancel_starts_a_new_order() -> None:
@@ -393,7 +394,7 @@ def test_message_after_cancel_starts_a_new_order() -> None:
     result = advance(cancelled, "hi again")
 
     assert result.state.step is Step.WAITING_ADDRESS
-    assert result.replies == (render(Msg.GREETING, Lang.EN),)
+    assert result.replies == (render(Msg.GREETING, Lang.EN, business=RULES.business_name),)
 
 
 def test_message_after_completed_starts_a_new_order_with_the_language_detected_again() -> None:
@@ -401,7 +402,7 @@ def test_message_after_completed_starts_a_new_order_with_the_language_detected_a
     result = advance(completed, "Хочу ещё")
 
     assert result.state == DialogState(step=Step.WAITING_ADDRESS, lang=Lang.RU, turns=6)
-    assert result.replies == (render(Msg.GREETING, Lang.RU),)
+    assert result.replies == (render(Msg.GREETING, Lang.RU, business=RULES.business_name),)
     assert result.order is None
 
 
@@ -433,7 +434,8 @@ def test_same_input_gives_the_same_result(step: Step, text: str) -> None:
 @pytest.mark.parametrize("lang", list(Lang))
 def test_every_text_exists_in_both_languages(msg: Msg, lang: Lang) -> None:
     params = {"min": 1, "max": 2, "address": "a", "phone": "p", "codes": "+996"}
-    params |= {"own_phone": "+996 555 123 456", **EXAMPLES}
+    params |= {"own_phone": "+996 555 123 456", "map_url": "https://osm.example", **EXAMPLES}
+    params |= ACCEPTED
 
     assert render(msg, lang, quantity=3, **params).strip()
     assert set(TEXTS[msg]) == set(Lang)
@@ -513,7 +515,7 @@ def test_advance_never_raises_and_keeps_the_state_valid(
         assert (result.order is not None) == confirmed
         if result.order is not None:
             assert result.order.model_dump() == result.state.model_dump(
-                include={"address", "phone", "quantity"}
+                include={"address", "phone", "quantity", "pin", "attachments"}
             )
         state = result.state
 

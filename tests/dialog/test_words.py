@@ -6,7 +6,7 @@ import pytest
 from dialog import DialogRules, DialogState, Lang, Step, advance
 from dialog.texts import Msg, render
 from dialog.validation import HELP_WORDS, RESTART_WORDS, phone_examples
-from tests.dialog.test_machine import NORMALIZED_PHONE, reach
+from tests.dialog.test_machine import NORMALIZED_PHONE, RULES, reach
 
 EXAMPLES = phone_examples(DialogRules().phone)
 IN_PROGRESS = [
@@ -140,4 +140,4 @@ def test_after_completed_a_command_starts_a_new_order_like_any_message(text: str
     result = advance(reach(Step.COMPLETED), text)
 
     assert result.state.step is Step.WAITING_ADDRESS
-    assert result.replies == (render(Msg.GREETING, Lang.EN),)
+    assert result.replies == (render(Msg.GREETING, Lang.EN, business=RULES.business_name),)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from orderbot.envelopes import (
+    Attachment,
     Conversation,
     ConversationEvent,
     InboundMessage,
+    Location,
     decode,
     decode_queued,
     encode,
@@ -45,3 +47,36 @@ def test_the_partition_reader_takes_a_customer_message_for_one() -> None:
     message = InboundMessage(message_id="m", conversation=CONVERSATION, text="привет")
 
     assert decode_queued(encode(message)) == message
+
+
+def test_a_customer_message_queued_before_pins_existed_still_reads() -> None:
+    body = (
+        b'{"v": 1, "message_id": "m", "text": "hi", "received_at": "2026-11-01T10:00:00Z",'
+        b' "conversation": {"tenant": "t", "provider": "chat2desk", "client_id": "17"}}'
+    )
+
+    message = decode_queued(body)
+
+    assert isinstance(message, InboundMessage)
+    assert (message.location, message.attachments) == (None, ())
+
+
+def test_a_pin_and_attachments_travel_through_the_queue() -> None:
+    message = InboundMessage(
+        message_id="m",
+        conversation=CONVERSATION,
+        text="",
+        location=Location(latitude=42.87, longitude=74.59, label="Ala-Too Square"),
+        attachments=(Attachment(url="https://cdn.example/p.jpg", content_type="image/jpeg"),),
+    )
+
+    assert decode_queued(encode(message)) == message
+
+
+def test_a_location_off_the_globe_is_unreadable() -> None:
+    body = encode(InboundMessage(message_id="m", conversation=CONVERSATION, text="")).replace(
+        b'"location":null', b'"location":{"latitude":91,"longitude":0}'
+    )
+
+    with pytest.raises(PoisonMessage):
+        decode_queued(body)

@@ -374,3 +374,36 @@ def test_a_short_operator_key_is_refused_at_start(make_settings: Callable[..., S
     with pytest.raises(ValidationError, match="at least 16 characters"):
         make_settings(operator_api_key="short")
     assert make_settings(operator_api_key="").operator_api_key is not None
+
+
+async def test_an_order_shows_its_pin_as_a_map_link_and_its_attachments(
+    client: Client, db: asyncpg.Connection, settings: Settings
+) -> None:
+    order_id = await _order(db, settings)
+    photo = {"url": "https://cdn.example/door.jpg", "content_type": "image/jpeg"}
+    await db.execute(
+        "UPDATE orders SET latitude = 42.5, longitude = 74.25, attachments = $2::jsonb"
+        " WHERE id = $1",
+        order_id,
+        f'[{{"url": "{photo["url"]}", "content_type": "{photo["content_type"]}"}}]',
+    )
+
+    status, body = await get_json(client, f"/api/orders/{order_id}")
+
+    assert status == 200
+    assert body["location"] == {
+        "latitude": 42.5,
+        "longitude": 74.25,
+        "map_url": "https://www.openstreetmap.org/?mlat=42.500000&mlon=74.250000"
+        "#map=17/42.500000/74.250000",
+    }
+    assert body["attachments"] == [photo]
+
+
+async def test_an_order_without_a_pin_shows_none(
+    client: Client, db: asyncpg.Connection, settings: Settings
+) -> None:
+    status, body = await get_json(client, f"/api/orders/{await _order(db, settings)}")
+
+    assert status == 200
+    assert (body["location"], body["attachments"]) == (None, [])

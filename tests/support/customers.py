@@ -37,6 +37,16 @@ class Customer:
             "client": {"phone": CLIENT_PHONE, "name": "Aida"},
         }
 
+    def shares_location(self, latitude: float, longitude: float) -> dict[str, Any]:
+        """A WhatsApp location message. Chat2Desk documents `coordinates` (null in a text
+        message) but not its shape; a `"lat,lon"` string is assumed, the text empty."""
+        return {**self.says(""), "coordinates": f"{latitude},{longitude}"}
+
+    def sends_photo(self, url: str) -> dict[str, Any]:
+        """A photo without a caption: Chat2Desk's `photo` link, and the same file listed
+        in `attachments`."""
+        return {**self.says(""), "photo": url, "attachments": [{"link": url}]}
+
     def operator_writes(
         self, text: str, *, message_id: int | str, operator_id: int | None = 41164
     ) -> dict[str, Any]:
@@ -85,6 +95,19 @@ def final_state(texts: Iterable[str], own_phone: str | None = CLIENT_PHONE) -> D
     for text in texts:
         state = advance(state, text, own_phone=own_phone).state
     return state
+
+
+async def answer(
+    post: Callable[[dict[str, Any]], Awaitable[int]],
+    fake: FakeChat2Desk,
+    customer: Customer,
+    body: dict[str, Any],
+) -> str:
+    """Send one hook body and wait for the dialog's answer to it, which is returned."""
+    answered = len(fake.texts_for(customer.client_id))
+    assert await post(body) == 200
+    await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) > answered)
+    return fake.texts_for(customer.client_id)[answered]
 
 
 async def converse(

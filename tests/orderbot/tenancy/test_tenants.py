@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
 from twilio.request_validator import RequestValidator
 
-from dialog import PhoneRule
+from dialog import DialogState, PhoneRule, advance
 from orderbot.amqp.topology import Topology
 from orderbot.config.secret_box import SecretBox, UnreadableSecret, new_key
 from orderbot.config.settings import ConfigError, Settings, load_settings
@@ -483,6 +483,35 @@ async def test_a_tenant_s_own_phone_region_applies_to_it_alone(
 
     assert rules(kazakh.slug).phone == PhoneRule("KZ", frozenset({"KG", "RU"}))
     assert rules(local.slug).phone == PhoneRule(settings.phone_region)
+
+
+async def test_a_tenant_s_own_name_and_delivery_promise_are_in_its_texts_alone(
+    client: Client, add: Callable[..., Awaitable[Business]], settings: Settings
+) -> None:
+    plov = await add("plov", business_name="Plov House", delivery_minutes=40)
+    local = await add("local")
+    await tenants_loaded(client, plov, local)
+    assert client.app is not None
+
+    rules = tenant_rules(settings, client.app[TENANTS])
+
+    assert (rules(plov.slug).business_name, rules(plov.slug).delivery_minutes) == (
+        "Plov House",
+        40,
+    )
+    assert (rules(local.slug).business_name, rules(local.slug).delivery_minutes) == (
+        settings.business_name,
+        settings.delivery_minutes,
+    )
+    greeting = advance(DialogState(), "Hello", rules(plov.slug)).replies[0]
+    assert "Plov House" in greeting
+
+
+def test_an_empty_business_name_is_refused_before_it_reaches_the_table() -> None:
+    with pytest.raises(ValidationError):
+        tenant_store.TenantChanges(business_name="")
+    with pytest.raises(ValidationError):
+        tenant_store.TenantChanges(delivery_minutes=0)
 
 
 @pytest.fixture
@@ -1169,6 +1198,7 @@ async def test_cli_add_list_update_disable_and_reencrypt_round_trip(
             business.slug,
             *("--name", "Plov House 2", "--send-rate-limit", "9"),
             *("--phone-region", "kz", "--phone-regions-allowed", "KG,ru"),
+            *("--business-name", "Plov House", "--delivery-minutes", "45"),
         )
         disabled = await cli("disable", business.slug)
         listed = await cli("list", "--json")
@@ -1201,6 +1231,7 @@ async def test_cli_add_list_update_disable_and_reencrypt_round_trip(
     )
     assert (mine["webhook_rate_limit_customer"], mine["send_rate_limit"]) == (5, 9)
     assert (mine["phone_region"], mine["phone_regions_allowed"]) == ("KZ", ["KG", "RU"])
+    assert (mine["business_name"], mine["delivery_minutes"]) == ("Plov House", 45)
     assert mine["operator_api"] is True
     assert business.slug in table[1]
     output = "".join(
