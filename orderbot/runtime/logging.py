@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -100,19 +101,26 @@ def configure_logging(settings: Settings, role: str) -> None:
         force=True,
     )
     handler = logging.getLogger().handlers[0]
-    handler.setFormatter(_RedactingFormatter(redactor))
+    handler.setFormatter(_RedactingFormatter(redactor, role))
 
 
 class _RedactingFormatter(logging.Formatter):
-    def __init__(self, redactor: SecretRedactor) -> None:
+    """A library's line as our own lines are: one JSON object with the same keys
+    (event, level, timestamp, role), so a log collector needs no second rule."""
+
+    def __init__(self, redactor: SecretRedactor, role: str) -> None:
         super().__init__()
         self._redactor = redactor
+        self._role = role
 
     def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, tz=UTC)
         line = {
             "event": record.getMessage(),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "role": self._role,
+            "timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
