@@ -15,13 +15,11 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orderbot.config.secret_forms import expand, mask
-from orderbot.delivery.sender import parse_retry_after
+from orderbot.config.secret_forms import expand
 from orderbot.envelopes import Conversation, InboundMessage
-from orderbot.recovery.errors import ListUnavailable
+from orderbot.recovery.calls import call_json
 from orderbot.recovery.ids import Id, OptionalId, Text, Transport
 from orderbot.recovery.pages import Chat2DeskItem, parse_chat2desk_time
-from orderbot.runtime import metrics
 
 PROVIDER = "chat2desk"
 
@@ -130,32 +128,15 @@ class Chat2DeskLists:
         params: dict[str, str | int] | None = None,
         json: dict[str, Any] | None = None,
     ) -> Any:
-        try:
-            async with self._session.request(
-                method,
-                self._base + path,
-                params=params,
-                data=orjson.dumps(json) if json is not None else None,
-                headers=self._headers,
-            ) as response:
-                raw = await response.read()
-                if response.status >= 300:
-                    outcome = "throttled" if response.status == 429 else "error"
-                    metrics.RECONCILE_API_CALLS.labels(PROVIDER, outcome).inc()
-                    detail = mask(raw.decode(errors="replace"), self._secret_forms)[:300]
-                    raise ListUnavailable(
-                        f"chat2desk answered {response.status} to {method} {path}: {detail}",
-                        status=response.status,
-                        retry_after=parse_retry_after(
-                            response.headers.get("Retry-After"), cap=600.0
-                        ),
-                    )
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            metrics.RECONCILE_API_CALLS.labels(PROVIDER, "error").inc()
-            raise ListUnavailable(f"chat2desk unreachable: {exc or type(exc).__name__}") from exc
-        metrics.RECONCILE_API_CALLS.labels(PROVIDER, "ok").inc()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise ListUnavailable(f"chat2desk answered {method} {path} with no JSON") from None
+        body = await call_json(
+            self._session,
+            method,
+            self._base + path,
+            provider=PROVIDER,
+            what=f"{method} {path}",
+            headers=self._headers,
+            secret_forms=self._secret_forms,
+            params=params,
+            data=orjson.dumps(json) if json is not None else None,
+        )
         return body.get("data") if isinstance(body, dict) else None

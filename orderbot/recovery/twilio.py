@@ -14,16 +14,13 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from orderbot.config.secret_forms import basic_auth_forms, expand, mask
-from orderbot.delivery.sender import parse_retry_after
+from orderbot.config.secret_forms import basic_auth_forms, expand
 from orderbot.envelopes import Conversation, InboundMessage
-from orderbot.recovery.errors import ListUnavailable
+from orderbot.recovery.calls import call_json
 from orderbot.recovery.ids import Text
 from orderbot.recovery.pages import TwilioItem
-from orderbot.runtime import metrics
 
 PROVIDER = "twilio"
 _MESSAGE_SID = r"^(SM|MM)[0-9a-f]{32}$"
@@ -79,28 +76,15 @@ class TwilioLists:
     async def page(self, uri: str) -> tuple[list[dict[str, Any]], str | None]:
         """The messages of the page at `uri` (a path, as next_page_uri gives it) and the
         path of the next one."""
-        try:
-            async with self._session.get(self._base + uri, headers=self._headers) as response:
-                raw = await response.read()
-                if response.status >= 300:
-                    outcome = "throttled" if response.status == 429 else "error"
-                    metrics.RECONCILE_API_CALLS.labels(PROVIDER, outcome).inc()
-                    detail = mask(raw.decode(errors="replace"), self._secret_forms)[:300]
-                    raise ListUnavailable(
-                        f"twilio answered {response.status}: {detail}",
-                        status=response.status,
-                        retry_after=parse_retry_after(
-                            response.headers.get("Retry-After"), cap=600.0
-                        ),
-                    )
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            metrics.RECONCILE_API_CALLS.labels(PROVIDER, "error").inc()
-            raise ListUnavailable(f"twilio unreachable: {exc or type(exc).__name__}") from exc
-        metrics.RECONCILE_API_CALLS.labels(PROVIDER, "ok").inc()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise ListUnavailable("twilio answered the list with no JSON") from None
+        body = await call_json(
+            self._session,
+            "GET",
+            self._base + uri,
+            provider=PROVIDER,
+            what="the list",
+            headers=self._headers,
+            secret_forms=self._secret_forms,
+        )
         if not isinstance(body, dict):
             return [], None
         messages = body.get("messages")
