@@ -30,7 +30,7 @@ from orderbot.orders.views import MAX_ID, OrderFilter, OrderViews
 from server.api_models import StatusChange, TransitionRefused
 from server.auth import KeyAuthenticator, Principal
 from server.errors import json_error
-from server.keys import API, BROKER, REDIS, SETTINGS, TENANTS
+from server.keys import API, BROKER, EVENTS, REDIS, SETTINGS, TENANTS
 from server.openapi import openapi_document
 
 log = structlog.get_logger(__name__)
@@ -74,7 +74,7 @@ async def _api_ctx(app: web.Application) -> AsyncIterator[None]:
     app[API] = OperatorApi(
         auth=auth,
         views=OrderViews(pool),
-        lifecycle=OrderLifecycle(pool),
+        lifecycle=OrderLifecycle(pool, app[EVENTS]),
         notifier=StatusNotifier(
             pool=pool,
             broker=app[BROKER],
@@ -106,7 +106,7 @@ def _db_errors(handler: Handler) -> Handler:
     return wrapped
 
 
-def _authorized(request: web.Request) -> tuple[OperatorApi, Principal] | web.Response:
+def authorized(request: web.Request) -> tuple[OperatorApi, Principal] | web.Response:
     api = request.app.get(API)
     if api is None:
         return json_error(
@@ -183,10 +183,10 @@ def _not_found() -> web.Response:
 
 
 async def list_orders(request: web.Request) -> web.Response:
-    authorized = _authorized(request)
-    if isinstance(authorized, web.Response):
-        return authorized
-    api, principal = authorized
+    found = authorized(request)
+    if isinstance(found, web.Response):
+        return found
+    api, principal = found
     query = _query(request)
     if isinstance(query, web.Response):
         return query
@@ -194,20 +194,20 @@ async def list_orders(request: web.Request) -> web.Response:
 
 
 async def get_order(request: web.Request) -> web.Response:
-    authorized = _authorized(request)
-    if isinstance(authorized, web.Response):
-        return authorized
-    api, principal = authorized
+    found = authorized(request)
+    if isinstance(found, web.Response):
+        return found
+    api, principal = found
     order_id = _order_id(request)
     detail = None if order_id is None else await api.views.detail(principal.tenant, order_id)
     return _not_found() if detail is None else _json(detail)
 
 
 async def change_status(request: web.Request) -> web.Response:
-    authorized = _authorized(request)
-    if isinstance(authorized, web.Response):
-        return authorized
-    api, principal = authorized
+    found = authorized(request)
+    if isinstance(found, web.Response):
+        return found
+    api, principal = found
     order_id = _order_id(request)
     if order_id is None:
         return _not_found()

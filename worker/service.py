@@ -20,6 +20,7 @@ from orderbot.conversation.reply_order import reply_order_for
 from orderbot.conversation.roll_call import RedisRollCall
 from orderbot.delivery.handoff import Operators
 from orderbot.delivery.senders import open_senders
+from orderbot.orders.live import live_events
 from orderbot.orders.store import OrderStore
 from orderbot.runtime.ops import dependency_probes, serve_ops
 from orderbot.runtime.resources import open_http, open_postgres, open_redis
@@ -99,6 +100,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         senders = await stack.enter_async_context(open_senders(settings, redis, tenants))
         session = await stack.enter_async_context(open_http(settings))
         prefix = settings.redis_key_prefix
+        events = live_events(redis, settings)
         locks = ClientLocks(redis, prefix, settings.lock_timeout.total_seconds())
         replies = ReplyDispatcher(
             broker,
@@ -122,7 +124,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 orders=OrderStore(pool),
                 replies=replies,
                 rules=tenant_rules(settings, tenants),
-                ratings=rating_desk(settings, redis, pool),
+                ratings=rating_desk(settings, redis, pool, events),
                 handoff=HandoffDesk(
                     handoffs=Handoffs(redis, prefix, ttl=settings.handoff_ttl),
                     own=OwnMessages(redis, prefix),
@@ -130,10 +132,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                     replies=replies,
                     locks=locks,
                     words=settings.handoff_words,
+                    events=events,
                 ),
                 budget=customer_budget(settings, tenants),
                 concurrency=settings.worker_concurrency,
                 stop=stop,
+                events=events,
             ),
             prefetch=settings.worker_concurrency,
             shutdown_timeout=settings.shutdown_timeout.total_seconds(),
