@@ -28,4 +28,10 @@ trap cleanup EXIT
 python3 -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet "$work"/dist/orderbot-*.whl
 (cd "$work" && env -u PYTHONPATH DATABASE_URL="$url" "$work/venv/bin/orderbot" migrate)
+# The web chat's page and assets are data files: the package must carry them too.
+(cd "$work" && env -u PYTHONPATH "$work/venv/bin/python" -c '
+import server.webchat as chat
+missing = [n for n in chat.ASSETS if not (chat.STATIC / n).is_file()]
+assert chat.TEMPLATE.is_file() and not missing, ("web chat files missing", missing)
+')
 echo "wheel: installed into a fresh venv and migrated $db from $work"
