@@ -18,6 +18,7 @@ layout, by what a key holds:
     {prefix}reconcile:lease                                who reconciles now
     {prefix}reconcile:watermark:{tenant}:{provider}        how far the lists were read
     {prefix}workers:{messages queue}                       the workers' roll call
+    {prefix}events:{tenant}                                the tenant's live events (stream)
 """
 
 from __future__ import annotations
@@ -81,3 +82,8 @@ class Keys:
 
     def reconcile_watermark(self, tenant: str, provider: str) -> str:
         return f"{self.prefix}reconcile:watermark:{tenant}:{provider}"
+
+    # Live events (orderbot/events): one stream per tenant.
+
+    def events(self, tenant: str) -> str:
+        return f"{self.prefix}events:{tenant}"

@@ -175,3 +175,12 @@ HISTORY_RECEIPTS = Counter(
     " reply's row was not written yet), stale (not later than the row's), failed.",
     ["provider", "outcome"],
 )
+
+EVENTS_PUBLISHED = Counter(
+    "orderbot_live_events_published_total", "Live events written to the bus, by kind.", ["kind"]
+)
+EVENTS_DROPPED = Counter(
+    "orderbot_live_events_dropped_total",
+    "Live events not written (bus slow or down): browsers miss them, the pipeline does not.",
+    ["kind"],
+)
