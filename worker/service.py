@@ -20,6 +20,7 @@ from orderbot.conversation.reply_order import reply_order_for
 from orderbot.conversation.roll_call import RedisRollCall
 from orderbot.delivery.handoff import Operators
 from orderbot.delivery.senders import open_senders
+from orderbot.history.events import publisher, redis_bus
 from orderbot.history.writer import running_writer, writer_for
 from orderbot.orders.store import OrderStore
 from orderbot.runtime.ops import dependency_probes, serve_ops
@@ -100,7 +101,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         senders = await stack.enter_async_context(open_senders(settings, redis, tenants))
         session = await stack.enter_async_context(open_http(settings))
         history = await stack.enter_async_context(
-            running_writer(writer_for(settings), settings, pool)
+            running_writer(
+                writer_for(settings, publisher(redis_bus(settings, redis))), settings, pool
+            )
         )
         prefix = settings.redis_key_prefix
         locks = ClientLocks(redis, prefix, settings.lock_timeout.total_seconds())

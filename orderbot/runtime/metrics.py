@@ -171,8 +171,8 @@ HISTORY_QUEUE = Gauge(
 )
 HISTORY_RECEIPTS = Counter(
     "orderbot_history_receipts_total",
-    "Providers' delivery statuses received, by provider and outcome: recorded, kept (the"
-    " reply's row was not written yet), stale (not later than the row's), failed.",
+    "Providers' delivery statuses received, by provider and outcome: recorded, unapplied"
+    " (kept for a reply whose row is not written yet, or not later than the row's), failed.",
     ["provider", "outcome"],
 )
 
