@@ -145,9 +145,11 @@ async def test_messages_page_by_keyset_oldest_first(pool: asyncpg.Pool):
     await write(pool, *(entry(tenant, "42", f"m{n}", direction="in") for n in range(5)))
     (talk,) = (await store.conversations(pool, tenant)).items
     first = await store.messages(pool, tenant, talk.id, limit=3)
-    assert first is not None and first.next_after is not None
+    assert first is not None
+    assert first.next_after is not None
     rest = await store.messages(pool, tenant, talk.id, after=first.next_after, limit=3)
-    assert rest is not None and rest.next_after is None
+    assert rest is not None
+    assert rest.next_after is None
     keys = [m.reply_id for m in [*first.items, *rest.items]]
     assert keys == [None] * 5  # inbound messages have no reply id
     assert [m.text for m in [*first.items, *rest.items]] == ["hello"] * 5
