@@ -19,7 +19,7 @@ from tests.support.tcp_proxy import TcpProxy, running_proxy
 
 
 def _dropped() -> float:
-    return metrics.HISTORY_ENTRIES.labels("dropped")._value.get()
+    return float(metrics.HISTORY_ENTRIES.labels("dropped")._value.get())
 
 
 @contextlib.asynccontextmanager
