@@ -4,12 +4,15 @@ tenants that never see each other's conversations."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
+from orderbot.cli.history import run_history
+from orderbot.config.settings import Settings
 from orderbot.history import store
 from orderbot.history.models import HistoryEntry, MessageStatus, Written
 from tests.support.history import a_tenant, entry, rows_of
@@ -200,3 +203,15 @@ async def test_purge_deletes_what_is_older_than_the_retention(
     ]
     clients = await db.fetch("SELECT client_id FROM conversations WHERE tenant = $1", tenant)
     assert [r["client_id"] for r in clients] == ["kept"]
+
+
+async def test_orderbot_history_purge_deletes_what_is_older_than_asked(
+    pool: asyncpg.Pool, db: asyncpg.Connection, settings: Settings
+) -> None:
+    tenant = a_tenant()
+    old = datetime.now(UTC) - timedelta(days=40)
+    await write(pool, entry(tenant, "42", "old", direction="in", at=old))
+    await write(pool, entry(tenant, "42", "new", direction="in"))
+    args = argparse.Namespace(older_than="30d")
+    assert await run_history(settings, args) == 0
+    assert [r["message_key"] for r in await rows_of(db, tenant)] == ["new"]

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from orderbot.events.memory import InMemoryEventBus
+from orderbot.history.events import publisher
 from orderbot.history.writer import HistoryWriter
 from orderbot.runtime import metrics
 from tests.support.history import a_tenant, entry, rows_of, wait_rows
@@ -112,3 +114,25 @@ async def test_history_switched_off_records_nothing(
         writer.record(entry(tenant, "42", "m1", direction="in", status="received"))
         await writer.settle()
     assert await rows_of(db, tenant) == []
+
+
+async def test_a_written_row_is_told_as_a_message_event_and_its_move_as_a_status_event(
+    pool: asyncpg.Pool,
+) -> None:
+    tenant = a_tenant()
+    bus = InMemoryEventBus()
+    async with running(HistoryWriter(on_written=publisher(bus)), pool) as writer:
+        writer.record(entry(tenant, "42", "m1:0", status="queued"))
+        await writer.settle()
+        writer.record(entry(tenant, "42", "m1:0", status="sent", provider_message_id="9"))
+        writer.record(entry(tenant, "42", "m1:0", status="queued"))  # late: no news
+        await writer.settle()
+    message, status = bus.published
+    assert (message.kind, message.data["direction"], message.data["status"]) == (
+        "message",
+        "out",
+        "queued",
+    )
+    assert (status.kind, status.data["status"]) == ("status", "sent")
+    assert status.data["message_id"] == message.data["message_id"]
+    assert {message.tenant, status.tenant} == {tenant}
