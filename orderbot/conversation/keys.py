@@ -19,6 +19,7 @@ layout, by what a key holds:
     {prefix}reconcile:watermark:{tenant}:{provider}        how far the lists were read
     {prefix}workers:{messages queue}                       the workers' roll call
     {prefix}events:{tenant}                                the tenant's live events (stream)
+    {prefix}chat:{tenant}:webchat:{session}                a web chat's messages (stream)
 """
 
 from __future__ import annotations
@@ -87,3 +88,7 @@ class Keys:
 
     def events(self, tenant: str) -> str:
         return f"{self.prefix}events:{tenant}"
+
+    def chat(self, conversation: Conversation) -> str:
+        """A web chat session's messages, both ways: what its page shows."""
+        return f"{self.prefix}chat:{conversation.key}"
