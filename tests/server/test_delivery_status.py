@@ -4,19 +4,22 @@ row forward, never back, and only the signed tenant's."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from orderbot.config.settings import Settings
 from orderbot.history import store
+from server.app import create_app
 from tests.support.credentials import TWILIO_TOKEN
 from tests.support.customers import Customer, poster
 from tests.support.fake_provider import FakeChat2Desk
 from tests.support.history import entry, rows_of, wait_rows
+from tests.support.tcp_proxy import running_proxy
 from tests.support.twilio import WhatsAppCustomer, post, post_status, status_callback
 
 Client = TestClient[Any, Any]
@@ -168,3 +171,19 @@ async def test_a_chat2desk_customers_dialog_is_in_the_history_with_the_ids_chat2
         ("out", "c-1:0", "sent"),
     ]
     assert rows[1]["provider_message_id"] == str(sent_id)
+
+
+async def test_a_status_that_cannot_be_written_is_503_so_the_provider_may_retry(
+    make_settings: Callable[..., Settings], database_url: str, amqp: Any, redis: Any
+) -> None:
+    parts = urlsplit(database_url)
+    async with running_proxy(parts.port or 5432) as proxy:
+        url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+        app = create_app(make_settings(database_url=url))
+        async with TestClient(TestServer(app)) as server:
+            proxy.outage("refuse")
+            form = status_callback(SID, "delivered", to="whatsapp:+996555000111")
+            response = await post_status(server, form)
+            assert response.status == 503
+            assert response.headers["Retry-After"] == "30"
+            assert (await response.json())["error"] == "history unavailable, retry later"
