@@ -10,12 +10,14 @@ from server.api_events import api_events
 from server.chat2desk import chat2desk_tenant_webhook, chat2desk_webhook
 from server.keys import BROKER, POSTGRES, REDIS, SETTINGS
 from server.twilio import twilio_webhook
+from server.twilio_status import twilio_status_webhook
 from server.webchat import register_webchat
 
 ENDPOINTS = (
     "POST /webhook/chat2desk/{token}",
     "POST /webhook/chat2desk/{tenant}/{token}",
     "POST /webhook/twilio",
+    "POST /webhook/twilio/status",
     "GET /api/events",
     "GET /chat",
     "GET /chat/{tenant}",
@@ -44,6 +46,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/webhook/chat2desk/{token}", chat2desk_webhook)
     app.router.add_post("/webhook/chat2desk/{tenant}/{token}", chat2desk_tenant_webhook)
     app.router.add_post("/webhook/twilio", twilio_webhook)
+    app.router.add_post("/webhook/twilio/status", twilio_status_webhook)
     register_api(app)
     app.router.add_get("/api/events", api_events)
     register_webchat(app)

@@ -20,6 +20,8 @@ from orderbot.conversation.reply_order import reply_order_for
 from orderbot.conversation.roll_call import RedisRollCall
 from orderbot.delivery.handoff import Operators
 from orderbot.delivery.senders import open_senders
+from orderbot.history.events import publisher
+from orderbot.history.writer import running_writer, writer_for
 from orderbot.orders.live import live_events
 from orderbot.orders.store import OrderStore
 from orderbot.runtime.ops import dependency_probes, serve_ops
@@ -99,8 +101,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             return
         senders = await stack.enter_async_context(open_senders(settings, redis, tenants))
         session = await stack.enter_async_context(open_http(settings))
-        prefix = settings.redis_key_prefix
         events = live_events(redis, settings)
+        history = await stack.enter_async_context(
+            running_writer(writer_for(settings, publisher(events)), settings, pool)
+        )
+        prefix = settings.redis_key_prefix
         locks = ClientLocks(redis, prefix, settings.lock_timeout.total_seconds())
         replies = ReplyDispatcher(
             broker,
@@ -108,6 +113,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             reply_order_for(redis, settings),
             attempts=settings.send_attempts,
             backoff=settings.send_backoff,
+            history=history,
         )
         consumer = PartitionedConsumer(
             broker,
@@ -137,6 +143,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 budget=customer_budget(settings, tenants),
                 concurrency=settings.worker_concurrency,
                 stop=stop,
+                history=history,
                 events=events,
             ),
             prefetch=settings.worker_concurrency,
