@@ -18,6 +18,7 @@ from orderbot.tenancy.directory import TenantDirectory
 
 if TYPE_CHECKING:
     from server.api import OperatorApi
+    from server.console.state import Console
     from server.ingest import Ingest
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -28,3 +29,4 @@ TENANTS = web.AppKey("tenants", TenantDirectory)
 READ_TIMEOUT = web.AppKey("read_timeout", float)  # seconds: HTTP_READ_TIMEOUT
 INGEST: web.AppKey[Ingest] = web.AppKey("ingest")
 API: web.AppKey[OperatorApi] = web.AppKey("operator_api")
+CONSOLE: web.AppKey[Console] = web.AppKey("console")

@@ -338,7 +338,7 @@ async def _repartition(settings: Settings) -> int:
 
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     from orderbot.amqp.link import BrokerLink
-    from orderbot.cli import dlq
+    from orderbot.amqp import dlq
 
     if args.dlq_command == "purge" and not args.yes:
         print("orderbot dlq purge: add --yes to delete every parked message", file=sys.stderr)
@@ -366,7 +366,7 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _print_parked(parked: Sequence[object], *, as_json: bool) -> None:
-    from orderbot.cli.dlq import ParkedMessage
+    from orderbot.amqp.dlq import ParkedMessage
 
     rows = [p for p in parked if isinstance(p, ParkedMessage)]
     if as_json:

@@ -18,6 +18,8 @@ layout, by what a key holds:
     {prefix}reconcile:lease                                who reconciles now
     {prefix}reconcile:watermark:{tenant}:{provider}        how far the lists were read
     {prefix}workers:{messages queue}                       the workers' roll call
+    {prefix}console:signin:{client address}                console sign-in attempts
+    {prefix}console:signedout:{session id}                 a console session signed out
 """
 
 from __future__ import annotations
@@ -81,3 +83,10 @@ class Keys:
 
     def reconcile_watermark(self, tenant: str, provider: str) -> str:
         return f"{self.prefix}reconcile:watermark:{tenant}:{provider}"
+
+    # The operator console's keys.
+    def console_signin(self, address: str) -> str:
+        return f"{self.prefix}console:signin:{address}"
+
+    def console_signed_out(self, session_id: str) -> str:
+        return f"{self.prefix}console:signedout:{session_id}"
