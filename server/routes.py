@@ -7,6 +7,7 @@ from aiohttp import web
 from orderbot.runtime.ops import Probe, add_ops_routes, dependency_probes, health
 from server.api import register_api
 from server.chat2desk import chat2desk_tenant_webhook, chat2desk_webhook
+from server.console.app import register_console
 from server.keys import BROKER, POSTGRES, REDIS, SETTINGS
 from server.twilio import twilio_webhook
 
@@ -17,6 +18,7 @@ ENDPOINTS = (
     "GET /health",
     "GET /health/ready",
     "GET /metrics",
+    "GET /console/",
 )
 
 
@@ -38,3 +40,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/webhook/chat2desk/{tenant}/{token}", chat2desk_tenant_webhook)
     app.router.add_post("/webhook/twilio", twilio_webhook)
     register_api(app)
+    register_console(app)

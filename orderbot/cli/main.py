@@ -337,8 +337,8 @@ async def _repartition(settings: Settings) -> int:
 
 
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from orderbot.amqp.link import BrokerLink
     from orderbot.amqp import dlq
+    from orderbot.amqp.link import BrokerLink
 
     if args.dlq_command == "purge" and not args.yes:
         print("orderbot dlq purge: add --yes to delete every parked message", file=sys.stderr)

@@ -657,7 +657,6 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters (or empty to disable the API)")
         return value
 
-
     @field_validator("console_session_secret")
     @classmethod
     def _strong_session_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -668,6 +667,7 @@ class Settings(BaseSettings):
         if any(len(part) < 32 for part in parts):
             raise ValueError("every secret must be at least 32 characters (or unset it)")
         return value
+
 
 # The secrets of .env.example: known to anyone who read it, so a process serving them
 # outside development (ORDERBOT_DEV, set by `make run`) refuses to start.
