@@ -452,6 +452,30 @@ class Settings(BaseSettings):
         examples=["THANKS10"],
     )
 
+    events_stream_length: int = Field(
+        default=10000,
+        ge=100,
+        description="live events a tenant's Redis stream keeps (about): how far back a "
+        "browser that reconnects with Last-Event-ID can read",
+        json_schema_extra={"group": "Live events and the web chat"},
+    )
+    events_publish_timeout: Duration = Field(
+        default=timedelta(milliseconds=250),
+        description="longest a step waits to publish a live event; past it (or with Redis "
+        "down) the event is dropped and counted, the step goes on",
+    )
+    events_keepalive: Duration = Field(
+        default=timedelta(seconds=15),
+        description="an idle event stream (`/api/events`, the chat's) sends a comment this "
+        "often, so that proxies keep it open",
+    )
+    events_max_streams: int = Field(
+        default=20,
+        ge=1,
+        description="event streams one tenant may hold open at once in one server process; "
+        "past it, 429",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info",
         description="`debug`, `info`, `warning` or `error`",

@@ -18,6 +18,7 @@ layout, by what a key holds:
     {prefix}reconcile:lease                                who reconciles now
     {prefix}reconcile:watermark:{tenant}:{provider}        how far the lists were read
     {prefix}workers:{messages queue}                       the workers' roll call
+    {prefix}events:{tenant}                                the tenant's live events (stream)
     {prefix}console:signin:{client address}                console sign-in attempts
     {prefix}console:signedout:{session id}                 a console session signed out
 """
@@ -83,6 +84,11 @@ class Keys:
 
     def reconcile_watermark(self, tenant: str, provider: str) -> str:
         return f"{self.prefix}reconcile:watermark:{tenant}:{provider}"
+
+    # Live events (orderbot/events): one stream per tenant.
+
+    def events(self, tenant: str) -> str:
+        return f"{self.prefix}events:{tenant}"
 
     # The operator console's keys.
     def console_signin(self, address: str) -> str:

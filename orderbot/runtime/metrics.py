@@ -159,3 +159,12 @@ PARTITION_OWNED = Gauge(
 ROLL_CALL_WORKERS = Gauge(
     "orderbot_roll_call_workers", "Live workers sharing the partitions, as this worker sees them."
 )
+
+EVENTS_PUBLISHED = Counter(
+    "orderbot_live_events_published_total", "Live events written to the bus, by kind.", ["kind"]
+)
+EVENTS_DROPPED = Counter(
+    "orderbot_live_events_dropped_total",
+    "Live events not written (bus slow or down): browsers miss them, the pipeline does not.",
+    ["kind"],
+)

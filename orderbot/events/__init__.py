@@ -1,0 +1,1 @@
+"""Live events: what happened to a tenant's orders and conversations, for browsers."""

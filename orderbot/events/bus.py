@@ -1,0 +1,121 @@
+"""The live event bus: one Redis Stream per tenant.
+
+A stream rather than pub/sub because a browser is not always listening: between an
+EventSource's drop and its reconnect (a phone changing networks, a server restart)
+pub/sub would lose every event published, while a stream keeps the last
+EVENTS_STREAM_LENGTH of them and a reconnect with Last-Event-ID reads on from there.
+A stream also needs nothing new to run (PostgreSQL LISTEN/NOTIFY would need a
+connection per listener held out of the pool, and keeps nothing either).
+
+Publishing is a side effect of a step that matters more (an order written, a status
+moved): `publish` never raises, and gives up after EVENTS_PUBLISH_TIMEOUT, so a Redis
+that is slow or gone costs a step at most that long and loses only the live view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+import orjson
+import structlog
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from orderbot.events.models import LiveEvent
+from orderbot.runtime import metrics
+
+log = structlog.get_logger(__name__)
+
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def is_event_id(value: str) -> bool:
+    """Whether `value` can be a Last-Event-ID of the Redis bus (a stream entry id)."""
+    return bool(_STREAM_ID.match(value))
+
+
+class EventBus(Protocol):
+    async def publish(self, event: LiveEvent) -> None:
+        """Hand the event on; never raises (a failure is logged and counted)."""
+
+    def subscribe(self, tenant: str, last_id: str | None = None) -> AsyncIterator[LiveEvent]:
+        """The tenant's events after `last_id` (None: from now on), each with its id,
+        until the iterator is closed."""
+
+
+class RedisEventBus:
+    """`stream_key` names a tenant's stream (Keys.events). `block` is how long one read
+    waits for news: below the Redis client's socket timeout, so a quiet tenant is not
+    a timeout."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        stream_key: Callable[[str], str],
+        *,
+        max_length: int,
+        publish_timeout: float,
+        block: float = 2.0,
+        retry_delay: float = 0.5,
+    ) -> None:
+        self._redis = redis
+        self._key = stream_key
+        self._max_length = max_length
+        self._timeout = publish_timeout
+        self._block_ms = max(1, int(block * 1000))
+        self._retry_delay = retry_delay
+
+    async def publish(self, event: LiveEvent) -> None:
+        body = event.model_dump_json(exclude={"id"})
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.xadd(
+                    self._key(event.tenant),
+                    {"event": body},
+                    maxlen=self._max_length,
+                    approximate=True,
+                )
+        except Exception as exc:  # whatever it is, the step goes on
+            metrics.EVENTS_DROPPED.labels(kind=event.kind).inc()
+            log.warning(
+                "live_event_dropped", kind=event.kind, tenant=event.tenant, error=type(exc).__name__
+            )
+            return
+        metrics.EVENTS_PUBLISHED.labels(kind=event.kind).inc()
+
+    async def subscribe(self, tenant: str, last_id: str | None = None) -> AsyncIterator[LiveEvent]:
+        key = self._key(tenant)
+        cursor = last_id if last_id is not None and is_event_id(last_id) else None
+        while True:
+            try:
+                if cursor is None:
+                    cursor = await self._tail(key)
+                answer = await self._redis.xread({key: cursor}, count=100, block=self._block_ms)
+            except Exception as exc:  # a listener waits Redis out
+                log.warning("live_events_read_failed", tenant=tenant, error=type(exc).__name__)
+                await asyncio.sleep(self._retry_delay)
+                continue
+            for _stream, entries in answer or ():
+                for entry_id, fields in entries:
+                    cursor = entry_id
+                    event = _decode(entry_id, fields)
+                    if event is not None:
+                        yield event
+
+    async def _tail(self, key: str) -> str:
+        """The id of the stream's newest entry, so that "from now on" has no gap
+        between this call and the first read (XREAD's `$` would have one per read)."""
+        newest = await self._redis.xrevrange(key, count=1)
+        return str(newest[0][0]) if newest else "0-0"
+
+
+def _decode(entry_id: str, fields: dict[str, str]) -> LiveEvent | None:
+    try:
+        raw = orjson.loads(fields["event"])
+        return LiveEvent.model_validate({**raw, "id": entry_id})
+    except (KeyError, orjson.JSONDecodeError, ValidationError, TypeError):
+        log.warning("live_event_unreadable", id=entry_id)
+        return None
