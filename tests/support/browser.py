@@ -1,6 +1,8 @@
 """A real browser for the tests: Debian's headless Chromium, driven by its chromedriver.
 
-Tests wait on conditions (WebDriverWait), never on time. Every browser a test opened is
+Tests wait on conditions (WebDriverWait), never on time, and every call that waits runs
+in a thread (`await browser.one(...)`): the test's event loop stays free for what it
+serves meanwhile (the fake providers). Every browser a test opened is
 photographed into var/test-artifacts/ when the test fails, and whenever a test asks
 (`Browser.screenshot`). Without Chromium a browser test fails with the install line,
 and is skipped only on a machine that could not install it (no apt) outside CI.
@@ -8,6 +10,7 @@ and is skipped only on a machine that could not install it (no apt) outside CI.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -79,24 +82,35 @@ class Browser:
         finally:
             self._profile.cleanup()
 
-    def open(self, url: str) -> None:
-        self.driver.get(url)
+    async def open(self, url: str) -> None:
+        await asyncio.to_thread(self.driver.get, url)
 
-    def until(self, condition: Callable[[webdriver.Chrome], T], what: str) -> T:
+    async def click(self, element: WebElement) -> None:
+        """A click, and whatever page load it starts."""
+        await asyncio.to_thread(element.click)
+
+    async def until(self, condition: Callable[[webdriver.Chrome], T], what: str) -> T:
         """The condition's first truthy value; a failure names what was awaited."""
+        wait = WebDriverWait(self.driver, WAIT, poll_frequency=0.05)
         try:
-            return WebDriverWait(self.driver, WAIT, poll_frequency=0.05).until(condition)
+            return await asyncio.to_thread(wait.until, condition)
         except TimeoutException:
             raise AssertionError(f"{self.name}: waited {WAIT}s for {what}") from None
 
     def all(self, testid: str, extra: str = "") -> list[WebElement]:
         return self.driver.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]{extra}')
 
-    def one(self, testid: str, extra: str = "") -> WebElement:
+    async def one(self, testid: str, extra: str = "") -> WebElement:
         """The element, once it is there."""
-        return self.until(
-            lambda _: next(iter(self.all(testid, extra)), None), f'[data-testid="{testid}"]{extra}'
-        )
+        selector = f'[data-testid="{testid}"]{extra}'
+
+        def found(_: webdriver.Chrome) -> WebElement | bool:
+            elements = self.all(testid, extra)
+            return elements[0] if elements else False
+
+        element = await self.until(found, selector)
+        assert isinstance(element, WebElement)
+        return element
 
     def script(self, source: str, *args: Any) -> Any:
         return self.driver.execute_script(source, *args)

@@ -45,9 +45,9 @@ def csrf_token(html: str) -> str:
     return found.group(1)
 
 
-def sign_in(browser: Browser, base_url: str, key: str) -> None:
+async def sign_in(browser: Browser, base_url: str, key: str) -> None:
     """Sign in at the console's page as an operator would, and wait for the board."""
-    browser.open(f"{base_url}/console/login")
-    browser.one("login-key").send_keys(key)
-    browser.one("login-submit").click()
-    browser.one("board")
+    await browser.open(f"{base_url}/console/login")
+    (await browser.one("login-key")).send_keys(key)
+    await browser.click(await browser.one("login-submit"))
+    await browser.one("board")
