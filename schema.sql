@@ -148,3 +148,74 @@ END $$;
 CREATE OR REPLACE TRIGGER tenants_notify
     AFTER INSERT OR UPDATE OR DELETE ON tenants
     FOR EACH ROW EXECUTE FUNCTION orderbot_tenants_notify();
+
+-- Conversation history ----------------------------------------------------------------
+
+-- One row per customer of a tenant on a provider; its messages hang off it. client_phone is
+-- the number the customer writes from, where the channel tells it (a WhatsApp sender, a
+-- Chat2Desk profile), and phone_digits its digits, which the operators search by.
+CREATE TABLE IF NOT EXISTS conversations (
+    id              BIGSERIAL   PRIMARY KEY,
+    tenant          TEXT        NOT NULL,
+    provider        TEXT        NOT NULL,
+    client_id       TEXT        NOT NULL,
+    client_phone    TEXT,
+    phone_digits    TEXT GENERATED ALWAYS AS
+        (NULLIF(regexp_replace(coalesce(client_phone, ''), '[^0-9]', '', 'g'), '')) STORED,
+    created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_message_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    CONSTRAINT conversations_client_unique UNIQUE (tenant, provider, client_id)
+);
+
+CREATE INDEX IF NOT EXISTS conversations_tenant_id_idx ON conversations (tenant, id DESC);
+CREATE INDEX IF NOT EXISTS conversations_tenant_phone_idx
+    ON conversations (tenant, phone_digits, id DESC) WHERE phone_digits IS NOT NULL;
+CREATE INDEX IF NOT EXISTS conversations_client_idx ON conversations (tenant, client_id, id DESC);
+CREATE INDEX IF NOT EXISTS conversations_last_message_idx ON conversations (last_message_at);
+
+-- Every customer message (direction 'in', keyed by the provider's message id) and every reply
+-- (direction 'out', keyed by our reply id), once: a redelivered step or a re-sent reply finds
+-- its row. A status only moves forward (orderbot_message_status_rank): a late 'sent' never
+-- undoes a 'delivered'.
+CREATE TABLE IF NOT EXISTS messages (
+    id                  BIGSERIAL   PRIMARY KEY,
+    conversation_id     BIGINT      NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    tenant              TEXT        NOT NULL,
+    provider            TEXT        NOT NULL,
+    direction           TEXT        NOT NULL CHECK (direction IN ('in', 'out')),
+    message_key         TEXT        NOT NULL,
+    provider_message_id TEXT,
+    reply_id            TEXT,
+    text                TEXT        NOT NULL,
+    at                  TIMESTAMPTZ NOT NULL,
+    status              TEXT        NOT NULL CHECK (status IN
+        ('received', 'queued', 'failed', 'dlq', 'sent', 'delivered', 'undelivered', 'read')),
+    status_at           TIMESTAMPTZ NOT NULL,
+    error               TEXT,
+    CONSTRAINT messages_key_unique UNIQUE (conversation_id, direction, message_key)
+);
+
+CREATE INDEX IF NOT EXISTS messages_conversation_idx ON messages (conversation_id, id);
+CREATE INDEX IF NOT EXISTS messages_provider_id_idx ON messages (tenant, provider, provider_message_id)
+    WHERE direction = 'out' AND provider_message_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_at_idx ON messages (at);
+
+CREATE OR REPLACE FUNCTION orderbot_message_status_rank(status TEXT) RETURNS INTEGER
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE status
+        WHEN 'received' THEN 0 WHEN 'queued' THEN 1 WHEN 'failed' THEN 2 WHEN 'dlq' THEN 3
+        WHEN 'sent' THEN 4 WHEN 'delivered' THEN 5 WHEN 'undelivered' THEN 5 WHEN 'read' THEN 6
+        ELSE -1 END
+$$;
+
+-- A provider's delivery status that came before the reply's row was written (the history
+-- writer batches; a callback can be quicker): applied when the row arrives, or by the purge.
+CREATE TABLE IF NOT EXISTS delivery_receipts (
+    tenant              TEXT        NOT NULL,
+    provider            TEXT        NOT NULL,
+    provider_message_id TEXT        NOT NULL,
+    status              TEXT        NOT NULL,
+    status_at           TIMESTAMPTZ NOT NULL,
+    error               TEXT,
+    PRIMARY KEY (tenant, provider, provider_message_id)
+);

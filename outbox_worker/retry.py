@@ -3,7 +3,8 @@
 The consumer never sleeps on a failing reply: a retry is a republish into a delay
 tier queue whose TTL dead-letters it back into `outbox`, so other customers'
 replies keep flowing while this one waits. The reply's story (attempts, first
-failure, last error) travels in its headers.
+failure, last error) travels in its headers. Each outcome (sent, failed and retried, dlq)
+is handed to the history writer, and written before the delivery is acknowledged.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from orderbot.conversation.reply_order import SENT, WAIT, ReplyOrder
 from orderbot.delivery.sender import ReplySender
 from orderbot.envelopes import OutboundReply, decode, utcnow
 from orderbot.errors import PermanentSendError, PoisonMessage, TransientSendError
+from orderbot.history import entries
+from orderbot.history.models import MessageStatus
+from orderbot.history.writer import HistoryWriter
 from orderbot.runtime import metrics
 from orderbot.runtime.waiting import until_done
 
@@ -43,8 +47,10 @@ class OutboxDelivery:
         max_attempts: int,
         max_age: timedelta,
         stop: asyncio.Event,
+        history: HistoryWriter | None = None,
     ) -> None:
         self._broker = broker
+        self._history = history
         self._senders = senders
         self._order = order
         self._delays = delays
@@ -68,6 +74,9 @@ class OutboxDelivery:
             claimant = uuid.uuid4().hex  # this delivery of the reply, through its retries
             try:
                 await until_done(lambda: self._deliver(message, reply, claimant), self._stop)
+                if self._history is not None:
+                    # Before the ack: a process killed after it would not see the reply again.
+                    await self._history.settle()
             except BaseException:
                 # The redelivery comes with another claimant: a claim left behind would
                 # make it WAIT and be republished (a fresh delivery count) for ever,
@@ -89,6 +98,8 @@ class OutboxDelivery:
         turn = await self._order.turn(reply.conversation, reply.reply_id, reply.text, claimant)
         if turn == SENT:
             log.info("reply_already_sent")
+            # Its first delivery may have died before its history was written.
+            self._record(reply, "sent")
             _processed("duplicate")
             return
         if turn == WAIT:
@@ -99,7 +110,7 @@ class OutboxDelivery:
         try:
             # A tenant that is unknown, disabled or without this channel is a permanent
             # refusal: the reply is parked with that reason, for a replay once fixed.
-            await self._senders.send(reply.conversation, reply.text)
+            sent_id = await self._senders.send(reply.conversation, reply.text)
         except PermanentSendError as exc:
             failed = story.failed(exc.reason, retry=False)
             await self._give_up(
@@ -111,6 +122,7 @@ class OutboxDelivery:
             await self._after_transient(message, reply, story, exc)
             return
         await self._order.done(reply.conversation, reply.reply_id, sent=reply.text)
+        self._record(reply, "sent", provider_message_id=sent_id)
         log.info("reply_sent", attempts=story.attempts + 1)
         _processed("sent")
 
@@ -140,6 +152,7 @@ class OutboxDelivery:
             )
             scheduled = story.failed(error.reason, retry=True)
             await self._republish(message, delay, scheduled.to_headers())
+            self._record(reply, "failed", error=error.reason)
             metrics.OUTBOX_RETRIES.labels(str(scheduled.attempts)).inc()
             _processed("retry_scheduled")
             return
@@ -177,4 +190,20 @@ class OutboxDelivery:
             correlation_id=reply.correlation_id,
         )
         await self._order.done(reply.conversation, reply.reply_id, sent=None)
+        self._record(reply, "dlq", error=detail)
         _processed("dead_lettered")
+
+    def _record(
+        self,
+        reply: OutboundReply,
+        status: MessageStatus,
+        *,
+        provider_message_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        if self._history is not None:
+            self._history.record(
+                entries.outbound(
+                    reply, status, provider_message_id=provider_message_id, error=error
+                )
+            )

@@ -1,4 +1,5 @@
-"""The operator API under /api/: list orders, read one with its history, move its status.
+"""The operator API under /api/: list orders, read one with its history, move its status;
+list the conversations and read one's messages.
 
 Every route but the OpenAPI document needs a bearer API key (server/auth.py) and acts for the
 key's tenant only. A status change is committed first and answered 200; telling the customer
@@ -24,10 +25,11 @@ from dialog import OrderStatus, Refused
 from orderbot.conversation.owed_ratings import OwedRatings
 from orderbot.conversation.reply_order import reply_order_for
 from orderbot.errors import is_transient
+from orderbot.history import store as history_store
 from orderbot.orders.lifecycle import OrderLifecycle, OrderNotFound, StatusChanged
 from orderbot.orders.notifications import StatusNotifier
 from orderbot.orders.views import MAX_ID, OrderFilter, OrderViews
-from server.api_models import StatusChange, TransitionRefused
+from server.api_models import ConversationFilter, MessageFilter, StatusChange, TransitionRefused
 from server.auth import KeyAuthenticator, Principal
 from server.errors import json_error
 from server.keys import API, BROKER, REDIS, SETTINGS, TENANTS
@@ -49,6 +51,7 @@ class OperatorApi:
     views: OrderViews
     lifecycle: OrderLifecycle
     notifier: StatusNotifier
+    pool: asyncpg.Pool
 
 
 def register_api(app: web.Application) -> None:
@@ -58,6 +61,8 @@ def register_api(app: web.Application) -> None:
     app.router.add_get("/api/orders", _db_errors(list_orders))
     app.router.add_get("/api/orders/{order_id}", _db_errors(get_order))
     app.router.add_post("/api/orders/{order_id}/status", _db_errors(change_status))
+    app.router.add_get("/api/conversations", _db_errors(list_conversations))
+    app.router.add_get("/api/conversations/{conversation_id}/messages", _db_errors(list_messages))
 
 
 async def _api_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -81,6 +86,7 @@ async def _api_ctx(app: web.Application) -> AsyncIterator[None]:
             order=reply_order_for(redis, settings),
             owed=OwedRatings(redis, settings.redis_key_prefix),
         ),
+        pool=pool,
     )
     try:
         yield
@@ -148,7 +154,7 @@ def _validated(model: type[M], data: dict[str, Any], what: str) -> M | web.Respo
         return json_error(422, f"invalid {what}", detail=problems)
 
 
-def _query(request: web.Request) -> OrderFilter | web.Response:
+def _query(request: web.Request, model: type[M]) -> M | web.Response:
     values: dict[str, str] = {}
     for name, value in request.query.items():
         if name in values:
@@ -156,7 +162,7 @@ def _query(request: web.Request) -> OrderFilter | web.Response:
                 422, "invalid query", detail=[{"field": name, "problem": "given more than once"}]
             )
         values[name] = value
-    return _validated(OrderFilter, values, "query")
+    return _validated(model, values, "query")
 
 
 async def _body(request: web.Request) -> StatusChange | web.Response:
@@ -187,7 +193,7 @@ async def list_orders(request: web.Request) -> web.Response:
     if isinstance(authorized, web.Response):
         return authorized
     api, principal = authorized
-    query = _query(request)
+    query = _query(request, OrderFilter)
     if isinstance(query, web.Response):
         return query
     return _json(await api.views.page(principal.tenant, query))
@@ -258,6 +264,43 @@ async def move_order(
 def refusal(refused: Refused) -> str:
     """Why a move was refused, in the words an operator reads."""
     return f"an order in {refused.current.value} cannot move to {refused.target.value}"
+
+
+async def list_conversations(request: web.Request) -> web.Response:
+    authorized = _authorized(request)
+    if isinstance(authorized, web.Response):
+        return authorized
+    api, principal = authorized
+    query = _query(request, ConversationFilter)
+    if isinstance(query, web.Response):
+        return query
+    page = await history_store.conversations(
+        api.pool,
+        principal.tenant,
+        after=query.after,
+        limit=query.limit,
+        phone_or_client=query.phone_or_client,
+    )
+    return _json(page)
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    authorized = _authorized(request)
+    if isinstance(authorized, web.Response):
+        return authorized
+    api, principal = authorized
+    raw = request.match_info["conversation_id"]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_ID)):
+        return json_error(404, "conversation not found")
+    if not 1 <= int(raw) <= MAX_ID:
+        return json_error(404, "conversation not found")
+    query = _query(request, MessageFilter)
+    if isinstance(query, web.Response):
+        return query
+    page = await history_store.messages(
+        api.pool, principal.tenant, int(raw), after=query.after, limit=query.limit
+    )
+    return json_error(404, "conversation not found") if page is None else _json(page)
 
 
 async def openapi_json(_: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from dialog import OrderStatus
+from orderbot.orders.views import MAX_ID
 
 
 class StatusChange(BaseModel):
@@ -30,3 +31,38 @@ class TransitionRefused(ErrorBody):
 
     current: OrderStatus = Field(description="the order's status now")
     allowed: list[OrderStatus] = Field(description="what it may be moved to instead")
+
+
+class ConversationFilter(BaseModel):
+    """The query of ``GET /api/conversations``; unknown parameters are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phone_or_client: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[\x20-\x7e]+$",
+        description="only the customer with this client id, or whose phone has these digits",
+    )
+    after: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        description="the `next_after` of the previous page: conversations older than it",
+    )
+    limit: int = Field(default=50, ge=1, le=200, description="conversations per page")
+
+
+class MessageFilter(BaseModel):
+    """The query of ``GET /api/conversations/{id}/messages``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        description="the `next_after` of the previous page: messages newer than it",
+    )
+    limit: int = Field(default=100, ge=1, le=500, description="messages per page")

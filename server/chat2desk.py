@@ -4,7 +4,8 @@ Chat2Desk calls one URL for every event of an account (client messages, operator
 messages, dialog changes). A message from the client starts a dialog step. An operator's
 message (`outbox` with an `operator_id`) and a closed dialog (`close_dialog`) are queued
 as events of the customer's conversation, for the worker to hand the conversation to a
-person or give it back (the edge keeps no state of its own). Everything else is
+person or give it back (the edge keeps no state of its own). An `outbox_status` event (what
+became of a reply) is written to the conversation history. Everything else is
 acknowledged with 200 so Chat2Desk does not retry it, and so is an event too malformed
 to read: refusing it would make Chat2Desk retry and in the end disable the webhook, which
 would cost the customers' messages too.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import structlog
 from aiohttp import web
@@ -38,12 +39,14 @@ from orderbot.envelopes import (
     InboundMessage,
     Location,
 )
+from orderbot.history.models import MessageStatus
 from orderbot.runtime import metrics
 from orderbot.tenancy.directory import Tenant, webhook_token_hash
 from server import chat2desk_signature
 from server.errors import json_error
 from server.ingest import parse_json, validation_error
 from server.keys import INGEST, SETTINGS, TENANTS
+from server.receipts import record_delivery
 from server.tenancy import tenant_unavailable
 from server.text_rules import DROP_CONTROLS, NO_CONTROLS
 
@@ -215,6 +218,8 @@ async def _serve(request: web.Request, tenant: Tenant) -> web.Response:
     if isinstance(verdict, web.Response):
         return verdict
     event, hook = verdict
+    if hook is None and event.hook_type == "outbox_status":
+        return await _delivery_status(request, tenant, body)
     if hook is None:
         queued = _conversation_event(tenant, event, body)
         if isinstance(queued, str):
@@ -277,6 +282,53 @@ def _conversation_event(
         log.warning("event_unreadable", tenant=tenant.slug, hook_type=hook_type)
         return "unreadable_event"
     return "not_client_message"
+
+
+class Chat2DeskOutboxStatus(BaseModel):
+    """`hook_type: outbox_status`: what became of a message sent to the client, as the
+    messenger told Chat2Desk. Chat2Desk documents it for the errors messengers report; a
+    `status` of delivered or read is taken as such, anything else (or none) with an error
+    as not delivered."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    _blank = model_validator(mode="before")(_blank_is_absent)
+
+    message_id: Id
+    status: Annotated[StrictStr, Field(max_length=64), NO_CONTROLS] | None = None
+    error: Annotated[StrictStr, Field(max_length=500), DROP_CONTROLS] | None = None
+
+    def history_status(self) -> MessageStatus | None:
+        named = (self.status or "").lower()
+        if named in ("delivered", "read", "sent"):
+            return cast(MessageStatus, named)
+        if self.error or named in ("error", "failed", "undelivered", "not_delivered"):
+            return "undelivered"
+        return None
+
+
+async def _delivery_status(
+    request: web.Request, tenant: Tenant, body: dict[str, Any]
+) -> web.Response:
+    """An outbox_status event, recorded against the reply Chat2Desk gave `message_id`."""
+    try:
+        event = Chat2DeskOutboxStatus.model_validate(body)
+    except ValidationError:
+        metrics.WEBHOOKS_IGNORED.labels("chat2desk", "unreadable_event").inc()
+        return web.json_response({"status": "ignored"})
+    status = event.history_status()
+    if status is None:
+        metrics.WEBHOOKS_IGNORED.labels("chat2desk", "unknown_status").inc()
+        return web.json_response({"status": "ignored"})
+    refused = await record_delivery(
+        request,
+        tenant=tenant.slug,
+        provider="chat2desk",
+        provider_message_id=event.message_id,
+        status=status,
+        error=event.error,
+    )
+    return refused or web.json_response({"status": "recorded"})
 
 
 def _conversation(tenant: Tenant, hook: Chat2DeskOutbox | Chat2DeskDialogClosed) -> Conversation:

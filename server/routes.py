@@ -10,11 +10,13 @@ from server.chat2desk import chat2desk_tenant_webhook, chat2desk_webhook
 from server.console.app import register_console
 from server.keys import BROKER, POSTGRES, REDIS, SETTINGS
 from server.twilio import twilio_webhook
+from server.twilio_status import twilio_status_webhook
 
 ENDPOINTS = (
     "POST /webhook/chat2desk/{token}",
     "POST /webhook/chat2desk/{tenant}/{token}",
     "POST /webhook/twilio",
+    "POST /webhook/twilio/status",
     "GET /health",
     "GET /health/ready",
     "GET /metrics",
@@ -39,5 +41,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/webhook/chat2desk/{token}", chat2desk_webhook)
     app.router.add_post("/webhook/chat2desk/{tenant}/{token}", chat2desk_tenant_webhook)
     app.router.add_post("/webhook/twilio", twilio_webhook)
+    app.router.add_post("/webhook/twilio/status", twilio_status_webhook)
     register_api(app)
     register_console(app)

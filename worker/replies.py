@@ -3,7 +3,8 @@
 A reply is sent inline with a few quick retries. When that fails, or when the
 customer already has replies waiting in the outbox (their order must hold), it is
 published to the outbox, confirmed, before the worker acknowledges its message.
-A permanent refusal goes straight to the DLQ. No path drops a reply.
+A permanent refusal goes straight to the DLQ. No path drops a reply. Each reply's fate
+(sent, queued, dlq) is handed to the history writer.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from orderbot.delivery.outbox import hand_to_outbox
 from orderbot.delivery.sender import ReplySender
 from orderbot.envelopes import Conversation, OutboundReply, encode, utcnow
 from orderbot.errors import PermanentSendError, TransientSendError
+from orderbot.history import entries
+from orderbot.history.models import MessageStatus
+from orderbot.history.writer import HistoryWriter
 from orderbot.runtime import metrics
 
 log = structlog.get_logger(__name__)
@@ -35,8 +39,10 @@ class ReplyDispatcher:
         *,
         attempts: int,
         backoff: timedelta,
+        history: HistoryWriter | None = None,
     ) -> None:
         self._broker = broker
+        self._history = history
         self._senders = senders
         self._order = order
         self._attempts = attempts
@@ -65,7 +71,7 @@ class ReplyDispatcher:
                 metrics.OUTBOX_ENQUEUED.labels("queued_behind").inc()
                 continue
             try:
-                await self._send(reply)
+                sent_id = await self._send(reply)
             except TransientSendError as exc:
                 log.warning("reply_to_outbox", reply_id=reply.reply_id, error=exc.reason)
                 await self._to_outbox(reply, attempts=self._attempts, last_error=exc.reason)
@@ -84,8 +90,26 @@ class ReplyDispatcher:
                     conversation=conversation,
                     correlation_id=correlation_id,
                 )
+                self._record(reply, "dlq", error=exc.reason)
+            else:
+                self._record(reply, "sent", provider_message_id=sent_id)
 
-    async def _send(self, reply: OutboundReply) -> None:
+    def _record(
+        self,
+        reply: OutboundReply,
+        status: MessageStatus,
+        *,
+        provider_message_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        if self._history is not None:
+            self._history.record(
+                entries.outbound(
+                    reply, status, provider_message_id=provider_message_id, error=error
+                )
+            )
+
+    async def _send(self, reply: OutboundReply) -> str | None:
         """Up to `attempts` tries with the quick backoff (a plain loop: tenacity's set-up
         per send is paid by every send, almost always one that succeeds at once).
         Stops at once when asked to wait beyond the quick backoff: a long Retry-After is
@@ -96,7 +120,7 @@ class ReplyDispatcher:
             try:
                 # Looked up on every try: the tenant's credentials may have just changed,
                 # and a tenant without this channel is refused (to the DLQ, with why).
-                await self._senders.send(reply.conversation, reply.text)
+                sent_id = await self._senders.send(reply.conversation, reply.text)
             except TransientSendError as exc:
                 if self._give_up(exc, attempt):
                     raise
@@ -105,6 +129,7 @@ class ReplyDispatcher:
                 continue
             break
         log.info("reply_sent", reply_id=reply.reply_id)
+        return sent_id
 
     def _give_up(self, error: TransientSendError, attempt: int) -> bool:
         if attempt >= self._attempts:
@@ -121,3 +146,4 @@ class ReplyDispatcher:
         await hand_to_outbox(
             self._broker, self._order, reply, attempts=attempts, last_error=last_error
         )
+        self._record(reply, "queued")

@@ -20,6 +20,8 @@ from orderbot.conversation.reply_order import reply_order_for
 from orderbot.conversation.roll_call import RedisRollCall
 from orderbot.delivery.handoff import Operators
 from orderbot.delivery.senders import open_senders
+from orderbot.history.events import publisher, redis_bus
+from orderbot.history.writer import running_writer, writer_for
 from orderbot.orders.store import OrderStore
 from orderbot.runtime.ops import dependency_probes, serve_ops
 from orderbot.runtime.resources import open_http, open_postgres, open_redis
@@ -98,6 +100,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             return
         senders = await stack.enter_async_context(open_senders(settings, redis, tenants))
         session = await stack.enter_async_context(open_http(settings))
+        history = await stack.enter_async_context(
+            running_writer(
+                writer_for(settings, publisher(redis_bus(settings, redis))), settings, pool
+            )
+        )
         prefix = settings.redis_key_prefix
         locks = ClientLocks(redis, prefix, settings.lock_timeout.total_seconds())
         replies = ReplyDispatcher(
@@ -106,6 +113,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             reply_order_for(redis, settings),
             attempts=settings.send_attempts,
             backoff=settings.send_backoff,
+            history=history,
         )
         consumer = PartitionedConsumer(
             broker,
@@ -134,6 +142,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 budget=customer_budget(settings, tenants),
                 concurrency=settings.worker_concurrency,
                 stop=stop,
+                history=history,
             ),
             prefetch=settings.worker_concurrency,
             shutdown_timeout=settings.shutdown_timeout.total_seconds(),

@@ -54,6 +54,8 @@ from orderbot.envelopes import (
     utcnow,
 )
 from orderbot.errors import PoisonMessage, Stopping
+from orderbot.history import entries
+from orderbot.history.writer import HistoryWriter
 from orderbot.orders.store import OrderStore
 from orderbot.runtime import metrics
 from orderbot.runtime.waiting import until_done
@@ -82,8 +84,10 @@ class MessageProcessor:
         budget: Callable[[str], int | None] = lambda _tenant: None,
         concurrency: int = 10,
         stop: asyncio.Event | None = None,
+        history: HistoryWriter | None = None,
     ) -> None:
         self._broker = broker
+        self._history = history
         self._dialogs = dialogs
         self._locks = locks
         self._orders = orders
@@ -124,6 +128,10 @@ class MessageProcessor:
                     raise Stopping("the partition is being handed over; left for redelivery")
                 replayed = REPLAYED in (message.headers or {})
                 started = time.perf_counter()
+                if self._history is not None:
+                    # Also for a duplicate: its first run may have died before this was
+                    # written. The entry is keyed by the message id, so it is one row.
+                    self._history.record(entries.inbound(inbound))
                 outcome = await until_done(
                     functools.partial(self._apply, inbound, budgeted=not replayed), self._stop
                 )
@@ -242,6 +250,11 @@ class MessageProcessor:
         *,
         release: bool,
     ) -> None:
+        """The step's history (its message, its replies) is written first, within the
+        settle timeout: once the marker is committed a redelivery is a duplicate and would
+        not write it again."""
+        if self._history is not None:
+            await self._history.settle()
         await self._dialogs.commit(
             inbound, state, lock_key=lease.key, lock_token=lease.token, release=release
         )

@@ -62,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
         "<!-- settings:begin --> and <!-- settings:end --> lines of PATH)",
     )
     _recovery_parser(sub)
+    history = sub.add_parser("history", help="the conversation history in PostgreSQL")
+    history_sub = history.add_subparsers(dest="history_command", required=True)
+    purge_history = history_sub.add_parser(
+        "purge", help="delete messages older than HISTORY_RETENTION now"
+    )
+    purge_history.add_argument(
+        "--older-than", metavar="DURATION", help="instead of HISTORY_RETENTION, e.g. 30d"
+    )
     return parser
 
 
@@ -197,6 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run_recovery(settings, args))
     if args.command == "messages":
         return asyncio.run(_repartition(settings))
+    if args.command == "history":
+        from orderbot.cli.history import run_history
+
+        return asyncio.run(run_history(settings, args))
     return asyncio.run(_dlq(settings, args))
 
 

@@ -651,6 +651,29 @@ class Settings(BaseSettings):
     )
     reconcile_enabled: bool = Field(default=True, description="`false` turns the reconciler off")
 
+    history_enabled: bool = Field(
+        default=True,
+        description="keep every customer message and reply, with its delivery status, in "
+        "PostgreSQL (`GET /api/conversations`); `false` turns the writing off",
+        json_schema_extra={"group": "Conversation history"},
+    )
+    history_retention: Duration = Field(
+        default=timedelta(days=90),
+        description="messages older than this are purged (by the outbox worker, hourly, and by "
+        "`orderbot history purge`); a conversation goes with its last message",
+    )
+    history_settle_timeout: Duration = Field(
+        default=timedelta(seconds=1),
+        description="longest a step waits for its history to be written before it commits "
+        "(not at all while the database is failing: history never holds a step up)",
+    )
+    history_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="entries a process holds while the database is away; beyond, new ones "
+        "are dropped and counted",
+    )
+
     console_session_secret: SecretStr | None = Field(
         default=None,
         description="signs the operator console's session cookies (32 characters or more); "

@@ -42,7 +42,7 @@ class Chat2DeskSender:
         self._secret_forms = expand([token])
         self._own = own
 
-    async def send(self, conversation: Conversation, text: str) -> None:
+    async def send(self, conversation: Conversation, text: str) -> str | None:
         body: dict[str, object] = {
             "client_id": _as_number(conversation.client_id),
             "text": text,
@@ -69,13 +69,14 @@ class Chat2DeskSender:
             detail = str(exc) or type(exc).__name__
             _TRANSIENT.inc()
             raise TransientSendError(f"chat2desk unreachable: {detail}") from exc
-        if self._own is None:
-            return
         sent_id = _message_id(answer)
+        if self._own is None:
+            return sent_id
         if sent_id is None:
             log.warning("chat2desk_send_without_message_id", client_id=conversation.client_id)
-            return
+            return None
         self._own.remember(conversation, sent_id)
+        return sent_id
 
     async def _refused(self, response: aiohttp.ClientResponse) -> NoReturn:
         failure = classify_status(response.status)

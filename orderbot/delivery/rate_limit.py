@@ -58,7 +58,7 @@ class RateLimitedSender:
         self._waited = metrics.RATE_LIMIT_WAITS.labels(provider, "waited")
         self._deferred = metrics.RATE_LIMIT_WAITS.labels(provider, "deferred")
 
-    async def send(self, conversation: Conversation, text: str) -> None:
+    async def send(self, conversation: Conversation, text: str) -> str | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._max_wait
         while (wait := await self._bucket.take(self._key)) > 0:
@@ -67,4 +67,4 @@ class RateLimitedSender:
                 raise TransientSendError("outbound rate limit reached", retry_after=wait)
             self._waited.inc()
             await asyncio.sleep(wait)
-        await self._inner.send(conversation, text)
+        return await self._inner.send(conversation, text)

@@ -14,8 +14,10 @@ from orderbot.errors import PermanentSendError, SendError, TransientSendError
 
 
 class ReplySender(Protocol):
-    async def send(self, conversation: Conversation, text: str) -> None:
-        """Deliver one text; raise TransientSendError or PermanentSendError on failure."""
+    async def send(self, conversation: Conversation, text: str) -> str | None:
+        """Deliver one text; returns the provider's id of the sent message when it gives
+        one (what its delivery statuses name). Raise TransientSendError or
+        PermanentSendError on failure."""
 
 
 def classify_status(status: int) -> type[SendError] | None:

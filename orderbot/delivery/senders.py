@@ -20,7 +20,7 @@ from orderbot.conversation.keys import Keys
 from orderbot.delivery.chat2desk import Chat2DeskSender
 from orderbot.delivery.rate_limit import RateLimitedSender, TokenBucket
 from orderbot.delivery.sender import ReplySender
-from orderbot.delivery.twilio import TwilioSender
+from orderbot.delivery.twilio import TwilioSender, twilio_status_callback
 from orderbot.envelopes import Conversation
 from orderbot.errors import SenderUnavailable, TransientSendError
 from orderbot.runtime.resources import open_http
@@ -71,8 +71,8 @@ class Senders:
         self._cache[(slug, provider)] = (tenant, fingerprint, sender)
         return sender
 
-    async def send(self, conversation: Conversation, text: str) -> None:
-        await self.for_conversation(conversation).send(conversation, text)
+    async def send(self, conversation: Conversation, text: str) -> str | None:
+        return await self.for_conversation(conversation).send(conversation, text)
 
     def _rate(self, tenant: Tenant, provider: str) -> int:
         if tenant.send_rate_limit is not None:
@@ -104,7 +104,12 @@ class Senders:
                 self._own,
             )
         elif provider == "twilio" and (twilio := tenant.twilio_credentials()):
-            inner = TwilioSender(self._session, settings.twilio_api_url, *twilio)
+            inner = TwilioSender(
+                self._session,
+                settings.twilio_api_url,
+                *twilio,
+                status_callback=twilio_status_callback(settings),
+            )
         else:
             raise SenderUnavailable(f"tenant {tenant.slug!r} has no {provider} channel set up")
         return RateLimitedSender(

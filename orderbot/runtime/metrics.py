@@ -160,6 +160,22 @@ ROLL_CALL_WORKERS = Gauge(
     "orderbot_roll_call_workers", "Live workers sharing the partitions, as this worker sees them."
 )
 
+HISTORY_ENTRIES = Counter(
+    "orderbot_history_entries_total",
+    "Conversation history entries by outcome: written, retried (a batch that failed and is"
+    " written again), dropped (a full queue, or a row the database refused).",
+    ["outcome"],
+)
+HISTORY_QUEUE = Gauge(
+    "orderbot_history_queue_entries", "History entries waiting for the writer in this process."
+)
+HISTORY_RECEIPTS = Counter(
+    "orderbot_history_receipts_total",
+    "Providers' delivery statuses received, by provider and outcome: recorded, unapplied"
+    " (kept for a reply whose row is not written yet, or not later than the row's), failed.",
+    ["provider", "outcome"],
+)
+
 EVENTS_PUBLISHED = Counter(
     "orderbot_live_events_published_total", "Live events written to the bus, by kind.", ["kind"]
 )

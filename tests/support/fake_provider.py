@@ -16,7 +16,8 @@ dialog to an operator group) is recorded and answered `{"status": "success"}` (o
 to fail, an error status); the fake keeps no dialogs, so it moves nothing. `POST
 /handoff-notify` stands for an operators' HANDOFF_NOTIFY_URL receiver. Twilio's
 `GET …/Messages.json` (`To`, `DateSent>` read as a day in UTC, `PageSize`, newest first,
-`next_page_uri`).
+`next_page_uri`); a Twilio send answers 201 with the new Message resource (`sid`, status
+`queued`), as Twilio does.
 """
 
 from __future__ import annotations
@@ -340,6 +341,9 @@ class FakeChat2Desk:
             if self.echo_headers_on_error:  # as some APIs do in their debug output
                 error["request_headers"] = message.headers
             return web.json_response(error, status=status, headers=headers)
+        if twilio and listed is not None:
+            # Twilio answers a create with the new Message resource, status queued.
+            return web.json_response({**listed, "status": "queued"}, status=201)
         sent_id = listed["id"] if listed is not None and "id" in listed else len(self.received)
         return web.json_response({"status": "success", "data": {"message_id": sent_id}})
 

@@ -14,6 +14,7 @@ from tests.support.credentials import PUBLIC_BASE_URL, TWILIO_NUMBER, TWILIO_SID
 
 Client = TestClient[Any, Any]
 URL = f"{PUBLIC_BASE_URL}/webhook/twilio"
+STATUS_URL = f"{PUBLIC_BASE_URL}/webhook/twilio/status"
 _sids = itertools.count(1)
 
 
@@ -45,4 +46,32 @@ def signed(form: dict[str, str], url: str = URL, token: str = TWILIO_TOKEN) -> d
 async def post(client: Client, form: dict[str, str], **signing: str) -> Any:
     return await client.post(
         "/webhook/twilio", data=urlencode(form), headers=signed(form, **signing)
+    )
+
+
+def status_callback(
+    sid: str, status: str, *, to: str, error_code: str | None = None
+) -> dict[str, str]:
+    """A message status callback as Twilio posts it for one of our sends."""
+    form = {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "AccountSid": TWILIO_SID,
+        "From": TWILIO_NUMBER,
+        "To": to,
+        "ApiVersion": "2010-04-01",
+        "ChannelPrefix": "whatsapp",
+    }
+    if error_code is not None:
+        form["ErrorCode"] = error_code
+    return form
+
+
+async def post_status(client: Client, form: dict[str, str], **signing: str) -> Any:
+    return await client.post(
+        "/webhook/twilio/status",
+        data=urlencode(form),
+        headers=signed(form, **{"url": STATUS_URL, **signing}),
     )

@@ -1,0 +1,217 @@
+"""The history writer of a process: steps hand it entries, a task of its own writes them.
+
+Recording never waits and never raises: an entry joins a bounded in-memory queue, and the
+writer's task takes whatever has gathered and writes it as one batch (orderbot/history/
+store.py), so concurrent steps share one round trip. A step that wants its entries written
+before it commits (so that a worker killed after the commit has lost nothing) calls
+`settle`, which waits for them, but never longer than HISTORY_SETTLE_TIMEOUT and not at all
+while the writer is failing: a database that is down costs history, never a step.
+
+A batch that fails for a transient reason is kept and written again with backoff; one the
+database refuses (a bug, a bad row) is split, and only the rows it still refuses alone are
+dropped. A full queue drops the new entry. Every drop is counted
+(orderbot_history_entries_total{outcome="dropped"}) and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import asyncpg
+import structlog
+
+from orderbot.config.settings import Settings
+from orderbot.errors import is_transient
+from orderbot.history import store
+from orderbot.history.models import HistoryEntry, Written
+from orderbot.runtime import metrics
+from orderbot.runtime.resources import open_postgres
+from orderbot.runtime.waiting import sleep_unless_set
+
+log = structlog.get_logger(__name__)
+
+OnWritten = Callable[[Sequence[Written]], Awaitable[None]]
+
+_WRITTEN, _DROPPED, _RETRIED = (
+    metrics.HISTORY_ENTRIES.labels(outcome) for outcome in ("written", "dropped", "retried")
+)
+
+
+class HistoryWriter:
+    """`record` from anywhere in the process; `run` writes until stopped."""
+
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        capacity: int = 10_000,
+        batch: int = 500,
+        settle_timeout: float = 1.0,
+        on_written: OnWritten | None = None,
+    ) -> None:
+        self.enabled = enabled
+        self._capacity = capacity
+        self._batch = batch
+        self._settle_timeout = settle_timeout
+        self._on_written = on_written
+        self._queue: deque[tuple[int, HistoryEntry]] = deque()
+        self._recorded = 0  # sequence number of the last entry taken
+        self._written = 0  # every entry up to this one is written (or dropped)
+        self._healthy = True
+        self._arrived = asyncio.Event()
+        self._progress = asyncio.Condition()
+        metrics.HISTORY_QUEUE.set_function(lambda: len(self._queue))
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    def record(self, entry: HistoryEntry) -> None:
+        if not self.enabled:
+            return
+        if len(self._queue) >= self._capacity:
+            _DROPPED.inc()
+            log.warning("history_entry_dropped", reason="queue full", key=entry.key)
+            return
+        self._recorded += 1
+        self._queue.append((self._recorded, entry))
+        self._arrived.set()
+
+    async def settle(self) -> None:
+        """Wait until what was recorded so far is written, within the settle timeout;
+        at once while the writer is failing or history is off."""
+        target = self._recorded
+        if not self.enabled or not self._healthy or self._written >= target:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settle_timeout), self._progress:
+                await self._progress.wait_for(lambda: self._written >= target or not self._healthy)
+
+    async def run(self, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+        """Write batches until `stop`, then what is left (one try each)."""
+        delay = 0.2
+        pending: list[tuple[int, HistoryEntry]] = []
+        while True:
+            if not pending:
+                if not self._queue:
+                    if stop.is_set():
+                        return
+                    self._arrived.clear()
+                    await _first(self._arrived.wait(), stop.wait())
+                    continue
+                pending = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
+            try:
+                await self._write(pool, [entry for _, entry in pending])
+            except Exception as exc:
+                if not is_transient(exc) or stop.is_set():
+                    if stop.is_set():
+                        _DROPPED.inc(len(pending))
+                        log.warning("history_batch_dropped", entries=len(pending), error=repr(exc))
+                        await self._advance(pending[-1][0])
+                        pending = []
+                        continue
+                    await self._write_apart(pool, pending)
+                    await self._advance(pending[-1][0])
+                    pending = []
+                    continue
+                _RETRIED.inc(len(pending))
+                await self._set_health(False)
+                log.warning("history_write_failed", entries=len(pending), error=repr(exc))
+                await sleep_unless_set(delay, stop)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.2
+            await self._set_health(True)
+            await self._advance(pending[-1][0])
+            pending = []
+
+    async def _write(self, pool: asyncpg.Pool, entries: Sequence[HistoryEntry]) -> None:
+        async with pool.acquire() as conn:
+            written = await store.write(conn, entries)
+        _WRITTEN.inc(len(entries))
+        if written and self._on_written is not None:
+            try:
+                await self._on_written(written)
+            except Exception:  # live events are a convenience: never the writer's end
+                log.exception("history_events_failed")
+
+    async def _write_apart(
+        self, pool: asyncpg.Pool, pending: list[tuple[int, HistoryEntry]]
+    ) -> None:
+        """A batch the database refused: each entry alone, dropping those still refused."""
+        for _, entry in pending:
+            try:
+                await self._write(pool, [entry])
+            except Exception as exc:
+                _DROPPED.inc()
+                log.error("history_entry_refused", key=entry.key, error=repr(exc))
+
+    async def _advance(self, upto: int) -> None:
+        async with self._progress:
+            self._written = max(self._written, upto)
+            self._progress.notify_all()
+
+    async def _set_health(self, healthy: bool) -> None:
+        if healthy == self._healthy:
+            return
+        self._healthy = healthy
+        async with self._progress:
+            self._progress.notify_all()
+
+
+async def _first(*waits: Awaitable[object]) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def writer_for(settings: Settings, on_written: OnWritten | None = None) -> HistoryWriter:
+    return HistoryWriter(
+        enabled=settings.history_enabled,
+        capacity=settings.history_queue_size,
+        settle_timeout=settings.history_settle_timeout.total_seconds(),
+        on_written=on_written,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_writer(
+    writer: HistoryWriter,
+    settings: Settings,
+    pool: asyncpg.Pool | None = None,
+) -> AsyncIterator[HistoryWriter]:
+    """Run `writer` beside the process: on `pool`, or on a small pool of its own opened in
+    the background (the outbox worker delivers replies while PostgreSQL is down)."""
+    if not writer.enabled:
+        yield writer
+        return
+    done = asyncio.Event()
+
+    async def _run() -> None:
+        try:
+            if pool is not None:
+                await writer.run(pool, done)
+                return
+            async with open_postgres(settings, max_size=2, stop=done) as own:
+                if own is not None:
+                    await writer.run(own, done)
+        except Exception:
+            log.exception("history_writer_stopped")
+
+    task = asyncio.create_task(_run(), name="history-writer")
+    try:
+        yield writer
+    finally:
+        done.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), timeout=5)
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,197 @@
+"""The history store against PostgreSQL: one row per message however often it is written,
+statuses that only move forward, receipts that come before their reply, keyset pages, and
+tenants that never see each other's conversations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from orderbot.history import store
+from tests.support.history import a_tenant, entry, rows_of
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=2) as created:
+        yield created
+
+
+async def write(pool: asyncpg.Pool, *entries: object) -> list[object]:
+    async with pool.acquire() as conn:
+        return list(await store.write(conn, entries))  # type: ignore[arg-type]
+
+
+async def test_a_message_written_twice_is_one_row(pool: asyncpg.Pool, db: asyncpg.Connection):
+    tenant = a_tenant()
+    first = entry(tenant, "42", "m1", direction="in", status="received", text="Привет")
+    await write(pool, first)
+    again = await write(pool, first)
+    assert again == []  # nothing changed: no event either
+    assert [(r["direction"], r["message_key"], r["text"]) for r in await rows_of(db, tenant)] == [
+        ("in", "m1", "Привет")
+    ]
+
+
+async def test_one_batch_holding_the_same_reply_twice_keeps_the_later_status(
+    pool: asyncpg.Pool, db: asyncpg.Connection
+):
+    tenant = a_tenant()
+    await write(
+        pool,
+        entry(tenant, "42", "m1:0", status="queued"),
+        entry(tenant, "42", "m1:0", status="sent", provider_message_id="900"),
+    )
+    (row,) = await rows_of(db, tenant)
+    assert (row["status"], row["provider_message_id"]) == ("sent", "900")
+
+
+@pytest.mark.parametrize(
+    ("first", "late"),
+    [("delivered", "sent"), ("sent", "queued"), ("read", "delivered"), ("sent", "failed")],
+)
+async def test_a_status_never_goes_backwards(
+    pool: asyncpg.Pool, db: asyncpg.Connection, first: str, late: str
+):
+    tenant = a_tenant()
+    await write(pool, entry(tenant, "42", "m1:0", status=first))  # type: ignore[arg-type]
+    assert await write(pool, entry(tenant, "42", "m1:0", status=late)) == []  # type: ignore[arg-type]
+    (row,) = await rows_of(db, tenant)
+    assert row["status"] == first
+
+
+async def test_a_provider_status_moves_the_reply_it_names(
+    pool: asyncpg.Pool, db: asyncpg.Connection
+):
+    tenant = a_tenant()
+    await write(pool, entry(tenant, "42", "m1:0", provider_message_id="900"))
+    changed = await store.record_receipt(
+        pool,
+        tenant=tenant,
+        provider="chat2desk",
+        provider_message_id="900",
+        status="delivered",
+        at=datetime.now(UTC),
+    )
+    assert [(w.status, w.created) for w in changed] == [("delivered", False)]
+    stale = await store.record_receipt(
+        pool,
+        tenant=tenant,
+        provider="chat2desk",
+        provider_message_id="900",
+        status="sent",
+        at=datetime.now(UTC),
+    )
+    assert stale == []
+    assert (await rows_of(db, tenant))[0]["status"] == "delivered"
+
+
+async def test_a_status_that_comes_before_its_reply_is_applied_when_the_reply_is_written(
+    pool: asyncpg.Pool, db: asyncpg.Connection
+):
+    tenant = a_tenant()
+    kept = await store.record_receipt(
+        pool,
+        tenant=tenant,
+        provider="twilio",
+        provider_message_id="SM1",
+        status="read",
+        at=datetime.now(UTC),
+    )
+    assert kept == []
+    await write(
+        pool, entry(tenant, "whatsapp:+1", "m1:0", provider="twilio", provider_message_id="SM1")
+    )
+    (row,) = await rows_of(db, tenant)
+    assert row["status"] == "read"
+    assert (
+        await db.fetchval("SELECT count(*) FROM delivery_receipts WHERE tenant = $1", tenant) == 0
+    )
+
+
+async def test_another_tenants_reply_is_not_moved_by_a_status(
+    pool: asyncpg.Pool, db: asyncpg.Connection
+):
+    ours, theirs = a_tenant(), a_tenant()
+    await write(pool, entry(theirs, "42", "m1:0", provider_message_id="900"))
+    await store.record_receipt(
+        pool,
+        tenant=ours,
+        provider="chat2desk",
+        provider_message_id="900",
+        status="delivered",
+        at=datetime.now(UTC),
+    )
+    assert (await rows_of(db, theirs))[0]["status"] == "sent"
+
+
+async def test_conversations_page_by_keyset_newest_first(pool: asyncpg.Pool):
+    tenant = a_tenant()
+    for n in range(5):
+        await write(pool, entry(tenant, f"client-{n}", f"m{n}", direction="in", status="received"))
+    first = await store.conversations(pool, tenant, limit=2)
+    second = await store.conversations(pool, tenant, limit=2, after=first.next_after)
+    third = await store.conversations(pool, tenant, limit=2, after=second.next_after)
+    seen = [c.client_id for page in (first, second, third) for c in page.items]
+    assert seen == [f"client-{n}" for n in (4, 3, 2, 1, 0)]
+    assert third.next_after is None
+
+
+async def test_messages_page_by_keyset_oldest_first(pool: asyncpg.Pool):
+    tenant = a_tenant()
+    await write(pool, *(entry(tenant, "42", f"m{n}", direction="in") for n in range(5)))
+    (talk,) = (await store.conversations(pool, tenant)).items
+    first = await store.messages(pool, tenant, talk.id, limit=3)
+    assert first is not None and first.next_after is not None
+    rest = await store.messages(pool, tenant, talk.id, after=first.next_after, limit=3)
+    assert rest is not None and rest.next_after is None
+    keys = [m.reply_id for m in [*first.items, *rest.items]]
+    assert keys == [None] * 5  # inbound messages have no reply id
+    assert [m.text for m in [*first.items, *rest.items]] == ["hello"] * 5
+    assert len({m.id for m in [*first.items, *rest.items]}) == 5
+
+
+async def test_a_search_finds_a_customer_by_client_id_or_phone_digits(pool: asyncpg.Pool):
+    tenant = a_tenant()
+    await write(
+        pool,
+        entry(tenant, "whatsapp:+996555123456", "a", direction="in", client_phone="+996555123456"),
+        entry(tenant, "777", "b", direction="in", client_phone="+996 700 111-222"),
+        entry(tenant, "888", "c", direction="in"),
+    )
+    by_phone = await store.conversations(pool, tenant, phone_or_client="996700111222")
+    by_client = await store.conversations(pool, tenant, phone_or_client="888")
+    by_number = await store.conversations(pool, tenant, phone_or_client="+996 555 123 456")
+    assert [c.client_id for c in by_phone.items] == ["777"]
+    assert [c.client_id for c in by_client.items] == ["888"]
+    assert [c.client_id for c in by_number.items] == ["whatsapp:+996555123456"]
+
+
+async def test_a_tenant_never_reads_another_tenants_conversation(pool: asyncpg.Pool):
+    ours, theirs = a_tenant(), a_tenant()
+    await write(pool, entry(theirs, "42", "m1", direction="in"))
+    (their_talk,) = (await store.conversations(pool, theirs)).items
+    assert (await store.conversations(pool, ours)).items == []
+    assert await store.messages(pool, ours, their_talk.id) is None
+
+
+async def test_purge_deletes_what_is_older_than_the_retention(
+    pool: asyncpg.Pool, db: asyncpg.Connection
+):
+    tenant = a_tenant()
+    old = datetime.now(UTC) - timedelta(days=100)
+    await write(
+        pool,
+        entry(tenant, "gone", "old", direction="in", at=old),
+        entry(tenant, "kept", "old2", direction="in", at=old),
+        entry(tenant, "kept", "new", direction="in"),
+    )
+    await store.purge(pool, timedelta(days=90))
+    assert [(r["client_id"], r["message_key"]) for r in await rows_of(db, tenant)] == [
+        ("kept", "new")
+    ]
+    clients = await db.fetch("SELECT client_id FROM conversations WHERE tenant = $1", tenant)
+    assert [r["client_id"] for r in clients] == ["kept"]
