@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 
 from orderbot.conversation.keys import Keys
-from server.console import dead_letters, orders, signin
+from server.console import dead_letters, live, orders, signin
 from server.console.access import unavailable_as_page
 from server.console.guard import SignInThrottle, security_headers
 from server.console.state import Console
@@ -42,6 +42,7 @@ def console_app() -> web.Application:
     route.add_get("/orders/{order_id}", unavailable_as_page(orders.order))
     route.add_get("/orders/{order_id}/card", unavailable_as_page(orders.order_card))
     route.add_post("/orders/{order_id}/status", unavailable_as_page(orders.move))
+    route.add_get("/events", live.console_events)
     route.add_get("/dlq", unavailable_as_page(dead_letters.dead_letters))
     route.add_post("/dlq/replay", unavailable_as_page(dead_letters.replay))
     route.add_static("/static", STATIC, append_version=False)

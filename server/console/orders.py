@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from dialog import OrderStatus, Refused, allowed_targets
+from orderbot.history import store as history_store
 from orderbot.orders.lifecycle import OrderNotFound
 from orderbot.orders.views import MAX_ID, OrderFilter, OrderSummary
 from server.api import move_order, refusal
 from server.console.access import Operator, page, posted_form, signed_in
+from server.console.live import latest_event_id
 
 # The board's columns, in the order of an order's life.
 COLUMNS = tuple(OrderStatus)
 PER_COLUMN = 50
+CONVERSATION_MESSAGES = 200
 _MAX_SEARCH = 128
 
 
@@ -56,13 +59,15 @@ async def board(request: web.Request) -> web.Response:
         found = await operator.api.views.search(operator.tenant, text, limit=PER_COLUMN)
         context = {"query": text, "results": [card(order) for order in found]}
         return page(request, "search.html", context, operator=operator)
+    since = await latest_event_id(request, operator.tenant)  # before the orders are read
     columns = []
     for status in COLUMNS:
         orders = await operator.api.views.page(
             operator.tenant, OrderFilter(status=status, limit=PER_COLUMN)
         )
         columns.append((status, [card(order) for order in orders.orders]))
-    return page(request, "board.html", {"columns": columns}, operator=operator)
+    context = {"columns": columns, "last_event_id": since}
+    return page(request, "board.html", context, operator=operator)
 
 
 def _not_found(request: web.Request, operator: Operator) -> web.Response:
@@ -72,10 +77,26 @@ def _not_found(request: web.Request, operator: Operator) -> web.Response:
 async def order_page(
     request: web.Request, operator: Operator, order_id: int, error: str | None = None
 ) -> web.Response:
+    since = await latest_event_id(request, operator.tenant)
     detail = await operator.api.views.detail(operator.tenant, order_id)
     if detail is None:
         return _not_found(request, operator)
-    context = {"order": detail, "moves": allowed_targets(detail.status), "error": error}
+    pool = operator.api.pool
+    conversation = await history_store.conversation_of(
+        pool, operator.tenant, detail.provider, detail.client_id
+    )
+    messages = None
+    if conversation is not None:
+        messages = await history_store.messages(
+            pool, operator.tenant, conversation.id, limit=CONVERSATION_MESSAGES
+        )
+    context = {
+        "order": detail,
+        "moves": allowed_targets(detail.status),
+        "error": error,
+        "conversation": messages,
+        "last_event_id": since,
+    }
     return page(request, "order.html", context, 409 if error else 200, operator=operator)
 
 

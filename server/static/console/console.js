@@ -5,17 +5,39 @@
   const page = document.body.dataset.page;
   if (page !== "board" && page !== "order") return;
   const live = document.getElementById("live");
-  const source = new EventSource("/console/events");
+  // From the last event before the page was rendered: nothing between the two is missed.
+  const since = document.body.dataset.lastEventId;
+  const source = new EventSource(
+    "/console/events" + (since ? "?last_event_id=" + encodeURIComponent(since) : "")
+  );
   source.addEventListener("open", function () { if (live) live.hidden = false; });
   source.addEventListener("error", function () { if (live) live.hidden = true; });
   source.addEventListener("order", function (event) {
-    let data;
-    try { data = JSON.parse(event.data); } catch (e) { return; }
+    const data = payload(event);
     const id = String(data.order_id || "");
     if (!/^\d+$/.test(id)) return;
     if (page === "board") placeCard(id);
-    else refreshOrder(id);
+    else if (orderShown() === id) refreshOrder();
   });
+  // The order page's conversation grows as the customer and the bot write.
+  ["message", "status"].forEach(function (kind) {
+    source.addEventListener(kind, function (event) {
+      if (page !== "order") return;
+      const data = payload(event);
+      const chat = document.querySelector("[data-testid=conversation]");
+      if (chat && String(data.conversation_id) === chat.dataset.conversationId) refreshOrder();
+    });
+  });
+
+  // Each message is a whole live event ({tenant, kind, at, data, id}); its data is what changed.
+  function payload(event) {
+    try { return JSON.parse(event.data).data || {}; } catch (e) { return {}; }
+  }
+
+  function orderShown() {
+    const shown = document.getElementById("order");
+    return shown ? shown.dataset.orderId : null;
+  }
 
   function recount() {
     document.querySelectorAll(".column").forEach(function (column) {
@@ -48,9 +70,9 @@
       .catch(function () {});
   }
 
-  function refreshOrder(id) {
+  function refreshOrder() {
     const shown = document.getElementById("order");
-    if (!shown || shown.dataset.orderId !== id) return;
+    if (!shown) return;
     fetch(window.location.pathname, { credentials: "same-origin" })
       .then(function (response) { return response.ok ? response.text() : null; })
       .then(function (html) {
