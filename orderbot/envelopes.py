@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orderbot.errors import PoisonMessage, Unreadable
 
-Provider = Literal["chat2desk", "twilio"]
+# `webchat`: orderbot's own chat page (/chat), whose replies go to the page's live stream.
+Provider = Literal["chat2desk", "twilio", "webchat"]
 SCHEMA_VERSION = 1
 # A customer's partition carries two kinds of body since events joined the messages. An
 # event is written as version 2, which a worker that knows only customer messages parks

@@ -32,7 +32,7 @@ from orderbot.orders.views import MAX_ID, OrderFilter, OrderViews
 from server.api_models import ConversationFilter, MessageFilter, StatusChange, TransitionRefused
 from server.auth import KeyAuthenticator, Principal
 from server.errors import json_error
-from server.keys import API, BROKER, REDIS, SETTINGS, TENANTS
+from server.keys import API, BROKER, EVENTS, REDIS, SETTINGS, TENANTS
 from server.openapi import openapi_document
 
 log = structlog.get_logger(__name__)
@@ -79,7 +79,7 @@ async def _api_ctx(app: web.Application) -> AsyncIterator[None]:
     app[API] = OperatorApi(
         auth=auth,
         views=OrderViews(pool),
-        lifecycle=OrderLifecycle(pool),
+        lifecycle=OrderLifecycle(pool, app[EVENTS]),
         notifier=StatusNotifier(
             pool=pool,
             broker=app[BROKER],
@@ -112,7 +112,7 @@ def _db_errors(handler: Handler) -> Handler:
     return wrapped
 
 
-def _authorized(request: web.Request) -> tuple[OperatorApi, Principal] | web.Response:
+def authorized(request: web.Request) -> tuple[OperatorApi, Principal] | web.Response:
     api = request.app.get(API)
     if api is None:
         return json_error(
@@ -189,10 +189,10 @@ def _not_found() -> web.Response:
 
 
 async def list_orders(request: web.Request) -> web.Response:
-    authorized = _authorized(request)
-    if isinstance(authorized, web.Response):
-        return authorized
-    api, principal = authorized
+    found = authorized(request)
+    if isinstance(found, web.Response):
+        return found
+    api, principal = found
     query = _query(request, OrderFilter)
     if isinstance(query, web.Response):
         return query
@@ -200,20 +200,20 @@ async def list_orders(request: web.Request) -> web.Response:
 
 
 async def get_order(request: web.Request) -> web.Response:
-    authorized = _authorized(request)
-    if isinstance(authorized, web.Response):
-        return authorized
-    api, principal = authorized
+    found = authorized(request)
+    if isinstance(found, web.Response):
+        return found
+    api, principal = found
     order_id = _order_id(request)
     detail = None if order_id is None else await api.views.detail(principal.tenant, order_id)
     return _not_found() if detail is None else _json(detail)
 
 
 async def change_status(request: web.Request) -> web.Response:
-    authorized = _authorized(request)
-    if isinstance(authorized, web.Response):
-        return authorized
-    api, principal = authorized
+    found = authorized(request)
+    if isinstance(found, web.Response):
+        return found
+    api, principal = found
     order_id = _order_id(request)
     if order_id is None:
         return _not_found()
@@ -267,10 +267,10 @@ def refusal(refused: Refused) -> str:
 
 
 async def list_conversations(request: web.Request) -> web.Response:
-    authorized = _authorized(request)
-    if isinstance(authorized, web.Response):
-        return authorized
-    api, principal = authorized
+    found = authorized(request)
+    if isinstance(found, web.Response):
+        return found
+    api, principal = found
     query = _query(request, ConversationFilter)
     if isinstance(query, web.Response):
         return query
@@ -285,10 +285,10 @@ async def list_conversations(request: web.Request) -> web.Response:
 
 
 async def list_messages(request: web.Request) -> web.Response:
-    authorized = _authorized(request)
-    if isinstance(authorized, web.Response):
-        return authorized
-    api, principal = authorized
+    found = authorized(request)
+    if isinstance(found, web.Response):
+        return found
+    api, principal = found
     raw = request.match_info["conversation_id"]
     if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_ID)):
         return json_error(404, "conversation not found")

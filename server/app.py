@@ -12,6 +12,7 @@ from aiohttp import web
 
 from orderbot.amqp.link import BrokerLink
 from orderbot.config.settings import ConfigError, Settings
+from orderbot.orders.live import live_events
 from orderbot.runtime import metrics
 from orderbot.runtime.ops import serve_ops
 from orderbot.runtime.resources import open_redis
@@ -19,9 +20,20 @@ from orderbot.runtime.roles import SERVER
 from server.connections import listen
 from server.errors import server_middleware
 from server.ingest import Ingest
-from server.keys import BROKER, INGEST, POSTGRES, READ_TIMEOUT, REDIS, SETTINGS
+from server.keys import (
+    BROKER,
+    CLOSING,
+    EVENTS,
+    INGEST,
+    POSTGRES,
+    READ_TIMEOUT,
+    REDIS,
+    SETTINGS,
+    STREAMS,
+)
 from server.routes import server_probes, setup_routes
 from server.spool import Drain, open_spool
+from server.sse import StreamSlots
 from server.tenancy import tenants_ctx
 
 log = structlog.get_logger(__name__)
@@ -61,7 +73,14 @@ async def _edge_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_redis(app[SETTINGS]) as redis:
         app[REDIS] = redis
+        app[EVENTS] = live_events(redis, app[SETTINGS])
         yield
+
+
+async def _end_event_streams(app: web.Application) -> None:
+    """Before the runner waits for in-flight requests: an event stream never ends by
+    itself, and would hold the shutdown for SHUTDOWN_TIMEOUT."""
+    app[CLOSING].set()
 
 
 async def _postgres_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -98,6 +117,9 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[READ_TIMEOUT] = settings.http_read_timeout.total_seconds()
+    app[CLOSING] = asyncio.Event()
+    app[STREAMS] = StreamSlots(settings.events_max_streams)
+    app.on_shutdown.append(_end_event_streams)
     app.cleanup_ctx.extend([_broker_ctx, _edge_ctx, _redis_ctx, _postgres_ctx, tenants_ctx])
     setup_routes(app)
     return app

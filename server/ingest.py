@@ -82,7 +82,7 @@ class Ingest:
     def __init__(self, broker: BrokerLink, spool: EdgeSpool) -> None:
         self._broker = broker
         self._spool = spool
-        self._counters = {p: _Counters(p) for p in ("chat2desk", "twilio")}
+        self._counters = {p: _Counters(p) for p in ("chat2desk", "twilio", "webchat")}
 
     async def accept(self, message: InboundMessage) -> web.Response:
         return await self._queue(message.conversation, message.message_id, encode(message))

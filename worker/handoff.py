@@ -30,7 +30,9 @@ from dialog import Step, asks_for_person, detect_lang, handing_over, person_word
 from orderbot.conversation.dialog_store import Begun
 from orderbot.conversation.handoff import Handoffs, OwnMessages
 from orderbot.conversation.locks import ClientLocks
-from orderbot.envelopes import ConversationEvent, InboundMessage
+from orderbot.envelopes import Conversation, ConversationEvent, InboundMessage
+from orderbot.events.bus import EventBus
+from orderbot.orders.live import conversation_event
 from orderbot.runtime import metrics
 from worker.replies import ReplyDispatcher
 
@@ -53,6 +55,7 @@ class HandoffDesk:
         replies: ReplyDispatcher,
         locks: ClientLocks,
         words: Iterable[str],
+        events: EventBus | None = None,
     ) -> None:
         self._handoffs = handoffs
         self._own = own
@@ -60,6 +63,12 @@ class HandoffDesk:
         self._replies = replies
         self._locks = locks
         self._words = person_words(words)
+        self._events = events
+
+    async def _published(self, conversation: Conversation, state: str, why: str) -> None:
+        """The console shows who answers a conversation now; a lost event costs only that."""
+        if self._events is not None:
+            await self._events.publish(conversation_event(conversation, state=state, why=why))
 
     async def intercepts(self, inbound: InboundMessage, begun: Begun) -> bool:
         """Whether a person answers this message rather than the dialog: the conversation
@@ -82,6 +91,7 @@ class HandoffDesk:
         await self._handoffs.hand_off(conversation, "asked")
         metrics.HANDOFFS.labels(conversation.provider, "asked").inc()
         log.info("handed_off", why="asked")
+        await self._published(conversation, "handed_off", "asked")
         return True
 
     async def on_event(self, event: ConversationEvent) -> str:
@@ -98,6 +108,7 @@ class HandoffDesk:
                     if await self._handoffs.give_back(conversation):
                         metrics.HANDOFFS.labels(conversation.provider, "closed").inc()
                         log.info("handed_back", why="dialog_closed")
+                        await self._published(conversation, "bot", "dialog_closed")
                     return "dialog_closed"
                 if event.message_id is not None and await self._own.sent_by_us(
                     conversation, event.message_id
@@ -106,4 +117,5 @@ class HandoffDesk:
                 await self._handoffs.hand_off(conversation, "operator")
                 metrics.HANDOFFS.labels(conversation.provider, "operator").inc()
                 log.info("handed_off", why="operator", operator_id=event.operator_id)
+                await self._published(conversation, "handed_off", "operator")
                 return "operator_message"

@@ -20,6 +20,7 @@ from dialog.rating import ask_again, thanks
 from orderbot.config.settings import Settings
 from orderbot.conversation.owed_ratings import OwedRating, OwedRatings
 from orderbot.envelopes import Conversation, InboundMessage
+from orderbot.events.bus import EventBus
 from orderbot.orders.lifecycle import OrderLifecycle
 
 log = structlog.get_logger(__name__)
@@ -86,9 +87,11 @@ class RatingDesk:
             await self._owed.forget(conversation, answer.settled)
 
 
-def rating_desk(settings: Settings, redis: Redis, pool: asyncpg.Pool) -> RatingDesk:
+def rating_desk(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool, events: EventBus | None = None
+) -> RatingDesk:
     return RatingDesk(
         OwedRatings(redis, settings.redis_key_prefix),
-        OrderLifecycle(pool),
+        OrderLifecycle(pool, events),
         RatingRules(promo_code=settings.promo_code, support_contact=settings.support_contact),
     )

@@ -22,6 +22,7 @@ from orderbot.delivery.handoff import Operators
 from orderbot.delivery.senders import open_senders
 from orderbot.history.events import publisher, redis_bus
 from orderbot.history.writer import running_writer, writer_for
+from orderbot.orders.live import live_events
 from orderbot.orders.store import OrderStore
 from orderbot.runtime.ops import dependency_probes, serve_ops
 from orderbot.runtime.resources import open_http, open_postgres, open_redis
@@ -106,6 +107,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             )
         )
         prefix = settings.redis_key_prefix
+        events = live_events(redis, settings)
         locks = ClientLocks(redis, prefix, settings.lock_timeout.total_seconds())
         replies = ReplyDispatcher(
             broker,
@@ -130,7 +132,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 orders=OrderStore(pool),
                 replies=replies,
                 rules=tenant_rules(settings, tenants),
-                ratings=rating_desk(settings, redis, pool),
+                ratings=rating_desk(settings, redis, pool, events),
                 handoff=HandoffDesk(
                     handoffs=Handoffs(redis, prefix, ttl=settings.handoff_ttl),
                     own=OwnMessages(redis, prefix),
@@ -138,11 +140,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                     replies=replies,
                     locks=locks,
                     words=settings.handoff_words,
+                    events=events,
                 ),
                 budget=customer_budget(settings, tenants),
                 concurrency=settings.worker_concurrency,
                 stop=stop,
                 history=history,
+                events=events,
             ),
             prefetch=settings.worker_concurrency,
             shutdown_timeout=settings.shutdown_timeout.total_seconds(),

@@ -38,7 +38,7 @@ from collections.abc import Callable
 
 import structlog
 
-from dialog import Attachment, DialogRules, DialogState, Pin, advance, slow_down
+from dialog import Attachment, DialogRules, DialogState, OrderStatus, Pin, advance, slow_down
 from orderbot.amqp.consumer import Delivery, handed_back
 from orderbot.amqp.dead_letters import Reason, RetryStory, park, park_unreadable
 from orderbot.amqp.publisher import Publisher
@@ -46,6 +46,7 @@ from orderbot.config.settings import Settings
 from orderbot.conversation.dialog_store import Begun, DialogStore
 from orderbot.conversation.locks import ArrivalOrder, ClientLocks, Lease
 from orderbot.envelopes import (
+    Conversation,
     ConversationEvent,
     InboundMessage,
     Location,
@@ -54,8 +55,10 @@ from orderbot.envelopes import (
     utcnow,
 )
 from orderbot.errors import PoisonMessage, Stopping
+from orderbot.events.bus import EventBus
 from orderbot.history import entries
 from orderbot.history.writer import HistoryWriter
+from orderbot.orders.live import order_event
 from orderbot.orders.store import OrderStore
 from orderbot.runtime import metrics
 from orderbot.runtime.waiting import until_done
@@ -85,6 +88,7 @@ class MessageProcessor:
         concurrency: int = 10,
         stop: asyncio.Event | None = None,
         history: HistoryWriter | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self._broker = broker
         self._history = history
@@ -100,6 +104,7 @@ class MessageProcessor:
         # Steps at once: a worker holds several partitions' deliveries, more than it runs.
         self._slots = asyncio.Semaphore(concurrency)
         self._stop = stop if stop is not None else asyncio.Event()
+        self._events = events
 
     async def __call__(self, message: Delivery) -> None:
         try:
@@ -209,12 +214,29 @@ class MessageProcessor:
                 log.info("order_placed", order_id=placed.id, created=placed.created)
                 if placed.created:
                     metrics.ORDERS_CREATED.inc()
+                    await self._order_created(conversation, placed.id)
             await self._replies.deliver(
                 conversation, inbound.message_id, result.replies, waiting=waiting
             )
             await self._commit(inbound, result.state, lease, release=True)
         log.info("step_applied", step=result.state.step.value, turns=result.state.turns)
         return "applied"
+
+    async def _order_created(self, conversation: Conversation, order_id: int) -> None:
+        """Published once, by the step that inserted the row: a replay finds the row and
+        says nothing (a crash between insert and publish loses only the live view)."""
+        if self._events is None:
+            return
+        await self._events.publish(
+            order_event(
+                conversation.tenant,
+                order_id=order_id,
+                status=OrderStatus.CONFIRMED.value,
+                previous=None,
+                client_id=conversation.client_id,
+                provider=conversation.provider,
+            )
+        )
 
     async def _keep_for_later(
         self, inbound: InboundMessage, state: DialogState, begun: Begun, per_minute: int | None

@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "migrate":
         return _migrate(settings)
     if args.command == "run":
-        return _run_all(settings.log_format)
+        return _run_all(settings.log_format, chat_url(settings))
     configure_logging(settings, "cli")  # log lines go to stderr; stdout is the report
     if args.command == "tenants":
         from orderbot.cli.tenants import run_tenants
@@ -250,7 +250,21 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _run_all(log_format: str) -> int:
+def chat_url(settings: Settings) -> str | None:
+    """Where a newcomer sees the bot answer: the web chat's page, if it is on."""
+    if settings.webchat_secret is None or not settings.webchat_secret.get_secret_value():
+        return None
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/") + "/chat"
+    host = settings.http_host
+    if host in ("0.0.0.0", "::", ""):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.http_port}/chat"
+
+
+def _run_all(log_format: str, chat: str | None = None) -> int:
     """Start the three processes; Ctrl-C (or SIGTERM) stops them all gracefully.
 
     The children get their own process group, so a terminal's Ctrl-C reaches only
@@ -269,6 +283,8 @@ def _run_all(log_format: str) -> int:
 
     signal.signal(signal.SIGINT, stop_all)
     signal.signal(signal.SIGTERM, stop_all)
+    if chat is not None:
+        print(f"orderbot run: the web chat is at {chat}", flush=True)
     for described in ROLES:
         child = subprocess.Popen(
             [sys.executable, "-m", described.name],

@@ -476,6 +476,27 @@ class Settings(BaseSettings):
         "past it, 429",
     )
 
+    webchat_secret: SecretStr | None = Field(
+        default=None,
+        description="signs the web chat's customer cookie (16 characters or more); unset or "
+        "empty: the web chat at `/chat` is off (404); changing it starts every customer's "
+        "chat anew; the example value is refused unless ORDERBOT_DEV",
+        json_schema_extra={"dev": "dev-webchat-cookie-secret"},
+    )
+    webchat_max_text: int = Field(
+        default=2000,
+        ge=1,
+        le=20000,
+        description="longest message (characters) a web chat customer may send; a longer "
+        "one gets 413",
+    )
+    webchat_history: int = Field(
+        default=200,
+        ge=10,
+        description="messages a web chat session's stream keeps (about): what a reloaded "
+        "page shows again; the stream expires with the dialog (DIALOG_TTL)",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info",
         description="`debug`, `info`, `warning` or `error`",
@@ -577,6 +598,7 @@ class Settings(BaseSettings):
             self.chat2desk_webhook_token,
             self.twilio_auth_token,
             self.operator_api_key,
+            self.webchat_secret,
         )
         found = [v.get_secret_value() for v in values if v and v.get_secret_value()]
         if self.orderbot_master_key is not None:  # each key of the list on its own
@@ -696,12 +718,12 @@ class Settings(BaseSettings):
         "it, 429 until the window ends (bounds guessing a key)",
     )
 
-    @field_validator("operator_api_key")
+    @field_validator("operator_api_key", "webchat_secret")
     @classmethod
     def _strong_api_key(cls, value: SecretStr | None) -> SecretStr | None:
         """A short key can be guessed; refusing it at start beats finding out from a breach."""
         if value is not None and 0 < len(value.get_secret_value()) < 16:
-            raise ValueError("must be at least 16 characters (or empty to disable the API)")
+            raise ValueError("must be at least 16 characters (or empty to turn it off)")
         return value
 
     @field_validator("console_session_secret")
@@ -719,7 +741,12 @@ class Settings(BaseSettings):
 # The secrets of .env.example: known to anyone who read it, so a process serving them
 # outside development (ORDERBOT_DEV, set by `make run`) refuses to start.
 EXAMPLE_SECRETS = frozenset(
-    {"dev-webhook-token", "dev-operator-api-key", "dev-console-session-secret-change-me"}
+    {
+        "dev-webhook-token",
+        "dev-operator-api-key",
+        "dev-console-session-secret-change-me",
+        "dev-webchat-cookie-secret",
+    }
 )
 
 
@@ -731,6 +758,7 @@ def refuse_example_secrets(settings: Settings) -> None:
         "CHAT2DESK_WEBHOOK_TOKEN": settings.chat2desk_webhook_token,
         "OPERATOR_API_KEY": settings.operator_api_key,
         "CONSOLE_SESSION_SECRET": settings.console_session_secret,
+        "WEBCHAT_SECRET": settings.webchat_secret,
     }
     found = [
         name

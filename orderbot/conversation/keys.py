@@ -21,6 +21,7 @@ layout, by what a key holds:
     {prefix}events:{tenant}                                the tenant's live events (stream)
     {prefix}console:signin:{client address}                console sign-in attempts
     {prefix}console:signedout:{session id}                 a console session signed out
+    {prefix}chat:{tenant}:webchat:{session}                a web chat's messages (stream)
 """
 
 from __future__ import annotations
@@ -96,3 +97,6 @@ class Keys:
 
     def console_signed_out(self, session_id: str) -> str:
         return f"{self.prefix}console:signedout:{session_id}"
+    def chat(self, conversation: Conversation) -> str:
+        """A web chat session's messages, both ways: what its page shows."""
+        return f"{self.prefix}chat:{conversation.key}"

@@ -21,6 +21,7 @@ from orderbot.delivery.chat2desk import Chat2DeskSender
 from orderbot.delivery.rate_limit import RateLimitedSender, TokenBucket
 from orderbot.delivery.sender import ReplySender
 from orderbot.delivery.twilio import TwilioSender, twilio_status_callback
+from orderbot.delivery.webchat import WebchatSender, chat_log
 from orderbot.envelopes import Conversation
 from orderbot.errors import SenderUnavailable, TransientSendError
 from orderbot.runtime.resources import open_http
@@ -95,6 +96,8 @@ class Senders:
 
     def _build(self, tenant: Tenant, provider: str) -> ReplySender:
         settings = self._settings
+        if provider == "webchat":  # orderbot's own page: no provider limit to keep to
+            return WebchatSender(chat_log(self._redis, settings))
         inner: ReplySender
         if provider == "chat2desk" and tenant.chat2desk_api_token:
             inner = Chat2DeskSender(

@@ -30,7 +30,7 @@ async def latest_event_id(request: web.Request, tenant: str) -> str | None:
         return None
     try:
         newest = await request.config_dict[REDIS].xrevrange(console.keys.events(tenant), count=1)
-    except Exception as exc:  # noqa: BLE001 - the page still renders, live from now on
+    except Exception as exc:
         log.warning("console_latest_event_unknown", error=type(exc).__name__)
         return None
     return str(newest[0][0]) if newest else "0-0"

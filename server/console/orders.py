@@ -57,8 +57,8 @@ async def board(request: web.Request) -> web.Response:
     text = _search_text(request)
     if text is not None:
         found = await operator.api.views.search(operator.tenant, text, limit=PER_COLUMN)
-        context = {"query": text, "results": [card(order) for order in found]}
-        return page(request, "search.html", context, operator=operator)
+        results = {"query": text, "results": [card(order) for order in found]}
+        return page(request, "search.html", results, operator=operator)
     since = await latest_event_id(request, operator.tenant)  # before the orders are read
     columns = []
     for status in COLUMNS:
@@ -66,7 +66,7 @@ async def board(request: web.Request) -> web.Response:
             operator.tenant, OrderFilter(status=status, limit=PER_COLUMN)
         )
         columns.append((status, [card(order) for order in orders.orders]))
-    context = {"columns": columns, "last_event_id": since}
+    context: dict[str, object] = {"columns": columns, "last_event_id": since}
     return page(request, "board.html", context, operator=operator)
 
 
