@@ -180,9 +180,12 @@ class OrderViews:
         return OrderPage(orders=orders, next_after=orders[-1].id if more else None)
 
     async def search(self, tenant: str, text: str, *, limit: int = 50) -> list[OrderSummary]:
-        """The tenant's orders whose client id is `text`, or whose phone holds its digits."""
+        """The tenant's orders whose client id is `text`, or whose phone holds its digits
+        (when it reads as a phone: five digits or more, no letters)."""
         text = text.strip()
         digits = "".join(ch for ch in text if ch.isascii() and ch.isdigit())
+        if len(digits) < 5 or any(ch.isalpha() for ch in text):
+            digits = ""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(_SEARCH, tenant, text, digits, f"%{digits}%", limit)
         return [OrderSummary.model_validate(dict(row)) for row in rows]

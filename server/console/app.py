@@ -26,14 +26,32 @@ log = structlog.get_logger(__name__)
 STATIC = Path(__file__).resolve().parent.parent / "static" / "console"
 
 
+# What a status is called on the board, and on the button that moves an order to it.
+STATUS_LABELS = {
+    "CONFIRMED": "Confirmed",
+    "PREPARING": "Preparing",
+    "OUT_FOR_DELIVERY": "Out for delivery",
+    "DELIVERED": "Delivered",
+    "RATED": "Rated",
+    "CANCELLED": "Cancelled",
+}
+MOVE_LABELS = {
+    "PREPARING": "Start preparing",
+    "OUT_FOR_DELIVERY": "Send out",
+    "DELIVERED": "Delivered",
+    "CANCELLED": "Cancel",
+}
+
+
 def console_app() -> web.Application:
     app = web.Application(middlewares=[security_headers])
-    aiohttp_jinja2.setup(
+    env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("server", "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
         undefined=jinja2.StrictUndefined,
     )
+    env.globals.update(status_labels=STATUS_LABELS, move_labels=MOVE_LABELS)
     route = app.router
     route.add_get("/", unavailable_as_page(orders.board))
     route.add_get("/login", signin.login_page)

@@ -75,6 +75,11 @@ class Browser:
         options.add_argument(f"--window-size={size[0]},{size[1]}")
         service = Service(executable_path=CHROMEDRIVER)
         self.driver = webdriver.Chrome(options=options, service=service)
+        if size[0] < 500:  # below the narrowest headless window: emulate the device
+            self.driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": size[0], "height": size[1], "deviceScaleFactor": 2, "mobile": True},
+            )
 
     def close(self) -> None:
         try:

@@ -73,7 +73,7 @@ async def test_a_wrong_key_gets_401_and_no_cookie(client: Client) -> None:
 
 
 async def test_without_a_session_every_page_sends_the_browser_to_sign_in(client: Client) -> None:
-    for path in ("/console/", "/console/orders/1", "/console/dlq"):
+    for path in ("/console/", "/console/orders/1", "/console/dlq", "/console/events"):
         response = await client.get(path, allow_redirects=False)
         assert (response.status, response.headers["Location"]) == (303, "/console/login"), path
 
