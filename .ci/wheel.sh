@@ -28,4 +28,10 @@ trap cleanup EXIT
 python3 -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet "$work"/dist/orderbot-*.whl
 (cd "$work" && env -u PYTHONPATH DATABASE_URL="$url" "$work/venv/bin/orderbot" migrate)
+# The console's templates and assets are package data: a wheel without them serves errors.
+(cd "$work" && env -u PYTHONPATH "$work/venv/bin/python" -c "
+from importlib.resources import files
+for name in ('templates/console/board.html', 'static/console/console.js'):
+    assert (files('server') / name).is_file(), f'{name} is not in the wheel'
+")
 echo "wheel: installed into a fresh venv and migrated $db from $work"

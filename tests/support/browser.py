@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -96,7 +96,14 @@ class Browser:
 
     async def until(self, condition: Callable[[webdriver.Chrome], T], what: str) -> T:
         """The condition's first truthy value; a failure names what was awaited."""
-        wait = WebDriverWait(self.driver, WAIT, poll_frequency=0.05)
+        # A live page replaces its parts as news comes: an element read a moment ago may be
+        # gone, which is a reason to look again, not a failure.
+        wait = WebDriverWait(
+            self.driver,
+            WAIT,
+            poll_frequency=0.05,
+            ignored_exceptions=(StaleElementReferenceException,),
+        )
         try:
             return await asyncio.to_thread(wait.until, condition)
         except TimeoutException:
@@ -116,6 +123,14 @@ class Browser:
         element = await self.until(found, selector)
         assert isinstance(element, WebElement)
         return element
+
+    def texts(self, testid: str, extra: str = "") -> list[str]:
+        """The text of every matching element, read at one instant (in the page)."""
+        texts = self.script(
+            "return Array.from(document.querySelectorAll(arguments[0]), e => e.innerText);",
+            f'[data-testid="{testid}"]{extra}',
+        )
+        return [str(text) for text in texts]
 
     def script(self, source: str, *args: Any) -> Any:
         return self.driver.execute_script(source, *args)

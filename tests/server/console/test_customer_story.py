@@ -37,7 +37,7 @@ async def pipeline(console_server: str, spawn: Callable[..., Any]) -> str:
 
 
 def replies(chat: Browser) -> list[str]:
-    return [item.text for item in chat.all("chat-message", '[data-direction="out"]')]
+    return chat.texts("chat-message", '[data-direction="out"]')
 
 
 async def say(chat: Browser, text: str) -> None:
@@ -79,3 +79,43 @@ async def test_an_order_placed_in_the_chat_is_moved_on_the_console_and_the_chat_
     await chat.until(lambda _: news in replies(chat), "the PREPARING news in the chat")
     chat.screenshot("chat")
     operator.screenshot("console-story")
+
+
+def conversation(operator: Browser, direction: str) -> list[str]:
+    return operator.texts("conversation-text", f'[data-direction="{direction}"]')
+
+
+async def test_the_order_page_shows_its_history_and_the_conversation_as_it_grows(
+    pipeline: str, browsers: Callable[..., Browser], db: asyncpg.Connection, config: dict[str, str]
+) -> None:
+    chat = browsers("customer", size=PHONE)
+    await chat.open(f"{pipeline}/chat")
+    for text in ORDER:
+        await say(chat, text)
+    order_id = await db.fetchval(
+        "SELECT id FROM orders WHERE tenant = $1 AND provider = 'webchat'", config["TENANT"]
+    )
+    operator = browsers("operator")
+    await sign_in(operator, pipeline, OPERATOR_KEY)
+
+    await operator.open(f"{pipeline}/console/orders/{order_id}")
+    await operator.click(await operator.one("move-PREPARING"))
+
+    await operator.one("order", '[data-status="PREPARING"]')
+    history = " ".join(operator.texts("history"))
+    assert "PREPARING" in history
+    assert "CONFIRMED" in history
+    await operator.until(
+        lambda _: conversation(operator, "in") == ORDER, "the customer's messages, in order"
+    )
+    assert len(conversation(operator, "out")) >= len(ORDER)
+    operator.script("window.sameDocument = true;")
+    await operator.one("live", ":not([hidden])")
+
+    await say(chat, "thank you")
+
+    await operator.until(
+        lambda _: conversation(operator, "in")[-1:] == ["thank you"], "the new message, live"
+    )
+    assert operator.script("return window.sameDocument === true;")
+    operator.screenshot("console-order")
