@@ -87,6 +87,8 @@ async def test_an_order_moved_elsewhere_changes_column_without_a_reload(
     db: asyncpg.Connection,
     config: dict[str, str],
 ) -> None:
+    for n, status in enumerate(["CONFIRMED", "OUT_FOR_DELIVERY", "DELIVERED", "CANCELLED"]):
+        await insert_order(db, tenant=config["TENANT"], client_id=f"other-{n}", status=status)
     order_id = await insert_order(db, tenant=config["TENANT"], client_id="moved-elsewhere")
     browser = browsers("operator")
     await sign_in(browser, console_server, OPERATOR_KEY)
@@ -105,6 +107,7 @@ async def test_an_order_moved_elsewhere_changes_column_without_a_reload(
 
     await browser.one("order-card", f'[data-order-id="{order_id}"][data-status="PREPARING"]')
     assert browser.script("return window.sameDocument === true;")
+    browser.screenshot("console-board")
 
 
 async def test_the_board_fits_a_phone_screen(
