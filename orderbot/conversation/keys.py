@@ -97,6 +97,7 @@ class Keys:
 
     def console_signed_out(self, session_id: str) -> str:
         return f"{self.prefix}console:signedout:{session_id}"
+
     def chat(self, conversation: Conversation) -> str:
         """A web chat session's messages, both ways: what its page shows."""
         return f"{self.prefix}chat:{conversation.key}"
