@@ -8,16 +8,13 @@ placed between the render and the subscription is not missed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import structlog
 from aiohttp import web
 
-from orderbot.events.bus import EventBus
-from server.api_events import last_event_id
+from server.api_events import event_messages, last_event_id
 from server.console.access import console_of, signed_in
 from server.keys import CLOSING, EVENTS, REDIS, SETTINGS, STREAMS
-from server.sse import SseMessage, stream_events, too_many_streams
+from server.sse import stream_events, too_many_streams
 
 log = structlog.get_logger(__name__)
 
@@ -36,15 +33,6 @@ async def latest_event_id(request: web.Request, tenant: str) -> str | None:
     return str(newest[0][0]) if newest else "0-0"
 
 
-async def _messages(bus: EventBus, tenant: str, last_id: str | None) -> AsyncIterator[SseMessage]:
-    events = bus.subscribe(tenant, last_id)
-    try:
-        async for event in events:
-            yield SseMessage(event.id, event.kind, event.model_dump_json().encode())
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
-
-
 async def console_events(request: web.Request) -> web.StreamResponse:
     operator = await signed_in(request)
     last_id = last_event_id(request)
@@ -56,7 +44,7 @@ async def console_events(request: web.Request) -> web.StreamResponse:
             return too_many_streams()
         return await stream_events(
             request,
-            _messages(config[EVENTS], operator.tenant, last_id),
+            event_messages(config[EVENTS], operator.tenant, last_id),
             keepalive=config[SETTINGS].events_keepalive.total_seconds(),
             closing=config[CLOSING],
         )

@@ -3,6 +3,9 @@ sign-in attempts, sign-out, its security headers, refused moves, search and the 
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +30,7 @@ from tests.support.console import (
     with_session,
 )
 from tests.support.credentials import CONSOLE_SECRET, OPERATOR_KEY
-from tests.support.operator_tools import history, insert_order
+from tests.support.operator_tools import bearer, history, insert_order
 
 Client = TestClient[Any, Any]
 
@@ -283,3 +286,38 @@ async def test_an_operator_sees_and_replays_only_their_tenant_s_dead_letters(
     assert (response.status, response.headers["Location"]) == (303, "/console/dlq?replayed=1")
     await wait_depth(amqp, topology.outbox, 1)
     await wait_depth(amqp, topology.dlq, 1)  # theirs stays parked
+
+
+async def first_event(client: Client, cookie: str, last_id: str) -> dict[str, Any]:
+    """The first event of the console's stream after `last_id`."""
+    response = await client.get(
+        "/console/events", params={"last_event_id": last_id}, headers=with_session(cookie)
+    )
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    async with asyncio.timeout(10):
+        while True:
+            line = (await response.content.readline()).decode()
+            if line.startswith("data: "):
+                response.close()
+                found: dict[str, Any] = json.loads(line.removeprefix("data: "))
+                return found
+
+
+async def test_an_order_moved_after_the_board_was_rendered_is_the_stream_s_first_event(
+    client: Client, db: asyncpg.Connection, settings: Settings
+) -> None:
+    order_id = await insert_order(db, tenant=settings.tenant, client_id="gap-1")
+    cookie = await signed_in(client)
+    _, html = await page(client, "/console/", cookie)
+    rendered = re.search(r'data-last-event-id="([^"]+)"', html)
+    assert rendered is not None
+
+    moved = await client.post(
+        f"/api/orders/{order_id}/status", json={"status": "PREPARING"}, headers=bearer()
+    )
+    assert moved.status == 200
+
+    event = await first_event(client, cookie, rendered.group(1))
+    assert (event["tenant"], event["kind"]) == (settings.tenant, "order")
+    assert (event["data"]["order_id"], event["data"]["status"]) == (order_id, "PREPARING")
