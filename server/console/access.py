@@ -81,7 +81,9 @@ async def posted_form(
     console = console_of(request)
     if console is None or not same_origin(request, console.public_base_url):
         return page(request, "error.html", {"message": "cross-site request refused"}, 403)
-    form = await request.post()
+    form = await read_form(request)
+    if form is None:
+        return unreadable_form(request)
     token = form.get("csrf")
     if not operator.session.csrf_matches(token if isinstance(token, str) else None):
         return page(
@@ -91,6 +93,19 @@ async def posted_form(
             403,
         )
     return form
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | Any] | None:
+    """The posted form, or None for a body no form of ours sends (a broken multipart,
+    bytes that are not UTF-8)."""
+    try:
+        return await request.post()
+    except ValueError:  # UnicodeDecodeError included
+        return None
+
+
+def unreadable_form(request: web.Request) -> web.Response:
+    return page(request, "error.html", {"message": "unreadable form"}, 400)
 
 
 def page(

@@ -18,7 +18,9 @@ from server.console.access import (
     current_session,
     page,
     posted_form,
+    read_form,
     signed_in,
+    unreadable_form,
 )
 from server.console.guard import same_origin
 from server.console.session import COOKIE, ConsoleSession, seal
@@ -54,7 +56,9 @@ async def login(request: web.Request) -> web.StreamResponse:
         response = _refused(request, "too many attempts: wait a few minutes", 429)
         response.headers["Retry-After"] = str(retry_after)
         return response
-    form = await request.post()
+    form = await read_form(request)
+    if form is None:
+        return unreadable_form(request)
     key = form.get("key")
     principal = None
     if isinstance(key, str) and 0 < len(key.strip()) <= _MAX_KEY:

@@ -29,7 +29,7 @@ from tests.support.console import (
     sign_in_http,
     with_session,
 )
-from tests.support.credentials import CONSOLE_SECRET, OPERATOR_KEY
+from tests.support.credentials import CONSOLE_SECRET, OPERATOR_KEY, PUBLIC_BASE_URL
 from tests.support.operator_tools import bearer, history, insert_order
 
 Client = TestClient[Any, Any]
@@ -89,6 +89,28 @@ async def test_a_tampered_cookie_is_no_session(client: Client) -> None:
     status, _ = await page(client, "/console/", forged)
 
     assert status == 303
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data; boundary=xyz", b"not a multipart body"),
+        ("multipart/form-data", b"--x\r\n"),
+        ("application/x-www-form-urlencoded", b"key=\xff\xfe"),
+    ],
+)
+async def test_a_body_no_form_sends_is_a_400_page_not_a_server_error(
+    client: Client, content_type: str, body: bytes
+) -> None:
+    response = await client.post(
+        "/console/login",
+        data=body,
+        headers={"Origin": PUBLIC_BASE_URL, "Content-Type": content_type},
+        allow_redirects=False,
+    )
+
+    assert response.status == 400
+    assert "unreadable form" in await response.text()
 
 
 async def test_a_sign_in_from_another_site_is_refused(client: Client) -> None:
