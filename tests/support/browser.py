@@ -47,7 +47,7 @@ FLAGS = (
 )
 DESKTOP = (1280, 900)
 PHONE = (390, 844)
-WAIT = 20.0
+WAIT = 30.0
 
 
 def require_chromium() -> None:

@@ -197,6 +197,20 @@ async def test_a_move_the_rules_refuse_shows_why_and_moves_nothing(
     assert await history(db, order_id) == [(None, "CONFIRMED", "dialog")]
 
 
+async def test_without_a_session_secret_the_console_is_off_and_says_so(
+    make_settings: Callable[..., Settings], amqp: AbstractChannel, redis: Redis
+) -> None:
+    app = create_app(make_settings(console_session_secret=None))
+    async with TestClient(TestServer(app)) as off:
+        page_response = await off.get("/console/login")
+        sign_in_response = await sign_in_http(off)
+
+        assert page_response.status == 404
+        assert "the console is off" in await page_response.text()
+        assert sign_in_response.status == 404
+        assert COOKIE not in sign_in_response.cookies
+
+
 async def test_sign_in_attempts_are_bounded_per_address_even_with_the_right_key(
     make_settings: Callable[..., Settings], amqp: AbstractChannel, redis: Redis
 ) -> None:
