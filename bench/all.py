@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 
 from bench.harness import BENCH, RESULTS, Stack, free_port
+from bench.history_cost import run_history_cost
+from bench.history_cost import summary as history_summary
 from bench.ingest import run_ingest
 from bench.memory import run_soak
 from bench.pipeline import run_pipeline
@@ -51,6 +53,8 @@ async def run_all(plan: Plan) -> dict[str, Any]:
         save_json(partial, results)
         await stack.purge_messages()
         results["pipeline"] = await run_pipeline(stack, plan, log_dir)
+        save_json(partial, results)
+        results["history_cost"] = await run_history_cost(stack, plan, log_dir)
         save_json(partial, results)
         results["memory"] = await run_soak(stack, plan, log_dir)
         results["orders_in_db"] = await stack.count_orders()
@@ -247,6 +251,14 @@ def table(results: dict[str, Any]) -> str:
                 f"| {open_run['offered_rate']:.0f} | {workers} | {open_run['steps_per_s']:.0f} | "
                 f"{_ms(open_run, 'accept_to_reply_ms')} | {open_run['webhook_ms']['p99']:.1f} |"
             )
+    if "history_cost" in results:
+        out += [
+            "",
+            "**Conversation history**, the closed loop with one worker, `HISTORY_ENABLED` off "
+            "and on alternately (best of each):",
+            "",
+            *(f"- {line}" for line in history_summary(results["history_cost"])),
+        ]
     slopes = memory["slope_mb_per_100k"]
     out += [
         "",

@@ -334,11 +334,18 @@ class Stack:
             return int(await redis.zcard(roll_call)) >= workers and all(c == 1 for c in counts)
         return False
 
-    async def start_workers(self, count: int) -> None:
+    async def start_workers(self, count: int, env: dict[str, str] | None = None) -> None:
+        """`env`: settings of these workers only (e.g. HISTORY_ENABLED)."""
         for _ in range(count):
             name = f"worker-{len(self.workers) + len(self.retired)}"
             self.workers.append(
-                await spawn(name, ["-m", "worker"], self.env, self.log_dir, cwd=self.log_dir)
+                await spawn(
+                    name,
+                    ["-m", "worker"],
+                    {**self.env, **(env or {})},
+                    self.log_dir,
+                    cwd=self.log_dir,
+                )
             )
         try:
             await self.wait_queue_declared(consumers=len(self.workers))
@@ -374,6 +381,13 @@ class Stack:
                     queue = await channel.declare_queue(name, passive=True)
                     depths[label] += int(queue.declaration_result.message_count or 0)
         return depths
+
+    async def count_history(self) -> int:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM messages"))
+        finally:
+            await conn.close()
 
     async def count_orders(self) -> int:
         conn = await asyncpg.connect(self.database_url)

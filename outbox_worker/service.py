@@ -11,8 +11,9 @@ from orderbot.amqp.queue_depths import watch_queue_depths
 from orderbot.config.settings import Settings
 from orderbot.conversation.reply_order import reply_order_for
 from orderbot.delivery.senders import open_senders
-from orderbot.history.events import publisher, redis_bus
+from orderbot.history.events import publisher
 from orderbot.history.writer import running_writer, writer_for
+from orderbot.orders.live import live_events
 from orderbot.runtime.ops import dependency_probes, serve_ops
 from orderbot.runtime.resources import open_redis
 from orderbot.runtime.roles import OUTBOX_WORKER
@@ -30,7 +31,7 @@ async def run_outbox_worker(settings: Settings, stop: asyncio.Event) -> None:
         tenants = await stack.enter_async_context(open_tenant_directory(settings, "outbox_worker"))
         senders = await stack.enter_async_context(open_senders(settings, redis, tenants))
         history = await stack.enter_async_context(
-            running_writer(writer_for(settings, publisher(redis_bus(settings, redis))), settings)
+            running_writer(writer_for(settings, publisher(live_events(redis, settings))), settings)
         )
         consumer = Consumer(
             broker,

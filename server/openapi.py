@@ -15,10 +15,18 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from orderbot.history.models import ConversationPage, MessagePage
 from orderbot.orders.views import OrderDetail, OrderFilter, OrderPage
-from server.api_models import ErrorBody, StatusChange, TransitionRefused
-from server.chat2desk import Chat2DeskEvent, Chat2DeskInbound
+from server.api_models import (
+    ConversationFilter,
+    ErrorBody,
+    MessageFilter,
+    StatusChange,
+    TransitionRefused,
+)
+from server.chat2desk import Chat2DeskEvent, Chat2DeskInbound, Chat2DeskOutboxStatus
 from server.twilio import TwilioInbound
+from server.twilio_status import TwilioStatusCallback
 
 _REF = "#/components/schemas/{model}"
 _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
@@ -31,6 +39,12 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (Chat2DeskEvent, "validation"),
     (Chat2DeskInbound, "validation"),
     (TwilioInbound, "validation"),
+    (ConversationPage, "serialization"),
+    (MessagePage, "serialization"),
+    (ConversationFilter, "validation"),
+    (MessageFilter, "validation"),
+    (Chat2DeskOutboxStatus, "validation"),
+    (TwilioStatusCallback, "validation"),
 ]
 _ERRORS = {
     400: "malformed request",
@@ -98,8 +112,10 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
     return {**rest, **kept[0]} if len(kept) == 1 else {**rest, "anyOf": kept}
 
 
-def _query_parameters(definitions: dict[str, Any]) -> list[dict[str, Any]]:
-    properties: dict[str, Any] = definitions[OrderFilter.__name__]["properties"]
+def _query_parameters(
+    definitions: dict[str, Any], model: type[BaseModel] = OrderFilter
+) -> list[dict[str, Any]]:
+    properties: dict[str, Any] = definitions[model.__name__]["properties"]
     parameters = []
     for name, schema in properties.items():
         description = schema.get("description", "")
@@ -185,6 +201,43 @@ def openapi_document() -> dict[str, Any]:
                 ),
             }
         },
+        "/api/conversations": {
+            "get": {
+                "operationId": "listConversations",
+                "summary": "This tenant's conversations, newest first, one keyset page at a time",
+                "security": _SECURED,
+                "parameters": _query_parameters(definitions, ConversationFilter),
+                "responses": _responses(
+                    {
+                        "description": "a page of conversations",
+                        "content": _json(_ref(ConversationPage)),
+                    },
+                    401,
+                    404,
+                    422,
+                    503,
+                ),
+            }
+        },
+        "/api/conversations/{conversation_id}/messages": {
+            "get": {
+                "operationId": "listConversationMessages",
+                "summary": "A conversation's messages both ways with their delivery status, "
+                "oldest first",
+                "security": _SECURED,
+                "parameters": [
+                    {**_ORDER_ID, "name": "conversation_id"},
+                    *_query_parameters(definitions, MessageFilter),
+                ],
+                "responses": _responses(
+                    {"description": "a page of messages", "content": _json(_ref(MessagePage))},
+                    401,
+                    404,
+                    422,
+                    503,
+                ),
+            }
+        },
         "/webhook/chat2desk/{token}": _chat2desk_hook(
             "chat2deskWebhook",
             "Chat2Desk's hook: a client message is queued, other events ignored",
@@ -233,6 +286,36 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    paths["/webhook/twilio/status"] = {
+        "post": {
+            "operationId": "twilioStatusCallback",
+            "summary": "Twilio's status callback of a reply, signed with X-Twilio-Signature",
+            "parameters": [
+                {
+                    "name": "X-Twilio-Signature",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/x-www-form-urlencoded": {"schema": _ref(TwilioStatusCallback)}
+                },
+            },
+            "responses": {
+                "204": {"description": "recorded (or a status that says nothing new)"},
+                **{
+                    k: v
+                    for k, v in _responses(
+                        {"description": "unused"}, 400, 403, 404, 413, 415, 422, 503
+                    ).items()
+                    if k != "200"
+                },
+            },
+        }
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -268,11 +351,14 @@ _CHAT2DESK_HOOK = {
                 },
             ]
         },
+        _ref(Chat2DeskOutboxStatus),
         _ref(Chat2DeskEvent),
     ]
 }
 _STATUS = {
     "type": "object",
-    "properties": {"status": {"type": "string", "enum": ["queued", "duplicate", "ignored"]}},
+    "properties": {
+        "status": {"type": "string", "enum": ["queued", "duplicate", "ignored", "recorded"]}
+    },
     "required": ["status"],
 }

@@ -13,11 +13,11 @@ from aiohttp import web
 from orderbot.envelopes import utcnow
 from orderbot.errors import is_transient
 from orderbot.history import store
-from orderbot.history.events import event_of, redis_bus
+from orderbot.history.events import event_of
 from orderbot.history.models import MessageStatus
 from orderbot.runtime import metrics
 from server.errors import json_error
-from server.keys import POSTGRES, REDIS, SETTINGS
+from server.keys import EVENTS, POSTGRES, SETTINGS
 
 log = structlog.get_logger(__name__)
 
@@ -51,9 +51,8 @@ async def record_delivery(
         log.warning("delivery_status_not_recorded", provider=provider, error=repr(exc))
         return json_error(503, "history unavailable, retry later", headers={"Retry-After": "30"})
     metrics.HISTORY_RECEIPTS.labels(provider, "recorded" if written else "unapplied").inc()
-    bus = redis_bus(request.app[SETTINGS], request.app[REDIS])
     for row in written:
-        await bus.publish(event_of(row))
+        await request.app[EVENTS].publish(event_of(row))
     log.info(
         "delivery_status_recorded",
         tenant=tenant,

@@ -26,7 +26,7 @@ from server.text_rules import DROP_CONTROLS
 log = structlog.get_logger(__name__)
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-_PRINTABLE = r"^[\x21-\x7e]+$"
+PRINTABLE = r"^[\x21-\x7e]+$"
 # Twilio's inbound WhatsApp form has about 20 fields, 20 more with ten media; this
 # leaves room for the fields it adds over the years.
 MAX_FORM_FIELDS = 200
@@ -35,8 +35,8 @@ MAX_FORM_FIELDS = 200
 # `NumMedia=0` and append `NumMedia0` to `MessageSid`, and the signature still holds for
 # what is now a new message id that passes dedupe. An id of exactly Twilio's shape
 # cannot absorb a neighbour's name and value.
-_MESSAGE_SID = r"^(SM|MM)[0-9a-f]{32}$"
-_ACCOUNT_SID = r"^AC[0-9a-f]{32}$"
+MESSAGE_SID = r"^(SM|MM)[0-9a-f]{32}$"
+ACCOUNT_SID = r"^AC[0-9a-f]{32}$"
 _SERVICE_SID = r"^MG[0-9a-f]{32}$"
 
 
@@ -45,12 +45,12 @@ class TwilioInbound(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    MessageSid: str = Field(pattern=_MESSAGE_SID)
-    SmsSid: str | None = Field(default=None, pattern=_MESSAGE_SID)
-    AccountSid: str = Field(pattern=_ACCOUNT_SID)
+    MessageSid: str = Field(pattern=MESSAGE_SID)
+    SmsSid: str | None = Field(default=None, pattern=MESSAGE_SID)
+    AccountSid: str = Field(pattern=ACCOUNT_SID)
     MessagingServiceSid: str | None = Field(default=None, pattern=_SERVICE_SID)
-    From: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
-    To: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
+    From: str = Field(min_length=1, max_length=64, pattern=PRINTABLE)
+    To: str = Field(min_length=1, max_length=64, pattern=PRINTABLE)
     Body: Annotated[str, Field(max_length=20_000), DROP_CONTROLS] = ""
     NumMedia: int = Field(default=0, ge=0, le=100)
     ProfileName: str | None = Field(default=None, max_length=256)
@@ -72,7 +72,7 @@ class TwilioMedia(BaseModel):
     """One of the message's media, `MediaUrl{n}` and `MediaContentType{n}`."""
 
     url: str = Field(min_length=1, max_length=2048, pattern=r"^https://[\x21-\x7e]+$")
-    content_type: str | None = Field(default=None, max_length=128, pattern=_PRINTABLE)
+    content_type: str | None = Field(default=None, max_length=128, pattern=PRINTABLE)
 
 
 def media(hook: TwilioInbound, fields: dict[str, str]) -> tuple[Attachment, ...]:
@@ -97,7 +97,7 @@ def _rejected(reason: str) -> None:
     metrics.WEBHOOKS_REJECTED.labels("twilio", reason).inc()
 
 
-async def _read_form(request: web.Request) -> list[tuple[str, str]] | web.Response:
+async def read_form(request: web.Request) -> list[tuple[str, str]] | web.Response:
     if request.content_type != "application/x-www-form-urlencoded":
         _rejected("invalid")
         return json_error(415, "expected application/x-www-form-urlencoded")
@@ -118,7 +118,7 @@ async def _read_form(request: web.Request) -> list[tuple[str, str]] | web.Respon
         return json_error(400, "malformed form")
 
 
-def _signed_url(request: web.Request, public_base_url: str) -> str:
+def signed_url(request: web.Request, public_base_url: str) -> str:
     """The URL Twilio signed: always the configured public one. The request's own URL
     is built from its Host header, which a caller chooses, so it would let a request
     signed for some other URL of the same account verify here."""
@@ -136,7 +136,7 @@ async def twilio_webhook(request: web.Request) -> web.Response:
         log.error("twilio_public_base_url_missing")
         _rejected("misconfigured")
         return json_error(503, "signature cannot be checked", headers={"Retry-After": "60"})
-    form = await _read_form(request)
+    form = await read_form(request)
     if isinstance(form, web.Response):
         return form
     to = next((value for name, value in form if name == "To"), None)
@@ -148,7 +148,7 @@ async def twilio_webhook(request: web.Request) -> web.Response:
         _rejected("unknown_number")
         return json_error(404, "unknown number")
     account_sid, token, _ = credentials
-    url = _signed_url(request, settings.public_base_url)
+    url = signed_url(request, settings.public_base_url)
     if not twilio_signature.is_valid(token, url, form, request.headers.get("X-Twilio-Signature")):
         _rejected("bad_signature")
         return json_error(403, "invalid signature")

@@ -26,7 +26,7 @@ from server.ingest import validation_error
 from server.keys import SETTINGS, TENANTS
 from server.receipts import record_delivery
 from server.tenancy import tenant_unavailable
-from server.twilio import _ACCOUNT_SID, _MESSAGE_SID, _PRINTABLE, _read_form, _signed_url
+from server.twilio import ACCOUNT_SID, MESSAGE_SID, PRINTABLE, read_form, signed_url
 
 log = structlog.get_logger(__name__)
 
@@ -48,11 +48,11 @@ class TwilioStatusCallback(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    MessageSid: str = Field(pattern=_MESSAGE_SID)
-    AccountSid: str = Field(pattern=_ACCOUNT_SID)
+    MessageSid: str = Field(pattern=MESSAGE_SID)
+    AccountSid: str = Field(pattern=ACCOUNT_SID)
     MessageStatus: str = Field(min_length=1, max_length=32, pattern=r"^[a-z_]+$")
-    From: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
-    To: str | None = Field(default=None, max_length=64, pattern=_PRINTABLE)
+    From: str = Field(min_length=1, max_length=64, pattern=PRINTABLE)
+    To: str | None = Field(default=None, max_length=64, pattern=PRINTABLE)
     ErrorCode: str | None = Field(default=None, max_length=16, pattern=r"^[0-9]*$")
 
 
@@ -67,7 +67,7 @@ async def twilio_status_webhook(request: web.Request) -> web.Response:
         log.error("twilio_public_base_url_missing")
         _rejected("misconfigured")
         return json_error(503, "signature cannot be checked", headers={"Retry-After": "60"})
-    form = await _read_form(request)
+    form = await read_form(request)
     if isinstance(form, web.Response):
         return form
     ours = next((value for name, value in form if name == "From"), None)
@@ -79,7 +79,7 @@ async def twilio_status_webhook(request: web.Request) -> web.Response:
         _rejected("unknown_number")
         return json_error(404, "unknown number")
     account_sid, token, _ = credentials
-    url = _signed_url(request, settings.public_base_url)
+    url = signed_url(request, settings.public_base_url)
     if not twilio_signature.is_valid(token, url, form, request.headers.get("X-Twilio-Signature")):
         _rejected("bad_signature")
         return json_error(403, "invalid signature")

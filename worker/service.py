@@ -20,7 +20,7 @@ from orderbot.conversation.reply_order import reply_order_for
 from orderbot.conversation.roll_call import RedisRollCall
 from orderbot.delivery.handoff import Operators
 from orderbot.delivery.senders import open_senders
-from orderbot.history.events import publisher, redis_bus
+from orderbot.history.events import publisher
 from orderbot.history.writer import running_writer, writer_for
 from orderbot.orders.live import live_events
 from orderbot.orders.store import OrderStore
@@ -101,13 +101,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             return
         senders = await stack.enter_async_context(open_senders(settings, redis, tenants))
         session = await stack.enter_async_context(open_http(settings))
+        events = live_events(redis, settings)
         history = await stack.enter_async_context(
-            running_writer(
-                writer_for(settings, publisher(redis_bus(settings, redis))), settings, pool
-            )
+            running_writer(writer_for(settings, publisher(events)), settings, pool)
         )
         prefix = settings.redis_key_prefix
-        events = live_events(redis, settings)
         locks = ClientLocks(redis, prefix, settings.lock_timeout.total_seconds())
         replies = ReplyDispatcher(
             broker,

@@ -1,0 +1,1 @@
+"""Conversation history: every customer message and reply, with its delivery status."""

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
-
-from orderbot.config.settings import Settings
-from orderbot.conversation.keys import Keys
-from orderbot.events.bus import EventBus, RedisEventBus
+from orderbot.events.bus import EventBus
 from orderbot.events.models import LiveEvent
 from orderbot.history.models import Written
 from orderbot.history.writer import OnWritten
@@ -44,12 +40,3 @@ def publisher(bus: EventBus) -> OnWritten:
             await bus.publish(event_of(row))
 
     return publish
-
-
-def redis_bus(settings: Settings, redis: Redis) -> RedisEventBus:
-    return RedisEventBus(
-        redis,
-        Keys(settings.redis_key_prefix).events,
-        max_length=settings.events_stream_length,
-        publish_timeout=settings.events_publish_timeout.total_seconds(),
-    )

@@ -102,29 +102,26 @@ class HistoryWriter:
                     self._arrived.clear()
                     await _first(self._arrived.wait(), stop.wait())
                     continue
-                pending = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
+                count = min(self._batch, len(self._queue))
+                pending = [self._queue.popleft() for _ in range(count)]
             try:
                 await self._write(pool, [entry for _, entry in pending])
             except Exception as exc:
-                if not is_transient(exc) or stop.is_set():
-                    if stop.is_set():
-                        _DROPPED.inc(len(pending))
-                        log.warning("history_batch_dropped", entries=len(pending), error=repr(exc))
-                        await self._advance(pending[-1][0])
-                        pending = []
-                        continue
+                if stop.is_set():  # stopping: no time to wait the database out
+                    _DROPPED.inc(len(pending))
+                    log.warning("history_batch_dropped", entries=len(pending), error=repr(exc))
+                elif is_transient(exc):
+                    _RETRIED.inc(len(pending))
+                    await self._set_health(False)
+                    log.warning("history_write_failed", entries=len(pending), error=repr(exc))
+                    await sleep_unless_set(delay, stop)
+                    delay = min(delay * 2, 5.0)
+                    continue  # the same batch again
+                else:
                     await self._write_apart(pool, pending)
-                    await self._advance(pending[-1][0])
-                    pending = []
-                    continue
-                _RETRIED.inc(len(pending))
-                await self._set_health(False)
-                log.warning("history_write_failed", entries=len(pending), error=repr(exc))
-                await sleep_unless_set(delay, stop)
-                delay = min(delay * 2, 5.0)
-                continue
-            delay = 0.2
-            await self._set_health(True)
+            else:
+                delay = 0.2
+                await self._set_health(True)
             await self._advance(pending[-1][0])
             pending = []
 

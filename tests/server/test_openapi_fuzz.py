@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from orderbot.config.settings import Settings
+from orderbot.history.models import ConversationPage, MessagePage
 from orderbot.orders.views import OrderDetail, OrderPage
 from server.api_models import ErrorBody, TransitionRefused
 from server.openapi import openapi_document
@@ -41,7 +42,15 @@ OPERATIONS = [
     for method, operation in item.items()
 ]
 MODELS: dict[str, type[BaseModel]] = {
-    model.__name__: model for model in (OrderPage, OrderDetail, ErrorBody, TransitionRefused)
+    model.__name__: model
+    for model in (
+        OrderPage,
+        OrderDetail,
+        ErrorBody,
+        TransitionRefused,
+        ConversationPage,
+        MessagePage,
+    )
 }
 
 JSON = st.recursive(

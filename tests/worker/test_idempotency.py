@@ -70,9 +70,13 @@ async def test_redelivered_message_is_applied_once(
     body = envelope(settings, customer, "Hello", f"{customer.client_id}-redelivered")
     for _ in range(3):  # past the server's edge dedupe, as broker redeliveries would be
         await publish_raw(amqp, messages_queues(settings), body, message_id="same")
-    await client.post(webhook_url(""), json=customer.says("Main street 1"))
+    later = customer.says("Main street 1")
+    await client.post(webhook_url(""), json=later)
     expected = expected_replies(["Hello", "Main street 1"])
     await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) >= len(expected))
+    # The reply goes out before the step commits: wait for the commit's marker.
+    marker = f"{settings.redis_key_prefix}processed:{settings.tenant}:chat2desk:"
+    await poll(lambda: redis.exists(marker + later["message_id"]))
 
     assert fake.texts_for(customer.client_id) == expected
     assert (await dialog_state(redis, settings, customer)).turns == 2

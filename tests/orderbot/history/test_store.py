@@ -4,13 +4,17 @@ tenants that never see each other's conversations."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
+from orderbot.cli.history import run_history
+from orderbot.config.settings import Settings
 from orderbot.history import store
+from orderbot.history.models import HistoryEntry, MessageStatus, Written
 from tests.support.history import a_tenant, entry, rows_of
 
 
@@ -20,12 +24,14 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield created
 
 
-async def write(pool: asyncpg.Pool, *entries: object) -> list[object]:
+async def write(pool: asyncpg.Pool, *entries: HistoryEntry) -> list[Written]:
     async with pool.acquire() as conn:
-        return list(await store.write(conn, entries))  # type: ignore[arg-type]
+        return await store.write(conn, entries)
 
 
-async def test_a_message_written_twice_is_one_row(pool: asyncpg.Pool, db: asyncpg.Connection):
+async def test_a_message_written_twice_is_one_row(
+    pool: asyncpg.Pool, db: asyncpg.Connection
+) -> None:
     tenant = a_tenant()
     first = entry(tenant, "42", "m1", direction="in", status="received", text="Привет")
     await write(pool, first)
@@ -38,7 +44,7 @@ async def test_a_message_written_twice_is_one_row(pool: asyncpg.Pool, db: asyncp
 
 async def test_one_batch_holding_the_same_reply_twice_keeps_the_later_status(
     pool: asyncpg.Pool, db: asyncpg.Connection
-):
+) -> None:
     tenant = a_tenant()
     await write(
         pool,
@@ -54,18 +60,18 @@ async def test_one_batch_holding_the_same_reply_twice_keeps_the_later_status(
     [("delivered", "sent"), ("sent", "queued"), ("read", "delivered"), ("sent", "failed")],
 )
 async def test_a_status_never_goes_backwards(
-    pool: asyncpg.Pool, db: asyncpg.Connection, first: str, late: str
-):
+    pool: asyncpg.Pool, db: asyncpg.Connection, first: MessageStatus, late: MessageStatus
+) -> None:
     tenant = a_tenant()
-    await write(pool, entry(tenant, "42", "m1:0", status=first))  # type: ignore[arg-type]
-    assert await write(pool, entry(tenant, "42", "m1:0", status=late)) == []  # type: ignore[arg-type]
+    await write(pool, entry(tenant, "42", "m1:0", status=first))
+    assert await write(pool, entry(tenant, "42", "m1:0", status=late)) == []
     (row,) = await rows_of(db, tenant)
     assert row["status"] == first
 
 
 async def test_a_provider_status_moves_the_reply_it_names(
     pool: asyncpg.Pool, db: asyncpg.Connection
-):
+) -> None:
     tenant = a_tenant()
     await write(pool, entry(tenant, "42", "m1:0", provider_message_id="900"))
     changed = await store.record_receipt(
@@ -91,7 +97,7 @@ async def test_a_provider_status_moves_the_reply_it_names(
 
 async def test_a_status_that_comes_before_its_reply_is_applied_when_the_reply_is_written(
     pool: asyncpg.Pool, db: asyncpg.Connection
-):
+) -> None:
     tenant = a_tenant()
     kept = await store.record_receipt(
         pool,
@@ -114,7 +120,7 @@ async def test_a_status_that_comes_before_its_reply_is_applied_when_the_reply_is
 
 async def test_another_tenants_reply_is_not_moved_by_a_status(
     pool: asyncpg.Pool, db: asyncpg.Connection
-):
+) -> None:
     ours, theirs = a_tenant(), a_tenant()
     await write(pool, entry(theirs, "42", "m1:0", provider_message_id="900"))
     await store.record_receipt(
@@ -128,7 +134,7 @@ async def test_another_tenants_reply_is_not_moved_by_a_status(
     assert (await rows_of(db, theirs))[0]["status"] == "sent"
 
 
-async def test_conversations_page_by_keyset_newest_first(pool: asyncpg.Pool):
+async def test_conversations_page_by_keyset_newest_first(pool: asyncpg.Pool) -> None:
     tenant = a_tenant()
     for n in range(5):
         await write(pool, entry(tenant, f"client-{n}", f"m{n}", direction="in", status="received"))
@@ -140,21 +146,23 @@ async def test_conversations_page_by_keyset_newest_first(pool: asyncpg.Pool):
     assert third.next_after is None
 
 
-async def test_messages_page_by_keyset_oldest_first(pool: asyncpg.Pool):
+async def test_messages_page_by_keyset_oldest_first(pool: asyncpg.Pool) -> None:
     tenant = a_tenant()
     await write(pool, *(entry(tenant, "42", f"m{n}", direction="in") for n in range(5)))
     (talk,) = (await store.conversations(pool, tenant)).items
     first = await store.messages(pool, tenant, talk.id, limit=3)
-    assert first is not None and first.next_after is not None
+    assert first is not None
+    assert first.next_after is not None
     rest = await store.messages(pool, tenant, talk.id, after=first.next_after, limit=3)
-    assert rest is not None and rest.next_after is None
+    assert rest is not None
+    assert rest.next_after is None
     keys = [m.reply_id for m in [*first.items, *rest.items]]
     assert keys == [None] * 5  # inbound messages have no reply id
     assert [m.text for m in [*first.items, *rest.items]] == ["hello"] * 5
     assert len({m.id for m in [*first.items, *rest.items]}) == 5
 
 
-async def test_a_search_finds_a_customer_by_client_id_or_phone_digits(pool: asyncpg.Pool):
+async def test_a_search_finds_a_customer_by_client_id_or_phone_digits(pool: asyncpg.Pool) -> None:
     tenant = a_tenant()
     await write(
         pool,
@@ -170,7 +178,7 @@ async def test_a_search_finds_a_customer_by_client_id_or_phone_digits(pool: asyn
     assert [c.client_id for c in by_number.items] == ["whatsapp:+996555123456"]
 
 
-async def test_a_tenant_never_reads_another_tenants_conversation(pool: asyncpg.Pool):
+async def test_a_tenant_never_reads_another_tenants_conversation(pool: asyncpg.Pool) -> None:
     ours, theirs = a_tenant(), a_tenant()
     await write(pool, entry(theirs, "42", "m1", direction="in"))
     (their_talk,) = (await store.conversations(pool, theirs)).items
@@ -180,7 +188,7 @@ async def test_a_tenant_never_reads_another_tenants_conversation(pool: asyncpg.P
 
 async def test_purge_deletes_what_is_older_than_the_retention(
     pool: asyncpg.Pool, db: asyncpg.Connection
-):
+) -> None:
     tenant = a_tenant()
     old = datetime.now(UTC) - timedelta(days=100)
     await write(
@@ -195,3 +203,15 @@ async def test_purge_deletes_what_is_older_than_the_retention(
     ]
     clients = await db.fetch("SELECT client_id FROM conversations WHERE tenant = $1", tenant)
     assert [r["client_id"] for r in clients] == ["kept"]
+
+
+async def test_orderbot_history_purge_deletes_what_is_older_than_asked(
+    pool: asyncpg.Pool, db: asyncpg.Connection, settings: Settings
+) -> None:
+    tenant = a_tenant()
+    old = datetime.now(UTC) - timedelta(days=40)
+    await write(pool, entry(tenant, "42", "old", direction="in", at=old))
+    await write(pool, entry(tenant, "42", "new", direction="in"))
+    args = argparse.Namespace(older_than="30d")
+    assert await run_history(settings, args) == 0
+    assert [r["message_key"] for r in await rows_of(db, tenant)] == ["new"]

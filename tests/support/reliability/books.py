@@ -75,6 +75,10 @@ class Books:
     dlq_unexpected: list[str] = field(default_factory=list)
     dlq_missing: list[str] = field(default_factory=list)
     reply_order_left: int = 0
+    # The conversation history: an accepted message without its inbound row, and a reply
+    # the provider delivered without its outbound row marked sent.
+    history_inbound_missing: list[str] = field(default_factory=list)
+    history_replies_unsent: list[str] = field(default_factory=list)
     restarts_to_finish: int = 0  # stops that found work still queued (then: go on)
     drain_seconds: float = 0.0  # from the end of the load until nothing was left to do
     faults: list[FaultRecord] = field(default_factory=list)
@@ -121,6 +125,8 @@ class Books:
             (self.dlq_unexpected, "dead-lettered messages that should not be there"),
             (self.dlq_missing, "poison messages not in the DLQ"),
             (self.reply_order_left, "customers still marked as having replies waiting"),
+            (self.history_inbound_missing, "accepted messages without their history row"),
+            (self.history_replies_unsent, "delivered replies without a sent history row"),
             ([f.kind for f in self.faults if f.recovered_in is None], "faults never recovered"),
         ]
         found += [f"{what}: {value}" for value, what in checks if value]
@@ -156,6 +162,8 @@ class Books:
             f"  queues    left {sum(self.left_in_queues.values())} {self._left() or ''}, dlq "
             f"{self.dlq_expected} expected poison, {len(self.dlq_unexpected)} unexpected, "
             f"customers with replies waiting {self.reply_order_left}",
+            f"  history   accepted messages without their row {len(self.history_inbound_missing)}"
+            f", delivered replies without a sent row {len(self.history_replies_unsent)}",
             f"  faults    {len(self.faults)} injected"
             + (
                 f"; recovery max {max(recovery):.1f}s, mean {sum(recovery) / len(recovery):.1f}s"
@@ -337,6 +345,7 @@ async def close_books(
             row["quantity"],
         )
     books.orders_created = len(rows)
+    history = await _history_of(db, tenant, [s.client_id for s in shoppers])
     for shopper, raw_state in zip(shoppers, states, strict=True):
         owed = owed_to(shopper)
         if raw_state is None or DialogState.model_validate_json(raw_state) != owed.state:
@@ -371,6 +380,7 @@ async def close_books(
                     if first - EVIDENCE_WINDOW <= at - started <= again + EVIDENCE_WINDOW
                 ]
         books.duplicates_by_cause = dict(causes)
+        _check_history(books, shopper, delivered, {r for r, _ in match.repeats}, history)
         books.replies_unexpected += [
             f"{shopper.client_id}: {delivered[i][:60]}" for i in match.unexpected
         ]
@@ -387,6 +397,56 @@ async def close_books(
     )
     record(books)
     return books
+
+
+async def _history_of(
+    db: asyncpg.Connection, tenant: str, client_ids: list[str]
+) -> dict[str, list[tuple[str, str, str, str]]]:
+    """Each customer's history rows: (direction, message key, text, status)."""
+    rows = await db.fetch(
+        """
+        SELECT c.client_id, m.direction, m.message_key, m.text, m.status
+        FROM messages m JOIN conversations c ON c.id = m.conversation_id
+        WHERE c.tenant = $1 AND c.provider = 'chat2desk' AND c.client_id = ANY($2::text[])
+        ORDER BY m.id
+        """,
+        tenant,
+        client_ids,
+    )
+    found: dict[str, list[tuple[str, str, str, str]]] = {}
+    for row in rows:
+        found.setdefault(row["client_id"], []).append(
+            (row["direction"], row["message_key"], row["text"], row["status"])
+        )
+    return found
+
+
+_SENT_OR_LATER = {"sent", "delivered", "read"}
+
+
+def _check_history(
+    books: Books,
+    shopper: Shopper,
+    delivered: list[str],
+    repeats: set[int],
+    history: dict[str, list[tuple[str, str, str, str]]],
+) -> None:
+    """Every accepted message has its one inbound row (the key is unique, so one at most),
+    and every reply delivered (a repeat counted once) has an outbound row sent."""
+    rows = history.get(shopper.client_id, [])
+    inbound = {key for direction, key, _, _ in rows if direction == "in"}
+    books.history_inbound_missing += [
+        f"{shopper.client_id}: {m}" for m in shopper.message_ids if m not in inbound
+    ]
+    sent = Counter(
+        text
+        for direction, _, text, status in rows
+        if direction == "out" and status in _SENT_OR_LATER
+    )
+    owed = Counter(text for i, text in enumerate(delivered) if i not in repeats)
+    books.history_replies_unsent += [
+        f"{shopper.client_id}: {text[:60]} (x{count})" for text, count in (owed - sent).items()
+    ]
 
 
 def record(books: Books) -> None:
