@@ -64,7 +64,7 @@ def require_chromium() -> None:
 class Browser:
     """One Chromium window, with the waits and lookups the tests use."""
 
-    def __init__(self, name: str, size: tuple[int, int]) -> None:
+    def __init__(self, name: str, size: tuple[int, int], *, javascript: bool = True) -> None:
         self.name = name
         self._profile = tempfile.TemporaryDirectory(prefix=f"chromium-{name}-")
         options = webdriver.ChromeOptions()
@@ -73,6 +73,10 @@ class Browser:
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={self._profile.name}")
         options.add_argument(f"--window-size={size[0]},{size[1]}")
+        if not javascript:  # a page as it was served: nothing updates it
+            options.add_experimental_option(
+                "prefs", {"profile.managed_default_content_settings.javascript": 2}
+            )
         service = Service(executable_path=CHROMEDRIVER)
         self.driver = webdriver.Chrome(options=options, service=service)
         if size[0] < 500:  # below the narrowest headless window: emulate the device
@@ -148,13 +152,15 @@ def _safe(text: str) -> str:
 
 @pytest.fixture
 def browsers(request: pytest.FixtureRequest) -> Iterator[Callable[..., Browser]]:
-    """`browsers(name, size=DESKTOP)` opens a browser; all are photographed when the
-    test fails, and closed at its end."""
+    """`browsers(name, size=DESKTOP, javascript=True)` opens a browser; all are
+    photographed when the test fails, and closed at its end."""
     require_chromium()
     opened: list[Browser] = []
 
-    def open_browser(name: str, size: tuple[int, int] = DESKTOP) -> Browser:
-        browser = Browser(name, size)
+    def open_browser(
+        name: str, size: tuple[int, int] = DESKTOP, *, javascript: bool = True
+    ) -> Browser:
+        browser = Browser(name, size, javascript=javascript)
         opened.append(browser)
         return browser
 

@@ -129,3 +129,35 @@ async def test_the_board_fits_a_phone_screen(
     assert overflow <= 0
     assert (await browser.one("move-PREPARING")).is_displayed()
     browser.screenshot("console-phone")
+
+
+async def test_a_move_refused_by_the_rules_shows_why_on_the_page(
+    console_server: str,
+    browsers: Callable[..., Browser],
+    db: asyncpg.Connection,
+    config: dict[str, str],
+) -> None:
+    order_id = await insert_order(db, tenant=config["TENANT"], client_id="stale-tab")
+    # Without its script, the page stays as served: a tab left open while someone else acts.
+    browser = browsers("operator", javascript=False)
+    await sign_in(browser, console_server, OPERATOR_KEY)
+    await browser.open(f"{console_server}/console/orders/{order_id}")
+    button = await browser.one("move-PREPARING")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{console_server}/api/orders/{order_id}/status",
+            json={"status": "CANCELLED"},
+            headers={"Authorization": f"Bearer {OPERATOR_KEY}"},
+        ) as response,
+    ):
+        assert response.status == 200
+
+    await browser.click(button)
+
+    error = await browser.one("move-error")
+    assert "an order in CANCELLED cannot move to PREPARING" in error.text
+    assert (await browser.one("order")).get_attribute("data-status") == "CANCELLED"
+    assert browser.all("move-PREPARING") == []
+    assert (await history(db, order_id))[-1] == ("CONFIRMED", "CANCELLED", "operator")
+    browser.screenshot("console-refused")
