@@ -14,6 +14,7 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -64,6 +65,19 @@ def too_many_streams() -> web.Response:
     )
 
 
+async def cancel_firmly(task: asyncio.Task[Any], *, within: float = 2.0) -> None:
+    """Cancel `task` and wait for it, cancelling again while it runs on. A task blocked
+    in a Redis read (redis-py 5.3 with hiredis) was seen to swallow the first cancel
+    and read on until a shutdown gave up on it; the second one ends it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.done():
+        log.error("event_stream_reader_stuck", task=task.get_name())
+
+
 def _frame(message: SseMessage) -> bytes:
     head = f"id: {message.id}\n" if message.id is not None else ""
     return f"{head}event: {message.event}\n".encode() + b"data: " + message.data + b"\n\n"
@@ -111,10 +125,11 @@ async def stream_events(
     except (ConnectionResetError, ConnectionError):
         log.info("event_stream_client_gone")
     finally:
-        for task in (reader, closed, getter):
+        for task in (closed, getter):
             if task is not None:
                 task.cancel()
-        await asyncio.gather(reader, closed, *(t for t in (getter,) if t), return_exceptions=True)
+        await cancel_firmly(reader)
+        await asyncio.gather(closed, *(t for t in (getter,) if t), return_exceptions=True)
         with contextlib.suppress(Exception):
             await messages.aclose()  # type: ignore[attr-defined]
     if reader.done() and not reader.cancelled() and reader.exception() is not None:

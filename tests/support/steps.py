@@ -18,6 +18,7 @@ from orderbot.conversation.locks import ClientLocks
 from orderbot.conversation.reply_order import reply_order_for
 from orderbot.delivery.sender import ReplySender
 from orderbot.envelopes import Conversation, InboundMessage
+from orderbot.events.bus import EventBus
 from orderbot.orders.store import OrderStore
 from worker.handoff import HandoffDesk
 from worker.rating import rating_desk
@@ -61,6 +62,7 @@ def make_processor(
     sender: ReplySender,
     dialogs: DialogStore | None = None,
     stop: asyncio.Event | None = None,
+    events: EventBus | None = None,
 ) -> MessageProcessor:
     prefix = settings.redis_key_prefix
     locks = ClientLocks(redis, prefix, 5.0)
@@ -86,6 +88,8 @@ def make_processor(
             replies=replies,
             locks=locks,
             words=settings.handoff_words,
+            events=events,
         ),
         stop=stop,
+        events=events,
     )
