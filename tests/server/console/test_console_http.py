@@ -251,6 +251,20 @@ async def test_a_new_operator_key_ends_the_sessions_of_the_old_one(
         assert (await page(rotated, "/console/", cookie))[0] == 303
 
 
+async def test_with_redis_down_a_page_says_a_service_is_unavailable(
+    client: Client, make_settings: Callable[..., Settings]
+) -> None:
+    cookie = await signed_in(client)
+    app = create_app(make_settings(redis_url="redis://127.0.0.1:1/0"))
+    async with TestClient(TestServer(app)) as cut_off:
+        for path in ("/console/", "/console/login"):
+            response = await cut_off.get(path, headers=with_session(cookie))
+
+            assert response.status == 503
+            assert response.headers["Retry-After"] == "5"
+            assert "a service is unavailable" in await response.text()
+
+
 async def test_pages_forbid_inline_scripts_framing_and_caching(client: Client) -> None:
     cookie = await signed_in(client)
     for path in ("/console/login", "/console/"):
