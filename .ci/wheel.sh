@@ -34,4 +34,10 @@ import server.webchat as chat
 missing = [n for n in chat.ASSETS if not (chat.STATIC / n).is_file()]
 assert chat.TEMPLATE.is_file() and not missing, ("web chat files missing", missing)
 ')
+# The console's templates and assets are package data: a wheel without them serves errors.
+(cd "$work" && env -u PYTHONPATH "$work/venv/bin/python" -c "
+from importlib.resources import files
+for name in ('templates/console/board.html', 'static/console/console.js'):
+    assert (files('server') / name).is_file(), f'{name} is not in the wheel'
+")
 echo "wheel: installed into a fresh venv and migrated $db from $work"

@@ -21,12 +21,12 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from dialog import Refused
+from dialog import OrderStatus, Refused
 from orderbot.conversation.owed_ratings import OwedRatings
 from orderbot.conversation.reply_order import reply_order_for
 from orderbot.errors import is_transient
 from orderbot.history import store as history_store
-from orderbot.orders.lifecycle import OrderLifecycle, OrderNotFound
+from orderbot.orders.lifecycle import OrderLifecycle, OrderNotFound, StatusChanged
 from orderbot.orders.notifications import StatusNotifier
 from orderbot.orders.views import MAX_ID, OrderFilter, OrderViews
 from server.api_models import ConversationFilter, MessageFilter, StatusChange, TransitionRefused
@@ -220,19 +220,31 @@ async def change_status(request: web.Request) -> web.Response:
     change = await _body(request)
     if isinstance(change, web.Response):
         return change
-    result = await api.lifecycle.change_status(
-        tenant=principal.tenant, order_id=order_id, target=change.status, actor=principal.name
-    )
+    result = await move_order(api, principal, order_id, change.status)
     if isinstance(result, OrderNotFound):
         return _not_found()
     if isinstance(result, Refused):
         refused = TransitionRefused(
             error="illegal status transition",
-            detail=f"an order in {result.current.value} cannot move to {result.target.value}",
+            detail=refusal(result),
             current=result.current,
             allowed=list(result.allowed),
         )
         return _json(refused, status=409)
+    detail = await api.views.detail(principal.tenant, order_id)
+    return _not_found() if detail is None else _json(detail)
+
+
+async def move_order(
+    api: OperatorApi, principal: Principal, order_id: int, target: OrderStatus
+) -> StatusChanged | Refused | OrderNotFound:
+    """An operator's move, the API's and the console's alike: the lifecycle's rules and
+    row, then the customer's news queued (or left to the relay)."""
+    result = await api.lifecycle.change_status(
+        tenant=principal.tenant, order_id=order_id, target=target, actor=principal.name
+    )
+    if not isinstance(result, StatusChanged):
+        return result
     log.info(
         "order_status_changed",
         order_id=order_id,
@@ -246,8 +258,12 @@ async def change_status(request: web.Request) -> web.Response:
     except Exception as exc:
         # The change is committed and its news is in the outbox table: the relay sends it.
         log.warning("status_notification_deferred", order_id=order_id, error=repr(exc))
-    detail = await api.views.detail(principal.tenant, order_id)
-    return _not_found() if detail is None else _json(detail)
+    return result
+
+
+def refusal(refused: Refused) -> str:
+    """Why a move was refused, in the words an operator reads."""
+    return f"an order in {refused.current.value} cannot move to {refused.target.value}"
 
 
 async def list_conversations(request: web.Request) -> web.Response:

@@ -30,7 +30,10 @@ def last_event_id(request: web.Request) -> str | web.Response | None:
     return value
 
 
-async def _messages(bus: EventBus, tenant: str, last_id: str | None) -> AsyncIterator[SseMessage]:
+async def event_messages(
+    bus: EventBus, tenant: str, last_id: str | None
+) -> AsyncIterator[SseMessage]:
+    """The tenant's events as SSE messages: `/api/events` and the console's stream."""
     events = bus.subscribe(tenant, last_id)
     try:
         async for event in events:
@@ -53,7 +56,7 @@ async def api_events(request: web.Request) -> web.StreamResponse:
             return too_many_streams()
         return await stream_events(
             request,
-            _messages(app[EVENTS], principal.tenant, last_id),
+            event_messages(app[EVENTS], principal.tenant, last_id),
             keepalive=app[SETTINGS].events_keepalive.total_seconds(),
             closing=app[CLOSING],
         )

@@ -20,6 +20,7 @@ from orderbot.tenancy.directory import TenantDirectory
 
 if TYPE_CHECKING:
     from server.api import OperatorApi
+    from server.console.state import Console
     from server.ingest import Ingest
     from server.sse import StreamSlots
     from server.webchat import Webchat
@@ -32,6 +33,7 @@ TENANTS = web.AppKey("tenants", TenantDirectory)
 READ_TIMEOUT = web.AppKey("read_timeout", float)  # seconds: HTTP_READ_TIMEOUT
 INGEST: web.AppKey[Ingest] = web.AppKey("ingest")
 API: web.AppKey[OperatorApi] = web.AppKey("operator_api")
+CONSOLE: web.AppKey[Console] = web.AppKey("console")
 
 # Live events and the web chat.
 EVENTS = web.AppKey("events", EventBus)

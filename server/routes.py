@@ -8,6 +8,7 @@ from orderbot.runtime.ops import Probe, add_ops_routes, dependency_probes, healt
 from server.api import register_api
 from server.api_events import api_events
 from server.chat2desk import chat2desk_tenant_webhook, chat2desk_webhook
+from server.console.app import register_console
 from server.keys import BROKER, POSTGRES, REDIS, SETTINGS
 from server.twilio import twilio_webhook
 from server.twilio_status import twilio_status_webhook
@@ -26,6 +27,7 @@ ENDPOINTS = (
     "GET /health",
     "GET /health/ready",
     "GET /metrics",
+    "GET /console/",
 )
 
 
@@ -48,5 +50,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/webhook/twilio", twilio_webhook)
     app.router.add_post("/webhook/twilio/status", twilio_status_webhook)
     register_api(app)
+    register_console(app)
     app.router.add_get("/api/events", api_events)
     register_webchat(app)

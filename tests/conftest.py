@@ -63,6 +63,16 @@ def run_apart(coroutine: Coroutine[Any, Any, T]) -> T:
         return runner.run(coroutine)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Each test's call report on its item (`item.rep_call`): what lets a fixture's
+    teardown know that the test failed (the browsers take a screenshot then)."""
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report
+
+
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
     """The services, and the promise to delete what this run makes on them: every Redis

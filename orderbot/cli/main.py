@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "migrate":
         return _migrate(settings)
     if args.command == "run":
-        return _run_all(settings.log_format, chat_url(settings))
+        return _run_all(settings.log_format, chat_url(settings), console_url(settings))
     configure_logging(settings, "cli")  # log lines go to stderr; stdout is the report
     if args.command == "tenants":
         from orderbot.cli.tenants import run_tenants
@@ -254,17 +254,29 @@ def chat_url(settings: Settings) -> str | None:
     """Where a newcomer sees the bot answer: the web chat's page, if it is on."""
     if settings.webchat_secret is None or not settings.webchat_secret.get_secret_value():
         return None
+    return _served_url(settings, "/chat")
+
+
+def console_url(settings: Settings) -> str | None:
+    """Where the operators watch the orders arrive: the console, if it is on."""
+    key = settings.operator_api_key
+    if not settings.console_session_secrets() or key is None or not key.get_secret_value():
+        return None
+    return _served_url(settings, "/console/")
+
+
+def _served_url(settings: Settings, path: str) -> str:
     if settings.public_base_url:
-        return settings.public_base_url.rstrip("/") + "/chat"
+        return settings.public_base_url.rstrip("/") + path
     host = settings.http_host
     if host in ("0.0.0.0", "::", ""):
         host = "localhost"
     elif ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{settings.http_port}/chat"
+    return f"http://{host}:{settings.http_port}{path}"
 
 
-def _run_all(log_format: str, chat: str | None = None) -> int:
+def _run_all(log_format: str, chat: str | None = None, console: str | None = None) -> int:
     """Start the three processes; Ctrl-C (or SIGTERM) stops them all gracefully.
 
     The children get their own process group, so a terminal's Ctrl-C reaches only
@@ -285,6 +297,8 @@ def _run_all(log_format: str, chat: str | None = None) -> int:
     signal.signal(signal.SIGTERM, stop_all)
     if chat is not None:
         print(f"orderbot run: the web chat is at {chat}", flush=True)
+    if console is not None:
+        print(f"orderbot run: the operator console is at {console}", flush=True)
     for described in ROLES:
         child = subprocess.Popen(
             [sys.executable, "-m", described.name],
@@ -365,8 +379,8 @@ async def _repartition(settings: Settings) -> int:
 
 
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from orderbot.amqp import dlq
     from orderbot.amqp.link import BrokerLink
-    from orderbot.cli import dlq
 
     if args.dlq_command == "purge" and not args.yes:
         print("orderbot dlq purge: add --yes to delete every parked message", file=sys.stderr)
@@ -394,7 +408,7 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _print_parked(parked: Sequence[object], *, as_json: bool) -> None:
-    from orderbot.cli.dlq import ParkedMessage
+    from orderbot.amqp.dlq import ParkedMessage
 
     rows = [p for p in parked if isinstance(p, ParkedMessage)]
     if as_json:

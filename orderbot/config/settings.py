@@ -603,10 +603,18 @@ class Settings(BaseSettings):
         found = [v.get_secret_value() for v in values if v and v.get_secret_value()]
         if self.orderbot_master_key is not None:  # each key of the list on its own
             found += [k.strip() for k in self.orderbot_master_key.get_secret_value().split(",")]
+        found += self.console_session_secrets()
         twilio = self.twilio_credentials()
         if twilio is not None:  # the Basic auth header of the sends
             found += basic_auth_forms(twilio[0], twilio[1])
         return [value for value in found if value]
+
+    def console_session_secrets(self) -> list[str]:
+        """The console's signing secrets, newest (the one that signs) first."""
+        value = self.console_session_secret
+        if value is None:
+            return []
+        return [part.strip() for part in value.get_secret_value().split(",") if part.strip()]
 
     def twilio_credentials(self) -> tuple[str, str, str] | None:
         """(account SID, auth token, WhatsApp sender) when the Twilio channel is set up."""
@@ -688,6 +696,28 @@ class Settings(BaseSettings):
         "are dropped and counted",
     )
 
+    console_session_secret: SecretStr | None = Field(
+        default=None,
+        description="signs the operator console's session cookies (32 characters or more); "
+        "several, comma-separated, rotate it: the first signs, any of them verifies; unset: "
+        "the console at `/console` is off (404); the example value is refused unless "
+        "ORDERBOT_DEV",
+        json_schema_extra={
+            "group": "Operator console",
+            "dev": "dev-console-session-secret-change-me",
+        },
+    )
+    console_session_ttl: Duration = Field(
+        default=timedelta(hours=12),
+        description="how long a console sign-in lasts; then the operator signs in again",
+    )
+    console_signin_attempts: int = Field(
+        default=10,
+        ge=1,
+        description="sign-in attempts one client address may make in 15 minutes; past "
+        "it, 429 until the window ends (bounds guessing a key)",
+    )
+
     @field_validator("operator_api_key", "webchat_secret")
     @classmethod
     def _strong_api_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -696,11 +726,27 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters (or empty to turn it off)")
         return value
 
+    @field_validator("console_session_secret")
+    @classmethod
+    def _strong_session_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        """A short secret lets anyone who guesses it sign a session for any tenant."""
+        if value is None or not value.get_secret_value().strip():
+            return None
+        parts = [part.strip() for part in value.get_secret_value().split(",") if part.strip()]
+        if any(len(part) < 32 for part in parts):
+            raise ValueError("every secret must be at least 32 characters (or unset it)")
+        return value
+
 
 # The secrets of .env.example: known to anyone who read it, so a process serving them
 # outside development (ORDERBOT_DEV, set by `make run`) refuses to start.
 EXAMPLE_SECRETS = frozenset(
-    {"dev-webhook-token", "dev-operator-api-key", "dev-webchat-cookie-secret"}
+    {
+        "dev-webhook-token",
+        "dev-operator-api-key",
+        "dev-console-session-secret-change-me",
+        "dev-webchat-cookie-secret",
+    }
 )
 
 
@@ -711,12 +757,13 @@ def refuse_example_secrets(settings: Settings) -> None:
     named = {
         "CHAT2DESK_WEBHOOK_TOKEN": settings.chat2desk_webhook_token,
         "OPERATOR_API_KEY": settings.operator_api_key,
+        "CONSOLE_SESSION_SECRET": settings.console_session_secret,
         "WEBCHAT_SECRET": settings.webchat_secret,
     }
     found = [
         name
         for name, value in named.items()
-        if value and value.get_secret_value() in EXAMPLE_SECRETS
+        if value and EXAMPLE_SECRETS & {p.strip() for p in value.get_secret_value().split(",")}
     ]
     if found:
         raise ConfigError(

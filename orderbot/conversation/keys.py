@@ -19,6 +19,8 @@ layout, by what a key holds:
     {prefix}reconcile:watermark:{tenant}:{provider}        how far the lists were read
     {prefix}workers:{messages queue}                       the workers' roll call
     {prefix}events:{tenant}                                the tenant's live events (stream)
+    {prefix}console:signin:{client address}                console sign-in attempts
+    {prefix}console:signedout:{session id}                 a console session signed out
     {prefix}chat:{tenant}:webchat:{session}                a web chat's messages (stream)
 """
 
@@ -88,6 +90,13 @@ class Keys:
 
     def events(self, tenant: str) -> str:
         return f"{self.prefix}events:{tenant}"
+
+    # The operator console's keys.
+    def console_signin(self, address: str) -> str:
+        return f"{self.prefix}console:signin:{address}"
+
+    def console_signed_out(self, session_id: str) -> str:
+        return f"{self.prefix}console:signedout:{session_id}"
 
     def chat(self, conversation: Conversation) -> str:
         """A web chat session's messages, both ways: what its page shows."""

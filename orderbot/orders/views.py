@@ -137,6 +137,16 @@ SELECT id, status, provider, client_id, client_phone, delivery_address, quantity
        rating, created_at, updated_at, latitude, longitude, attachments
 FROM orders WHERE id = $1 AND tenant = $2
 """
+# A phone is matched on its digits, anywhere in the number ("555 123" finds +996555123456);
+# a tenant's orders are scanned, which an operator's search can afford.
+_SEARCH = (
+    _SELECT
+    + r"""
+WHERE tenant = $1
+  AND (client_id = $2 OR ($3 <> '' AND regexp_replace(client_phone, '\D', '', 'g') LIKE $4))
+ORDER BY id DESC LIMIT $5
+"""
+)
 _HISTORY = """
 SELECT from_status, to_status, actor, created_at AS at FROM order_events
 WHERE order_id = $1 ORDER BY id
@@ -168,6 +178,17 @@ class OrderViews:
         orders = [OrderSummary.model_validate(dict(row)) for row in rows[: query.limit]]
         more = len(rows) > query.limit
         return OrderPage(orders=orders, next_after=orders[-1].id if more else None)
+
+    async def search(self, tenant: str, text: str, *, limit: int = 50) -> list[OrderSummary]:
+        """The tenant's orders whose client id is `text`, or whose phone holds its digits
+        (when it reads as a phone: five digits or more, no letters)."""
+        text = text.strip()
+        digits = "".join(ch for ch in text if ch.isascii() and ch.isdigit())
+        if len(digits) < 5 or any(ch.isalpha() for ch in text):
+            digits = ""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_SEARCH, tenant, text, digits, f"%{digits}%", limit)
+        return [OrderSummary.model_validate(dict(row)) for row in rows]
 
     async def detail(self, tenant: str, order_id: int) -> OrderDetail | None:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):

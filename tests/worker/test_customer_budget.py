@@ -14,8 +14,8 @@ from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
 
 from dialog import Lang, slow_down
+from orderbot.amqp.dlq import list_parked, replay
 from orderbot.amqp.link import BrokerLink
-from orderbot.cli.dlq import list_parked, replay
 from orderbot.config.settings import Settings
 from tests.support.broker_tools import depth, messages_queues, wait_depth
 from tests.support.customers import Customer

@@ -1,4 +1,7 @@
-"""The operator's DLQ tools (`orderbot dlq list|replay|purge`).
+"""The DLQ as operators see it: list, replay and purge parked messages.
+
+Shared by `orderbot dlq list|replay|purge` and the operator console (which passes its
+tenant, so it sees and replays that tenant's messages only).
 
 Messages are read with basic.get and held unacknowledged; a message leaves the
 DLQ (ack) only after its replay was confirmed by the broker, and everything not
@@ -98,11 +101,13 @@ async def _fetch(queue: AbstractQueue, limit: int) -> AsyncIterator[AbstractInco
 
 
 async def list_parked(
-    broker: BrokerLink, *, limit: int = 1000, held: bool = False
+    broker: BrokerLink, *, limit: int = 1000, held: bool = False, tenant: str | None = None
 ) -> list[ParkedMessage]:
-    """The DLQ's messages, or (`held`) what customers sent past their budget."""
+    """The DLQ's messages, or (`held`) what customers sent past their budget; with
+    `tenant`, only the messages parked with that tenant's header (of the first `limit`)."""
     async with _dlq(broker, held) as queue:
-        return [describe(message) async for message in _fetch(queue, limit)]
+        parked = [describe(message) async for message in _fetch(queue, limit)]
+    return [p for p in parked if tenant is None or p.tenant == tenant]
 
 
 def _replay_target(topology: Topology, source_queue: str, body: bytes) -> str:
@@ -118,9 +123,15 @@ def _replay_target(topology: Topology, source_queue: str, body: bytes) -> str:
 
 
 async def replay(
-    broker: BrokerLink, *, message_id: str | None, limit: int = 100_000, held: bool = False
+    broker: BrokerLink,
+    *,
+    message_id: str | None,
+    limit: int = 100_000,
+    held: bool = False,
+    tenant: str | None = None,
 ) -> int:
-    """Send parked messages back (all, or the one with `message_id`); returns the count.
+    """Send parked messages back (all, or the one with `message_id`; with `tenant`, only
+    that tenant's); returns the count.
 
     A customer message goes back to `messages`; a reply goes to `outbox` with its
     attempts reset, so it gets the whole retry schedule again.
@@ -132,6 +143,8 @@ async def replay(
             if message_id is not None and message.message_id != message_id:
                 continue
             parked = describe(message)
+            if tenant is not None and parked.tenant != tenant:
+                continue
             target = _replay_target(topology, parked.source_queue, message.body)
             headers: dict[str, object] = {"x-replayed-at": utcnow().isoformat()}
             if target == topology.outbox:
