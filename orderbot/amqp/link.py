@@ -114,8 +114,7 @@ class BrokerLink:
 
     def _on_reconnect(self, connection: AbstractRobustConnection | None) -> None:
         """After a lost connection: channels, consumers and confirms are restored."""
-        node = connection.node if isinstance(connection, ClusterConnection) else None
-        log.info("broker_reconnected", node=node, nodes=len(self._nodes))
+        log.info("broker_reconnected", node=self.node, nodes=len(self._nodes))
 
     async def wait_connected(self, stop: asyncio.Event | None = None) -> bool:
         """Wait for the first connection; False if `stop` was set first."""
@@ -132,6 +131,12 @@ class BrokerLink:
         if self._connection is None:
             raise BrokerUnavailable("not connected to the broker yet")
         return self._connection
+
+    @property
+    def node(self) -> str | None:
+        """host:port of the node the connection is on (or trying), once connected."""
+        connection = self._connection
+        return connection.node if isinstance(connection, ClusterConnection) else None
 
     @property
     def is_ready(self) -> bool:
