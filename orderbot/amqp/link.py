@@ -34,6 +34,7 @@ _PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 # The first connection, its channel and the topology must be done within this many
 # PUBLISH_TIMEOUTs, or the attempt is abandoned and made again.
 FIRST_CONNECT_TIMEOUTS = 3
+RECONNECT_INTERVAL = 1  # seconds between reconnect attempts when there are several nodes
 
 
 class BrokerLink:
@@ -43,7 +44,8 @@ class BrokerLink:
         # The name goes in each node's URL (aiormq reads it there): connect_robust
         # dropped its client_properties once given a URL.
         self._nodes = tuple(
-            URL(node).update_query(name=f"orderbot-{role}") for node in settings.amqp_nodes
+            _node_url(URL(node), role, several=len(settings.amqp_nodes) > 1)
+            for node in settings.amqp_nodes
         )
         self._start = start_index(len(self._nodes))
         self._role = role
@@ -203,6 +205,16 @@ class BrokerLink:
             self._channel = await self._connection.channel(  # type: ignore[assignment]
                 publisher_confirms=True, on_return_raises=True
             )
+
+
+def _node_url(url: URL, role: str, *, several: bool) -> URL:
+    """A node's URL with the connection's name; with several nodes, a reconnect tries
+    the next one after 1 s rather than aio-pika's 5 (`reconnect_interval` on the URL
+    wins): another node is likely up."""
+    query: dict[str, str] = {"name": f"orderbot-{role}"}
+    if several and "reconnect_interval" not in url.query:
+        query["reconnect_interval"] = str(RECONNECT_INTERVAL)
+    return url.update_query(query)
 
 
 async def _close_quietly(closable: AbstractRobustConnection | AbstractRobustChannel | None) -> None:
