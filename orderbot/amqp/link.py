@@ -99,12 +99,13 @@ class BrokerLink:
                 await _close_quietly(connection)
                 raise
             except Exception as exc:
-                log.warning("broker_connect_failed", node=node, error=str(exc), retry_in=delay)
-                await _close_quietly(connection)
                 self._start += 1  # the next node; a single one is tried again
-                # A full round of nodes refused: wait before the next round.
-                if self._start % len(self._nodes) == 0:
-                    await asyncio.sleep(delay)
+                # The next nodes at once; after a full round that refused, a pause.
+                pause = delay if self._start % len(self._nodes) == 0 else 0.0
+                log.warning("broker_connect_failed", node=node, error=str(exc), retry_in=pause)
+                await _close_quietly(connection)
+                if pause:
+                    await asyncio.sleep(pause)
                     delay = min(delay * 2, 5.0)
                 continue
             connection.reconnect_callbacks.add(self._on_reconnect)
