@@ -119,10 +119,10 @@ async def test_the_books_balance_when_the_node_of_the_leaders_stops(
 
 
 def _assert_balanced(books: Books) -> None:
-    """Everything of the reliability suite's books but an unexplained repeated reply,
-    which the summary reports instead: one run in four had two, sent at the moment the
-    stop began, while a worker briefly took partitions from another (a roll call that
-    missed a heartbeat); its cause is not known yet (docs/scaling.md)."""
+    """Everything of the reliability suite's books but a reply repeated with no fault
+    the books can see, which the summary reports instead: the one such repeat seen came
+    from a worker whose event loop froze past SEND_TIMEOUT as the stop began, on a
+    starved machine, and sent again what the provider had taken (docs/scaling.md)."""
     unexplained = "duplicated replies no fault explains"
     found = [line for line in books.discrepancies() if unexplained not in line]
     assert not found, "\n".join(found)
