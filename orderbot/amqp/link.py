@@ -3,8 +3,10 @@
 A process must come up while the broker is down (the server then answers 503; a
 worker waits), so the first connection is retried in the background instead of
 failing start-up. After the first success aio-pika's robust connection restores
-channels, queues and consumers by itself. `BrokerLink` is the `Publisher` every
-component publishes through (amqp/publisher.py; amqp/testing.py has the in-memory one).
+channels, queues and consumers by itself, on the next node of AMQP_URL when there are
+several (amqp/nodes.py); a first attempt that fails moves to the next node too.
+`BrokerLink` is the `Publisher` every component publishes through (amqp/publisher.py;
+amqp/testing.py has the in-memory one).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from yarl import URL
 
+from orderbot.amqp.nodes import ClusterConnection, node_label, start_index
 from orderbot.amqp.topology import Topology, declare_topology
 from orderbot.config.settings import Settings
 from orderbot.errors import BrokerUnavailable
@@ -31,13 +34,20 @@ _PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 # The first connection, its channel and the topology must be done within this many
 # PUBLISH_TIMEOUTs, or the attempt is abandoned and made again.
 FIRST_CONNECT_TIMEOUTS = 3
+RECONNECT_INTERVAL = 1  # seconds between reconnect attempts when there are several nodes
 
 
 class BrokerLink:
     """Owns one robust connection, a confirm-mode channel and the declared topology."""
 
     def __init__(self, settings: Settings, role: str) -> None:
-        self._url = settings.amqp_url
+        # The name goes in each node's URL (aiormq reads it there): connect_robust
+        # dropped its client_properties once given a URL.
+        self._nodes = tuple(
+            _node_url(URL(node), role, several=len(settings.amqp_nodes) > 1)
+            for node in settings.amqp_nodes
+        )
+        self._start = start_index(len(self._nodes))
         self._role = role
         self._timeout = settings.publish_timeout.total_seconds()
         self.topology = Topology.from_settings(settings)
@@ -62,17 +72,14 @@ class BrokerLink:
     async def _connect_forever(self) -> None:
         delay = 0.2
         while True:
-            connection: AbstractRobustConnection | None = None
+            connection: ClusterConnection | None = None
+            node = node_label(self._nodes[self._start % len(self._nodes)])
             try:
                 # Bounded as a whole: a first attempt that times out can leave aio-pika's
                 # connect waiting forever (its reconnect loop never reports back), and a
                 # process that never connects and never says so is worse than a retry.
                 async with asyncio.timeout(FIRST_CONNECT_TIMEOUTS * self._timeout):
-                    # The name goes in the URL (aiormq reads it there): connect_robust
-                    # dropped its client_properties once given a URL.
-                    connection = aio_pika.RobustConnection(
-                        URL(self._url).update_query(name=f"orderbot-{self._role}")
-                    )
+                    connection = ClusterConnection(self._nodes, self._start)
                     await connection.connect(timeout=self._timeout)
                     channel = await connection.channel(
                         publisher_confirms=True, on_return_raises=True
@@ -92,16 +99,25 @@ class BrokerLink:
                 await _close_quietly(connection)
                 raise
             except Exception as exc:
-                log.warning("broker_connect_failed", error=str(exc), retry_in=delay)
+                self._start += 1  # the next node; a single one is tried again
+                # The next nodes at once; after a full round that refused, a pause.
+                pause = delay if self._start % len(self._nodes) == 0 else 0.0
+                log.warning("broker_connect_failed", node=node, error=str(exc), retry_in=pause)
                 await _close_quietly(connection)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                if pause:
+                    await asyncio.sleep(pause)
+                    delay = min(delay * 2, 5.0)
                 continue
+            connection.reconnect_callbacks.add(self._on_reconnect)
             self._connection = connection
             self._channel = channel  # type: ignore[assignment]
             self._connected.set()
-            log.info("broker_connected")
+            log.info("broker_connected", node=connection.node, nodes=len(self._nodes))
             return
+
+    def _on_reconnect(self, connection: AbstractRobustConnection | None) -> None:
+        """After a lost connection: channels, consumers and confirms are restored."""
+        log.info("broker_reconnected", node=self.node, nodes=len(self._nodes))
 
     async def wait_connected(self, stop: asyncio.Event | None = None) -> bool:
         """Wait for the first connection; False if `stop` was set first."""
@@ -118,6 +134,12 @@ class BrokerLink:
         if self._connection is None:
             raise BrokerUnavailable("not connected to the broker yet")
         return self._connection
+
+    @property
+    def node(self) -> str | None:
+        """host:port of the node the connection is on (or trying), once connected."""
+        connection = self._connection
+        return connection.node if isinstance(connection, ClusterConnection) else None
 
     @property
     def is_ready(self) -> bool:
@@ -184,6 +206,16 @@ class BrokerLink:
             self._channel = await self._connection.channel(  # type: ignore[assignment]
                 publisher_confirms=True, on_return_raises=True
             )
+
+
+def _node_url(url: URL, role: str, *, several: bool) -> URL:
+    """A node's URL with the connection's name; with several nodes, a reconnect tries
+    the next one after 1 s rather than aio-pika's 5 (`reconnect_interval` on the URL
+    wins): another node is likely up."""
+    query: dict[str, str] = {"name": f"orderbot-{role}"}
+    if several and "reconnect_interval" not in url.query:
+        query["reconnect_interval"] = str(RECONNECT_INTERVAL)
+    return url.update_query(query)
 
 
 async def _close_quietly(closable: AbstractRobustConnection | AbstractRobustChannel | None) -> None:

@@ -10,6 +10,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
 import phonenumbers
 from pydantic import (
@@ -55,6 +56,28 @@ def _parse_durations(value: object) -> tuple[timedelta, ...]:
     return delays
 
 
+def _amqp_url_problem(url: str) -> str | None:
+    """What is wrong with one node's URL, in words that do not quote it; None if nothing."""
+    if not url:
+        return "empty (two commas in a row, or one at an end?)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises for a port that is not a number from 0 to 65535)
+    except ValueError:
+        return "not a URL, or its port is not a number up to 65535"
+    if parts.scheme not in ("amqp", "amqps"):
+        return "must start with amqp:// or amqps://"
+    if not parts.hostname:
+        return "has no host"
+    return None
+
+
+def _url_passwords(url: str) -> list[str]:
+    """A URL's password as written (percent-encoded) and as sent."""
+    password = urlsplit(url).password
+    return list(dict.fromkeys([password, unquote(password)])) if password else []
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Durations = Annotated[tuple[timedelta, ...], NoDecode, BeforeValidator(_parse_durations)]
 Role = Literal["server", "worker", "outbox_worker", "cli"]
@@ -83,7 +106,10 @@ class Settings(BaseSettings):
 
     amqp_url: str = Field(
         default="amqp://guest:guest@localhost:5672/",
-        description="RabbitMQ (docker compose points the three services at its own hosts)",
+        description="RabbitMQ; for a cluster, each node's URL, comma-separated: a process "
+        "connects to one and moves to another when it goes away (docker compose points the "
+        "three services at its own hosts)",
+        examples=["amqp://orderbot:secret@mq1:5672/,amqp://orderbot:secret@mq2:5672/"],
         json_schema_extra={"group": "Services", "dev": True},
     )
     redis_url: str = Field(
@@ -289,6 +315,15 @@ class Settings(BaseSettings):
         ge=1,
         description="most messages one partition of `messages` holds; past it webhooks are "
         "spooled at the edge (changing it on a live broker needs the queues re-created)",
+    )
+    amqp_quorum_group_size: int = Field(
+        default=3,
+        ge=1,
+        le=99,
+        description="replicas a quorum queue gets when it is created "
+        "(`x-quorum-initial-group-size`); the broker places at most one per cluster node, "
+        "so 3 on a single node is one; a queue that exists keeps its own "
+        "(`rabbitmq-queues grow` adds replicas)",
     )
     publish_timeout: Duration = Field(
         default=timedelta(seconds=5),
@@ -516,6 +551,25 @@ class Settings(BaseSettings):
         json_schema_extra={"group": "Development"},
     )
 
+    @field_validator("amqp_url", mode="after")
+    @classmethod
+    def _amqp_nodes(cls, value: str) -> str:
+        """Each node's URL checked at start; the message names the node by its place in
+        the list, never by its text, which holds a password."""
+        nodes = [node.strip() for node in value.split(",")]
+        if not any(nodes):
+            raise ValueError("needs at least one amqp:// or amqps:// URL")
+        for place, node in enumerate(nodes, start=1):
+            problem = _amqp_url_problem(node)
+            if problem is not None:
+                raise ValueError(f"node {place} of {len(nodes)}: {problem}")
+        return ",".join(nodes)
+
+    @property
+    def amqp_nodes(self) -> tuple[str, ...]:
+        """The broker's nodes, in the order AMQP_URL lists them."""
+        return tuple(self.amqp_url.split(","))
+
     @field_validator("log_level", "log_format", "chat2desk_webhook_signature", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
@@ -604,6 +658,7 @@ class Settings(BaseSettings):
         if self.orderbot_master_key is not None:  # each key of the list on its own
             found += [k.strip() for k in self.orderbot_master_key.get_secret_value().split(",")]
         found += self.console_session_secrets()
+        found += [password for node in self.amqp_nodes for password in _url_passwords(node)]
         twilio = self.twilio_credentials()
         if twilio is not None:  # the Basic auth header of the sends
             found += basic_auth_forms(twilio[0], twilio[1])

@@ -13,10 +13,11 @@ from its end, for an outage) until that customer was answered is the recovery ti
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -73,6 +74,8 @@ class Faults:
     amqp_port: int
     postgres_port: int
     rng: random.Random
+    # Faults of other suites by kind (tests/ha's node loss), given this object to report to.
+    extra: Mapping[str, Callable[[Faults], Awaitable[None]]] = field(default_factory=dict)
     records: list[FaultRecord] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     _started: float = field(default_factory=time.monotonic)
@@ -94,6 +97,7 @@ class Faults:
             "provider_slow": lambda: self.provider_outage("slow"),
             "sigterm": self.sigterm_everything,
             "broker_outage": self.broker_outage,
+            **{kind: functools.partial(action, self) for kind, action in self.extra.items()},
         }
         loop = asyncio.get_running_loop()
         until = loop.time() + seconds

@@ -24,8 +24,8 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -63,6 +63,7 @@ class Harness:
     settings: Settings
     rng: random.Random
     report_every: float
+    extra_faults: Mapping[str, Callable[[Faults], Awaitable[None]]] = field(default_factory=dict)
 
     async def run(
         self, name: str, seconds: float, *injectors: Sequence[str], shoppers: int = SHOPPERS
@@ -86,6 +87,7 @@ class Harness:
                 amqp_port=urlsplit(self.settings.amqp_url).port or 5672,
                 postgres_port=urlsplit(self.settings.database_url).port or 5432,
                 rng=self.rng,
+                extra=self.extra_faults,
             )
             started = time.monotonic()
             reporter = asyncio.create_task(self._report(name, load, faults, started))
