@@ -222,6 +222,9 @@ def _settings_docs(*, markdown: bool, into: Path | None) -> int:
 
 
 def _migrate(settings: Settings) -> int:
+    """The schema, then the Redis keys' layout (orderbot/conversation/key_layout.py)."""
+    from redis.exceptions import RedisError
+
     from orderbot.orders.migrate import SchemaMissing, migrate, schema_sql
     from orderbot.runtime.logging import configure_logging
 
@@ -235,7 +238,20 @@ def _migrate(settings: Settings) -> int:
     except (OSError, ValueError) as exc:
         print(f"orderbot migrate: cannot reach the database: {exc}", file=sys.stderr)
         return 1
+    try:
+        asyncio.run(_retag_redis_keys(settings))
+    except (OSError, RedisError) as exc:
+        print(f"orderbot migrate: cannot migrate the Redis keys: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+async def _retag_redis_keys(settings: Settings) -> None:
+    from orderbot.conversation.key_layout import retag_keys
+    from orderbot.runtime.resources import open_redis
+
+    async with open_redis(settings) as redis:
+        await retag_keys(redis, settings.redis_key_prefix)
 
 
 def _run_all(log_format: str) -> int:

@@ -17,6 +17,8 @@ from redis.asyncio import Redis
 
 from dialog import Lang, OrderStatus, status_notice
 from orderbot.config.settings import Settings
+from orderbot.conversation.keys import Keys
+from orderbot.envelopes import Conversation
 from server.app import create_app
 from server.keys import BROKER
 from tests.support.credentials import OPERATOR_KEY
@@ -358,7 +360,9 @@ async def test_news_the_handler_could_not_queue_is_relayed_in_order(
         == 0
     )
     owed = await redis.get(
-        f"{settings.redis_key_prefix}rating:{settings.tenant}:chat2desk:{customer.client_id}"
+        Keys(settings.redis_key_prefix).rating(
+            Conversation(tenant=settings.tenant, provider="chat2desk", client_id=customer.client_id)
+        )
     )
     assert owed is not None
     assert f'"order_id":{order_id}' in owed

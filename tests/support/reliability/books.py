@@ -23,6 +23,8 @@ from redis.asyncio import Redis
 from dialog import DialogState, advance
 from orderbot.amqp.topology import Topology
 from orderbot.config.settings import Settings
+from orderbot.conversation.keys import Keys
+from orderbot.envelopes import Conversation
 from tests.support.broker_tools import depth, take_all
 from tests.support.customers import CLIENT_PHONE
 from tests.support.reliability.chaos_provider import ChaosChat2Desk
@@ -309,7 +311,15 @@ async def close_books(
     )
     prefix, tenant = settings.redis_key_prefix, settings.tenant
     ids = [m for s in shoppers for m in s.message_ids]
-    markers = await _mget(redis, [f"{prefix}processed:{tenant}:chat2desk:{m}" for m in ids])
+    keys = Keys(prefix)
+    markers = await _mget(
+        redis,
+        [
+            keys.processed_of(f"{tenant}:chat2desk:{s.client_id}", m)
+            for s in shoppers
+            for m in s.message_ids
+        ],
+    )
     books.steps_lost = [m for m, v in zip(ids, markers, strict=True) if v is None]
     books.steps_applied = len(ids) - len(books.steps_lost)
     turn_of = dict(zip(ids, markers, strict=True))
@@ -319,7 +329,11 @@ async def close_books(
             books.steps_out_of_order.append(f"{shopper.client_id}: turns {turns}")
 
     states = await _mget(
-        redis, [f"{prefix}dialog:{tenant}:chat2desk:{s.client_id}" for s in shoppers]
+        redis,
+        [
+            keys.dialog(Conversation(tenant=tenant, provider="chat2desk", client_id=s.client_id))
+            for s in shoppers
+        ],
     )
     rows = await db.fetch(
         """
