@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 
-.PHONY: install install-dev services services-for-tests env migrate run test test-reliability soak lint format settings-docs bench bench-quick clean
+.PHONY: install install-dev services services-for-tests env migrate run test test-reliability test-ha soak lint format settings-docs bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ test: install-dev services-for-tests
 # each, the fuzzer and the overload test; a few minutes. CI runs it after `make test`.
 test-reliability: install-dev services-for-tests
 	$(BIN)/pytest -m reliability tests/reliability
+
+# Clustered engines and their failovers (tests/ha): nodes started by the tests on ports
+# of their own, a few minutes. CI runs it after `make test-reliability`.
+test-ha: install-dev services-for-tests
+	$(BIN)/pytest -m ha tests/ha
 
 # Every fault at once for RELIABILITY_SECONDS (default 10 min), the running books every
 # minute; then the books are closed. RELIABILITY_SEED replays a run's random moments.

@@ -44,6 +44,7 @@ class Scripts:
     """Where each script was made (file, line), and the keys of each of its runs."""
 
     runs: dict[tuple[str, int], list[list[str]]] = field(default_factory=dict)
+    site_of: dict[int, tuple[str, int]] = field(default_factory=dict)  # by id() of the script
 
     def made(self) -> tuple[str, int]:
         # The frame that asked for the script: above this spy and the library call.
@@ -67,20 +68,22 @@ def scripts(monkeypatch: pytest.MonkeyPatch) -> Scripts:
 
     def batch_script(self: Any, source: str) -> Any:
         script = make_batch_script(self, source)
-        script.site = seen.made()
+        seen.site_of[id(script)] = seen.made()
         return script
 
     def call_batch_script(self: Any, *, keys: Any, args: Any = ()) -> Any:
-        seen.runs[self.site].append(list(keys))
+        seen.runs[seen.site_of[id(self)]].append(list(keys))
         return run_batch_script(self, keys=keys, args=args)
 
     def register(self: Any, source: str) -> Any:
         script = make_registered(self, source)
-        script.site = seen.made()
+        seen.site_of[id(script)] = seen.made()
         return script
 
-    async def call_registered(self: Any, keys: Any = None, args: Any = None, client: Any = None):
-        seen.runs[self.site].append(list(keys or []))
+    async def call_registered(
+        self: Any, keys: Any = None, args: Any = None, client: Any = None
+    ) -> Any:
+        seen.runs[seen.site_of[id(self)]].append(list(keys or []))
         return await run_registered(self, keys=keys, args=args, client=client)
 
     monkeypatch.setattr(batch_module.RedisBatch, "script", batch_script)
