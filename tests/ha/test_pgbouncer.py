@@ -56,7 +56,15 @@ async def _queries_through(settings: Settings) -> list[int]:
             value: int = await pool.fetchval("SELECT $1::int + 1", i)
             return value
 
-        return await asyncio.gather(*(one(i) for i in range(CONCURRENT_QUERIES)))
+        answers = await asyncio.gather(
+            *(one(i) for i in range(CONCURRENT_QUERIES)), return_exceptions=True
+        )
+    values: list[int] = []
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
+        values.append(answer)
+    return values
 
 
 async def test_the_processes_pool_works_through_pgbouncer_without_a_statement_cache(

@@ -9,16 +9,30 @@ customer who lost a step. What the processed-marker and the order row's uniquene
 guarantee is shown by the books: a message redelivered after the failover (its ack never
 sent) runs again, and an order it already wrote is not written again (the row's
 (tenant, provider, source message) is unique), so no order is ever duplicated.
+
+A failover an operator asks for (`SENTINEL FAILOVER`) demotes a master that stays up: the
+process's client must follow it to the new master, its errors meanwhile transient.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
+from datetime import timedelta
 
 import pytest
+import redis
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from dialog import DialogState
+from orderbot.config.settings import Settings
+from orderbot.conversation.dialog_store import DialogStore
+from orderbot.conversation.locks import ClientLocks
+from orderbot.envelopes import Conversation, InboundMessage
+from orderbot.errors import is_transient
 from tests.support.ha.redis_nodes import Node, SentinelGroup
 from tests.support.reliability.books import Books
 from tests.support.reliability.faults import Faults
@@ -147,3 +161,62 @@ async def test_a_master_killed_under_load_duplicates_no_order_and_every_lost_ste
     assert not books.unfinished
     assert books.dlq_unexpected == []
     assert books.dlq_missing == []
+
+
+async def test_a_process_s_client_follows_a_failover_and_its_scripts_run_on_the_new_master(
+    sentinel_redis: Redis, sentinel_group: SentinelGroup, settings: Settings
+) -> None:
+    """`SENTINEL FAILOVER` demotes a master that stays up: the process's Redis batch still
+    holds a connection to it. A write there is answered READONLY, which must reach the
+    caller as a transient error (waited out and retried, like an outage), after which the
+    same client writes to the new master, loading the scripts it has not seen."""
+    store = DialogStore(
+        sentinel_redis,
+        settings.redis_key_prefix,
+        state_ttl=timedelta(minutes=5),
+        dedupe_ttl=timedelta(minutes=5),
+    )
+    locks = ClientLocks(sentinel_redis, settings.redis_key_prefix, timeout=5)
+    conversation = Conversation(tenant=settings.tenant, provider="chat2desk", client_id="77")
+    before = InboundMessage(message_id="m-1", conversation=conversation, text="hi")
+    after = InboundMessage(message_id="m-2", conversation=conversation, text="hi")
+    await _step(store, locks, before)
+    old = await asyncio.to_thread(sentinel_group.master)
+    with sentinel_group.sentinels[0].client() as sentinel:
+        sentinel.sentinel_failover(sentinel_group.name)
+    new_port = await _new_master(sentinel_group, old.port, ELECTION_LIMIT)
+    # The Sentinels demote the old master only after promoting the new one; what it took
+    # meanwhile is lost when it becomes a replica (docs/scaling.md). Write once it has.
+    await _until_replica(old)
+
+    failures: list[Exception] = []
+    async with asyncio.timeout(ELECTION_LIMIT):
+        while True:
+            try:
+                await _step(store, locks, after)
+                break
+            except RedisError as exc:
+                failures.append(exc)
+                await asyncio.sleep(0.1)  # the caller's backoff
+
+    assert all(is_transient(exc) for exc in failures), failures
+    new = next(node for node in sentinel_group.data if node.port == new_port)
+    with new.client() as client:
+        assert client.exists(store.keys.processed(before), store.keys.processed(after)) == 2
+
+
+async def _until_replica(node: Node) -> None:
+    async with asyncio.timeout(ELECTION_LIMIT):
+        while True:
+            with node.client() as client, contextlib.suppress(redis.RedisError):
+                # Its clients' connections are closed as it turns into a replica.
+                if (await asyncio.to_thread(client.info, "replication"))["role"] == "slave":
+                    return
+            await asyncio.sleep(0.05)
+
+
+async def _step(store: DialogStore, locks: ClientLocks, message: InboundMessage) -> None:
+    async with locks.hold_loading(message.conversation.key, store.begin(message)) as lease:
+        await store.commit(
+            message, DialogState(turns=1), lock_key=lease.key, lock_token=lease.token
+        )
