@@ -41,7 +41,7 @@ from tests.support.reliability.scenario import DRAIN_LIMIT, Harness
 
 pytestmark = pytest.mark.ha
 
-LOAD_SECONDS = max(load_seconds(), 20.0)
+LOAD_SECONDS = max(load_seconds(), 15.0)
 RECOVERY_LIMIT = 30.0  # seconds from the kill until a new customer is answered
 ELECTION_LIMIT = 20.0  # seconds from the kill until the Sentinels name a new master
 
