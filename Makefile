@@ -57,8 +57,6 @@ test: install-dev services-for-tests
 test-reliability: install-dev services-for-tests
 	$(BIN)/pytest -m reliability tests/reliability
 
-# Clustered engines and their failovers (tests/ha): nodes started by the tests on ports
-# of their own, a few minutes. CI runs it after `make test-reliability`.
 test-ha: install-dev services-for-tests
 	$(BIN)/pytest -m ha tests/ha
 

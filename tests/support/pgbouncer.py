@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -98,7 +97,7 @@ stats_users = postgres
         (directory / name).chmod(0o644)
     command = [PGBOUNCER, str(directory / "pgbouncer.ini")]
     if os.geteuid() == 0:
-        command[1:1] = ["-u", pwd.getpwnam("postgres").pw_name]
+        command[1:1] = ["-u", "postgres"]
     log = (directory / "pgbouncer.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
