@@ -29,6 +29,7 @@ from orderbot.history import store as history_store
 from orderbot.orders.lifecycle import OrderLifecycle, OrderNotFound, StatusChanged
 from orderbot.orders.notifications import StatusNotifier
 from orderbot.orders.views import MAX_ID, OrderFilter, OrderViews
+from orderbot.runtime.resources import postgres_options
 from server.api_models import ConversationFilter, MessageFilter, StatusChange, TransitionRefused
 from server.auth import KeyAuthenticator, Principal
 from server.errors import json_error
@@ -73,7 +74,13 @@ async def _api_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     # min_size=0: the server starts (and takes webhooks) while the database is down.
-    pool = asyncpg.create_pool(settings.database_url, min_size=0, max_size=5, command_timeout=10)
+    pool = asyncpg.create_pool(
+        settings.database_url,
+        min_size=0,
+        max_size=5,
+        command_timeout=10,
+        **postgres_options(settings),
+    )
     await pool
     redis = app[REDIS]
     app[API] = OperatorApi(

@@ -15,7 +15,7 @@ from orderbot.config.settings import ConfigError, Settings
 from orderbot.orders.live import live_events
 from orderbot.runtime import metrics
 from orderbot.runtime.ops import serve_ops
-from orderbot.runtime.resources import open_redis
+from orderbot.runtime.resources import open_redis, postgres_options
 from orderbot.runtime.roles import SERVER
 from server.connections import listen
 from server.errors import server_middleware
@@ -87,7 +87,11 @@ async def _postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     # Only /health/ready uses it; min_size=0 lets the server start while the
     # database is down and report that, rather than refuse to serve webhooks.
     pool = asyncpg.create_pool(
-        app[SETTINGS].database_url, min_size=0, max_size=2, command_timeout=2
+        app[SETTINGS].database_url,
+        min_size=0,
+        max_size=2,
+        command_timeout=2,
+        **postgres_options(app[SETTINGS]),
     )
     await pool
     app[POSTGRES] = pool

@@ -3,12 +3,18 @@
 Each test gets its own QUEUE_PREFIX and REDIS_KEY_PREFIX, and client ids nobody
 else uses, so tests never see each other's data; the per-session database holds
 only this run's orders and is dropped at the end.
+
+ORDERBOT_TEST_PGBOUNCER=1 puts a PgBouncer of the run's own, in transaction pooling
+mode, between orderbot and that database: every DATABASE_URL the tests give orderbot
+goes through it (with DATABASE_STATEMENT_CACHE_SIZE=0), LISTEN goes direct
+(DATABASE_LISTEN_URL), and the tests' own look into the database (`db`) goes direct.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +49,7 @@ from tests.support.credentials import (
     WEBHOOK_TOKEN,
 )
 from tests.support.fake_provider import FakeChat2Desk, running_fake
+from tests.support.pgbouncer import PgBouncer, running_pgbouncer
 from tests.support.processes import OrderbotProcess, wait_http_ok
 from tests.support.queue_sweep import new_namespace, sweep
 from tests.support.roles import in_process
@@ -100,7 +107,21 @@ def services() -> Iterator[Services]:
 
 
 @pytest.fixture(scope="session")
-def database_url(services: Services) -> Iterator[str]:
+def pgbouncer(services: Services) -> Iterator[PgBouncer | None]:
+    """The run's PgBouncer with ORDERBOT_TEST_PGBOUNCER=1, else None."""
+    if os.environ.get("ORDERBOT_TEST_PGBOUNCER", "") in ("", "0"):
+        yield None
+        return
+    with running_pgbouncer(services.postgres_url) as bouncer:
+        yield bouncer
+        report = os.environ.get("ORDERBOT_TEST_PGBOUNCER_REPORT")
+        if report:  # how the suite-through-PgBouncer run shows its traffic took that path
+            Path(report).write_text(f"{bouncer.transactions()}\n")
+
+
+@pytest.fixture(scope="session")
+def direct_database_url(services: Services) -> Iterator[str]:
+    """The session's database, on PostgreSQL itself."""
     # The namespace says which process made it: the run's cleanup finds it by that.
     name = f"{DATABASE_PREFIX}{new_namespace()}"
     url = services.database_url(name)
@@ -117,6 +138,12 @@ def database_url(services: Services) -> Iterator[str]:
     run_apart(drop())
 
 
+@pytest.fixture(scope="session")
+def database_url(direct_database_url: str, pgbouncer: PgBouncer | None) -> str:
+    """The session's database as orderbot reaches it: direct, or through the PgBouncer."""
+    return direct_database_url if pgbouncer is None else pgbouncer.url(direct_database_url)
+
+
 @pytest.fixture
 def namespace() -> str:
     """Creation time, host and pid are in the name, so a sweep can tell it was left."""
@@ -131,10 +158,21 @@ async def fake() -> AsyncIterator[FakeChat2Desk]:
 
 @pytest.fixture
 def config(
-    services: Services, database_url: str, namespace: str, fake: FakeChat2Desk, tmp_path: Path
+    services: Services,
+    database_url: str,
+    direct_database_url: str,
+    pgbouncer: PgBouncer | None,
+    namespace: str,
+    fake: FakeChat2Desk,
+    tmp_path: Path,
 ) -> dict[str, str]:
     """The environment of this test's orderbot processes; tests adjust it before starting them."""
-    return {
+    through_pgbouncer = (
+        {}
+        if pgbouncer is None
+        else {"DATABASE_LISTEN_URL": direct_database_url, "DATABASE_STATEMENT_CACHE_SIZE": "0"}
+    )
+    return through_pgbouncer | {
         "AMQP_URL": services.amqp_url,
         "REDIS_URL": services.redis_url,
         "DATABASE_URL": database_url,
@@ -204,8 +242,8 @@ async def redis(services: Services, namespace: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database_url)
+async def db(direct_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(direct_database_url)
     yield connection
     await connection.close()
 

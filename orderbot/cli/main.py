@@ -234,6 +234,9 @@ def _settings_docs(*, markdown: bool, into: Path | None) -> int:
 
 
 def _migrate(settings: Settings) -> int:
+    """The schema, then the Redis keys' layout (orderbot/conversation/key_layout.py)."""
+    from redis.exceptions import RedisError
+
     from orderbot.orders.migrate import SchemaMissing, migrate, schema_sql
     from orderbot.runtime.logging import configure_logging
 
@@ -246,6 +249,11 @@ def _migrate(settings: Settings) -> int:
         return 1
     except (OSError, ValueError) as exc:
         print(f"orderbot migrate: cannot reach the database: {exc}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(_retag_redis_keys(settings))
+    except (OSError, RedisError) as exc:
+        print(f"orderbot migrate: cannot migrate the Redis keys: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -274,6 +282,14 @@ def _served_url(settings: Settings, path: str) -> str:
     elif ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{settings.http_port}{path}"
+
+
+async def _retag_redis_keys(settings: Settings) -> None:
+    from orderbot.conversation.key_layout import retag_keys
+    from orderbot.runtime.resources import open_redis
+
+    async with open_redis(settings) as redis:
+        await retag_keys(redis, settings.redis_key_prefix)
 
 
 def _run_all(log_format: str, chat: str | None = None, console: str | None = None) -> int:

@@ -113,7 +113,11 @@ async def run_tenants(settings: Settings, args: argparse.Namespace) -> int:
         box = _box(settings) if command in ("add", "update", "reencrypt") else None
         changes = _changes(args) if command in ("add", "update") else None
         try:
-            conn = await asyncpg.connect(settings.database_url, timeout=10)
+            conn = await asyncpg.connect(
+                settings.database_url,
+                timeout=10,
+                statement_cache_size=settings.database_statement_cache_size,
+            )
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise CliError(f"cannot reach the database at DATABASE_URL: {exc}") from None
         try:

@@ -122,6 +122,34 @@ class Settings(BaseSettings):
         description="PostgreSQL: orders and tenants; `orderbot migrate` creates the database",
         json_schema_extra={"dev": True},
     )
+    redis_sentinels: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Redis Sentinels as host:port, comma-separated: set, the processes ask "
+        "them for the master of REDIS_SENTINEL_MASTER and follow its failovers (REDIS_URL "
+        "then gives only the database number and the master's password)",
+        json_schema_extra={"group": "High availability"},
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster",
+        description="the name the Sentinels monitor the master under",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None,
+        description="the Sentinels' own password (`requirepass` of sentinel.conf), if any",
+    )
+    database_listen_url: str | None = Field(
+        default=None,
+        description="a direct PostgreSQL connection for LISTEN (the tenants directory "
+        "follows its table): a session of its own, never through a pooler in transaction "
+        "mode; unset: DATABASE_URL",
+    )
+    database_statement_cache_size: int = Field(
+        default=100,
+        ge=0,
+        description="asyncpg's prepared statements cached per connection; 0 when "
+        "DATABASE_URL goes through PgBouncer in transaction pooling mode, where a named "
+        "statement prepared on one server connection is missing on the next",
+    )
 
     http_host: str = Field(
         default="0.0.0.0",
@@ -587,6 +615,31 @@ class Settings(BaseSettings):
             return tuple(code.strip() for code in value.split(",") if code.strip())
         return value
 
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(node.strip() for node in value.split(",") if node.strip())
+        return value
+
+    @field_validator("redis_sentinels", mode="after")
+    @classmethod
+    def _host_and_port(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for node in value:
+            host, _, port = node.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{node!r} is not host:port")
+        return value
+
+    @field_validator("redis_key_prefix")
+    @classmethod
+    def _no_hash_tag(cls, value: str) -> str:
+        """Keys carry the customer's hash tag; a `{` before it would make Redis Cluster
+        hash the prefix instead, and scatter a customer's keys over slots."""
+        if "{" in value or "}" in value:
+            raise ValueError("must not contain { or }")
+        return value
+
     @field_validator("handoff_words", mode="before")
     @classmethod
     def _words(cls, value: object) -> object:
@@ -594,7 +647,13 @@ class Settings(BaseSettings):
             return tuple(word.strip() for word in value.split(",") if word.strip())
         return value
 
-    @field_validator("chat2desk_operator_group_id", "handoff_notify_url", mode="before")
+    @field_validator(
+        "chat2desk_operator_group_id",
+        "handoff_notify_url",
+        "database_listen_url",
+        "redis_sentinel_password",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -653,6 +712,7 @@ class Settings(BaseSettings):
             self.twilio_auth_token,
             self.operator_api_key,
             self.webchat_secret,
+            self.redis_sentinel_password,
         )
         found = [v.get_secret_value() for v in values if v and v.get_secret_value()]
         if self.orderbot_master_key is not None:  # each key of the list on its own
@@ -670,6 +730,14 @@ class Settings(BaseSettings):
         if value is None:
             return []
         return [part.strip() for part in value.get_secret_value().split(",") if part.strip()]
+    def sentinel_nodes(self) -> list[tuple[str, int]]:
+        return [
+            (host, int(port)) for host, _, port in (n.rpartition(":") for n in self.redis_sentinels)
+        ]
+
+    @property
+    def listen_url(self) -> str:
+        return self.database_listen_url or self.database_url
 
     def twilio_credentials(self) -> tuple[str, str, str] | None:
         """(account SID, auth token, WhatsApp sender) when the Twilio channel is set up."""

@@ -10,9 +10,13 @@ reply or error, so nothing about what a call means changes. One pipeline is in f
 at a time; the calls made meanwhile form the next one, so batches grow with load
 (group commit) and a lone call waits for nothing but its own round trip.
 
-Scripts go by EVALSHA; a NOSCRIPT (Redis restarted or flushed) loads the script and
-runs those calls again. Whatever makes the whole pipeline fail (Redis unreachable)
-is raised to every caller of that batch, as the single command would have raised it.
+Scripts go by EVALSHA; a NOSCRIPT (Redis restarted or flushed, or a replica promoted
+by Sentinel, which has not loaded them) loads the script and runs those calls again.
+Whatever makes the whole pipeline fail (Redis unreachable) is raised to every caller
+of that batch, as the single command would have raised it. A READONLY answer means
+the server was demoted to a replica by a failover: the connection is dropped, so the
+next batch connects to whatever is master now, and its callers get a ConnectionError,
+the outage they already wait out and retry, never a write that silently did nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
 log = structlog.get_logger(__name__)
 
@@ -189,6 +193,12 @@ class RedisBatch:
             if isinstance(exc, RuntimeError):
                 raise _lost(exc) from exc
             raise
+        if any(isinstance(reply, ReadOnlyError) for reply in replies):
+            self._conn = None
+            await conn.disconnect(nowait=True)
+            await self._redis.connection_pool.release(conn)
+            demoted = RedisConnectionError("Redis answered READONLY: the master was demoted")
+            replies = [demoted if isinstance(r, ReadOnlyError) else r for r in replies]
         return replies
 
 

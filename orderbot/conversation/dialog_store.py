@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from dialog import DialogState
 from orderbot.conversation.batch import batch_for
 from orderbot.conversation.buckets import TAKE_FUNCTION
+from orderbot.conversation.key_layout import UntaggedMarkers
 from orderbot.conversation.keys import Keys
 from orderbot.envelopes import InboundMessage
 from orderbot.errors import LockLost
@@ -107,6 +108,7 @@ class DialogStore:
         batch = batch_for(redis)  # concurrent steps share their round trips
         self._commit = batch.script(_COMMIT)
         self._begin = batch.script(_BEGIN)
+        self._untagged = UntaggedMarkers(redis, prefix)
 
     def begin(
         self, message: InboundMessage, *, per_minute: int | None = None
@@ -126,13 +128,21 @@ class DialogStore:
         budget = (per_minute / 60_000, per_minute) if per_minute else (0, 0)
 
         async def take(lock_key: str, token: str, lease_ms: int) -> Begun | None:
-            reply = await self._begin(
-                keys=[lock_key, *keys], args=[token, lease_ms, *budget, _NOTICE_MS]
-            )
+            # Queued first, so it rides in the same round trip as the script.
+            untagged = self._untagged.check(message)
+            try:
+                reply = await self._begin(
+                    keys=[lock_key, *keys], args=[token, lease_ms, *budget, _NOTICE_MS]
+                )
+            except BaseException:
+                if untagged is not None:  # it failed with the pipeline: nobody reads it
+                    untagged.add_done_callback(lambda f: f.cancelled() or f.exception())
+                raise
+            applied_before = untagged is not None and bool(await untagged)
             if reply is None:
                 return None
             verdict = int(reply[0])
-            if verdict == 1:
+            if verdict == 1 or applied_before:
                 return Begun(processed=True)
             if verdict == 3:
                 return Begun(processed=False, handed_off=True)

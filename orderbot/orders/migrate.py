@@ -1,7 +1,9 @@
 """`orderbot migrate`: create the database if missing, then apply schema.sql.
 
 schema.sql is idempotent, so migrate runs on every deploy; an advisory lock keeps
-two deploys running it at once from interleaving.
+two deploys running it at once from interleaving. The lock is the transaction's
+(pg_advisory_xact_lock) and nothing is kept prepared (statement_cache_size=0), so it
+also runs through PgBouncer in transaction pooling mode.
 """
 
 from __future__ import annotations
@@ -39,13 +41,13 @@ async def create_database_if_missing(database_url: str) -> bool:
     if not name:
         raise ValueError("DATABASE_URL must name the database, e.g. .../orderbot")
     try:
-        conn = await asyncpg.connect(database_url)
+        conn = await asyncpg.connect(database_url, statement_cache_size=0)
     except asyncpg.InvalidCatalogNameError:
         pass
     else:
         await conn.close()
         return False
-    admin = await asyncpg.connect(database_url, database="postgres")
+    admin = await asyncpg.connect(database_url, database="postgres", statement_cache_size=0)
     try:
         quoted = '"' + name.replace('"', '""') + '"'
         await admin.execute(f"CREATE DATABASE {quoted}")
@@ -63,7 +65,7 @@ async def migrate(database_url: str) -> None:
     schema = schema_sql()
     created = await create_database_if_missing(database_url)
     try:
-        conn = await asyncpg.connect(database_url)
+        conn = await asyncpg.connect(database_url, statement_cache_size=0)
         try:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
@@ -79,7 +81,7 @@ async def migrate(database_url: str) -> None:
 
 async def _drop_database(database_url: str) -> None:
     name = unquote(urlsplit(database_url).path.lstrip("/"))
-    admin = await asyncpg.connect(database_url, database="postgres")
+    admin = await asyncpg.connect(database_url, database="postgres", statement_cache_size=0)
     try:
         quoted = '"' + name.replace('"', '""') + '"'
         await admin.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")

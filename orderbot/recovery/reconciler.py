@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from orderbot.amqp.publisher import Publisher
 from orderbot.config.settings import Settings
+from orderbot.conversation.key_layout import UntaggedMarkers
 from orderbot.conversation.keys import Keys
 from orderbot.envelopes import InboundMessage, encode, utcnow
 from orderbot.recovery import chat2desk, twilio
@@ -105,6 +106,7 @@ class Reconciler:
         self._tenants = tenants
         self._publisher = publisher
         self._keys = Keys(settings.redis_key_prefix)
+        self._untagged = UntaggedMarkers(redis, settings.redis_key_prefix)
         self._backoff: dict[tuple[str, str], tuple[float, int]] = {}
 
     async def run_pass(
@@ -295,7 +297,9 @@ class Reconciler:
         publisher = self._publisher
         for message in messages:
             conversation = message.conversation
-            if await self._redis.exists(self._keys.processed(message)):
+            if await self._redis.exists(
+                self._keys.processed(message)
+            ) or await self._untagged.applied(message):
                 outcome = ALREADY_PROCESSED
             elif publisher is None:
                 outcome = DRY_RUN

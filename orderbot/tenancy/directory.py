@@ -299,7 +299,9 @@ class _Follower:
         self, directory: TenantDirectory, settings: Settings, box: SecretBox, role: str
     ) -> None:
         self._directory = directory
-        self._url = settings.database_url
+        # A session of its own: LISTEN does not survive a pooler in transaction mode.
+        self._url = settings.listen_url
+        self._statement_cache_size = settings.database_statement_cache_size
         self._interval = settings.tenants_reload_interval.total_seconds()
         self._box = box
         self._role = role
@@ -333,6 +335,7 @@ class _Follower:
             self._url,
             timeout=5,
             command_timeout=10,
+            statement_cache_size=self._statement_cache_size,
             server_settings={"application_name": f"orderbot-tenants-{self._role}"},
         )
         try:

@@ -114,7 +114,9 @@ async def test_overload_past_queue_and_spool_is_refused_and_all_accepted_is_proc
 
     drain_started = time.monotonic()
     watcher = AppliedWatcher(redis, settings.redis_key_prefix, settings.tenant)
-    applied = await asyncio.gather(*(watcher.wait(m, timeout=DRAIN_TIMEOUT) for m in seen.accepted))
+    applied = await asyncio.gather(
+        *(watcher.wait(m, timeout=DRAIN_TIMEOUT, client_id=c) for m, c in seen.accepted.items())
+    )
     await watcher.close()
     greeting = expected_replies(["Hello"])
     await provider.wait_for(

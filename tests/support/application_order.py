@@ -6,28 +6,30 @@ turn k had their steps applied in the order they wrote them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from redis.asyncio import Redis
 
 from orderbot.config.settings import Settings
-
-
-def _marker(settings: Settings, message_id: str) -> str:
-    return f"{settings.redis_key_prefix}processed:{settings.tenant}:chat2desk:{message_id}"
+from orderbot.conversation.keys import Keys
 
 
 async def applied_turns(
-    redis: Redis, settings: Settings, message_ids: Iterable[str]
+    redis: Redis, settings: Settings, accepted: Mapping[str, list[str]]
 ) -> dict[str, int | None]:
-    """Each message's turn, or None for one not applied (yet)."""
-    ids = list(message_ids)
+    """Each message's turn (client id -> message ids), or None for one not applied (yet)."""
+    keys = Keys(settings.redis_key_prefix)
+    pairs = [
+        (m, keys.processed_of(f"{settings.tenant}:chat2desk:{client}", m))
+        for client, ids in accepted.items()
+        for m in ids
+    ]
     turns: dict[str, int | None] = {}
-    for start in range(0, len(ids), 1000):
-        chunk = ids[start : start + 1000]
-        values = await redis.mget([_marker(settings, m) for m in chunk])
-        pairs = zip(chunk, values, strict=True)
-        turns.update({m: int(v) if v is not None else None for m, v in pairs})
+    for start in range(0, len(pairs), 1000):
+        chunk = pairs[start : start + 1000]
+        values = await redis.mget([key for _, key in chunk])
+        found = zip((m for m, _ in chunk), values, strict=True)
+        turns.update({m: int(v) if v is not None else None for m, v in found})
     return turns
 
 
@@ -45,12 +47,12 @@ def out_of_order(
 
 
 async def wait_applied(
-    redis: Redis, settings: Settings, message_ids: list[str], timeout: float = 60
+    redis: Redis, settings: Settings, accepted: Mapping[str, list[str]], timeout: float = 60
 ) -> dict[str, int | None]:
-    """Until every message was applied; their turns."""
+    """Until every message (client id -> message ids) was applied; their turns."""
     async with asyncio.timeout(timeout):
         while True:
-            turns = await applied_turns(redis, settings, message_ids)
+            turns = await applied_turns(redis, settings, accepted)
             if all(t is not None for t in turns.values()):
                 return turns
             await asyncio.sleep(0.05)

@@ -6,6 +6,7 @@ from redis.asyncio import Redis
 
 from dialog import DialogState
 from orderbot.config.settings import Settings
+from orderbot.conversation.keys import Keys
 from orderbot.envelopes import Conversation, InboundMessage, encode
 from tests.support.customers import Customer
 
@@ -28,7 +29,9 @@ def envelope(settings: Settings, customer: Customer, text: str, message_id: str)
 
 async def dialog_state(redis: Redis, settings: Settings, customer: Customer) -> DialogState:
     raw = await redis.get(
-        f"{settings.redis_key_prefix}dialog:{settings.tenant}:chat2desk:{customer.client_id}"
+        Keys(settings.redis_key_prefix).dialog(
+            Conversation(tenant=settings.tenant, provider="chat2desk", client_id=customer.client_id)
+        )
     )
     assert raw is not None
     return DialogState.model_validate_json(raw)

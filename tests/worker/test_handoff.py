@@ -38,8 +38,9 @@ def _handoff_key(settings: Settings, customer: Customer) -> str:
     return Keys(settings.redis_key_prefix).handoff(_conversation(settings, customer).key)
 
 
-def _processed_key(settings: Settings, message_id: str) -> str:
-    return f"{settings.redis_key_prefix}processed:{settings.tenant}:chat2desk:{message_id}"
+def _processed_key(settings: Settings, customer: Customer, message_id: str) -> str:
+    customer_key = _conversation(settings, customer).key
+    return Keys(settings.redis_key_prefix).processed_of(customer_key, message_id)
 
 
 async def _says_unanswered(
@@ -55,7 +56,7 @@ async def _says_unanswered(
     before = fake.texts_for(customer.client_id)
     hook = customer.says(text)
     assert await post(hook) == 200
-    await poll(lambda: redis.exists(_processed_key(settings, hook["message_id"])))
+    await poll(lambda: redis.exists(_processed_key(settings, customer, hook["message_id"])))
     assert fake.texts_for(customer.client_id) == before
 
 

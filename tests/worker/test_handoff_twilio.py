@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from dialog import Lang, handing_over
 from orderbot.config.settings import Settings
+from orderbot.conversation.keys import Keys
 from tests.support.fake_provider import FakeChat2Desk
 from tests.support.recovery import poll
 from tests.support.twilio import WhatsAppCustomer, post
@@ -54,12 +55,13 @@ async def test_a_handed_off_twilio_customer_is_not_answered(
 ) -> None:
     customer = WhatsAppCustomer()
     assert (await post(client, customer.says("человек"))).status == 200
-    handoff = f"{settings.redis_key_prefix}handoff:{settings.tenant}:twilio:{customer.number}"
+    keys = Keys(settings.redis_key_prefix)
+    handoff = keys.handoff(f"{settings.tenant}:twilio:{customer.number}")
     await poll(lambda: redis.exists(handoff))
     later = customer.says("ул. Киевская 95, кв 12")
 
     assert (await post(client, later)).status == 200
 
-    marker = f"{settings.redis_key_prefix}processed:{settings.tenant}:twilio:{later['MessageSid']}"
+    marker = keys.processed_of(f"{settings.tenant}:twilio:{customer.number}", later["MessageSid"])
     await poll(lambda: redis.exists(marker))
     assert fake.texts_for(customer.number) == [handing_over(Lang.RU)]

@@ -21,6 +21,7 @@ from dialog import DialogState
 from orderbot.config.settings import Settings
 from orderbot.conversation.batch import RedisBatch, batch_for
 from orderbot.conversation.dialog_store import Begun, DialogStore
+from orderbot.conversation.keys import Keys
 from orderbot.conversation.locks import ClientLocks
 from orderbot.envelopes import Conversation, InboundMessage
 from tests.support.broker_tools import messages_queues, publish_raw
@@ -49,8 +50,9 @@ async def test_same_webhook_posted_three_times_is_one_step_and_one_reply(
     expected = expected_replies(["Здравствуйте", "ул. Киевская 95"])
     await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) >= len(expected))
     # The reply goes out before the step commits: wait for the commit's marker.
-    marker = f"{settings.redis_key_prefix}processed:{settings.tenant}:chat2desk:"
-    await poll(lambda: redis.exists(marker + later["message_id"]))
+    customer_key = f"{settings.tenant}:chat2desk:{customer.client_id}"
+    marker = Keys(settings.redis_key_prefix).processed_of(customer_key, later["message_id"])
+    await poll(lambda: redis.exists(marker))
 
     assert statuses == [200, 200, 200]
     assert fake.texts_for(customer.client_id) == expected

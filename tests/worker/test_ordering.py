@@ -46,10 +46,6 @@ async def _burst(client: Client, url: str, customer: Customer, texts: list[str])
     return accepted
 
 
-def _ids(accepted: dict[str, list[str]]) -> list[str]:
-    return [m for ids in accepted.values() for m in ids]
-
-
 async def _orders(db: asyncpg.Connection, customers: list[Customer]) -> list[tuple[Any, ...]]:
     rows = await db.fetch(
         "SELECT client_id, delivery_address, client_phone, quantity FROM orders"
@@ -92,7 +88,7 @@ async def test_whole_dialogs_in_one_burst_through_three_workers_end_in_their_ord
     customers = [Customer() for _ in range(12)]
 
     accepted = await _dialogs(client, webhook_url(""), customers)
-    turns = await wait_applied(redis, settings, _ids(accepted))
+    turns = await wait_applied(redis, settings, accepted)
 
     assert await _orders(db, customers) == _as_written(customers)
     assert out_of_order(accepted, turns) == {}
@@ -116,7 +112,7 @@ async def test_whole_dialogs_end_in_their_order_when_a_worker_is_killed_midway(
         workers[0].send(signal.SIGKILL)
 
     accepted = await _dialogs(client, webhook_url(""), customers, kill_one_midway)
-    turns = await wait_applied(redis, settings, _ids(accepted))
+    turns = await wait_applied(redis, settings, accepted)
 
     assert await _orders(db, customers) == _as_written(customers)
     assert out_of_order(accepted, turns) == {}
@@ -143,7 +139,7 @@ async def test_whole_dialogs_end_in_their_order_when_a_worker_joins_and_one_stop
         workers[1].send(signal.SIGTERM)
 
     accepted = await _dialogs(client, webhook_url(""), customers, join_one_and_stop_one)
-    turns = await wait_applied(redis, settings, _ids(accepted))
+    turns = await wait_applied(redis, settings, accepted)
 
     assert await _orders(db, customers) == _as_written(customers)
     assert out_of_order(accepted, turns) == {}
@@ -168,7 +164,7 @@ async def test_fifty_customers_of_twenty_numbered_messages_are_applied_in_accept
     accepted = dict(
         zip((c.client_id for c in customers), await asyncio.gather(*bursts), strict=True)
     )
-    turns = await wait_applied(redis, settings, _ids(accepted), timeout=120)
+    turns = await wait_applied(redis, settings, accepted, timeout=120)
 
     assert out_of_order(accepted, turns) == {}
     assert all('"step_applied"' in w.logs() for w in workers), "all three workers took part"

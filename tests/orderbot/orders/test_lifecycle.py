@@ -37,6 +37,7 @@ from orderbot.orders.lifecycle import OrderLifecycle
 from tests.support.customers import HAPPY_PATH_RU, Customer, converse, expected_replies, poster
 from tests.support.fake_provider import FakeChat2Desk
 from tests.support.operator_tools import history, insert_order, is_chain, move
+from tests.support.postgres import orderbot_pool
 from worker.rating import RatingDesk
 
 Client = TestClient[Any, Any]
@@ -262,7 +263,7 @@ async def test_a_customer_in_a_new_order_dialog_gets_the_dialog_and_rates_afterw
 
 
 async def test_a_rating_answer_repeated_after_a_crash_rates_once_and_answers_the_same(
-    db: asyncpg.Connection, redis: Redis, settings: Settings, database_url: str
+    db: asyncpg.Connection, redis: Redis, settings: Settings
 ) -> None:
     """What a worker killed between the database commit and the dialog commit would replay."""
     customer = Customer()
@@ -274,7 +275,7 @@ async def test_a_rating_answer_repeated_after_a_crash_rates_once_and_answers_the
     )
     owed = OwedRatings(redis, settings.redis_key_prefix)
     await owed.expect(conversation, order_id, Lang.EN)
-    async with asyncpg.create_pool(database_url, min_size=1, max_size=2) as pool:
+    async with orderbot_pool(settings, min_size=1, max_size=2) as pool:
         desk = RatingDesk(owed, OrderLifecycle(pool), RULES)
         idle = DialogState()
         rating = InboundMessage(message_id="m-rate", conversation=conversation, text="5")
@@ -295,12 +296,12 @@ async def test_a_rating_answer_repeated_after_a_crash_rates_once_and_answers_the
 
 
 async def test_a_delivered_order_of_another_tenant_cannot_be_rated_by_this_customer(
-    db: asyncpg.Connection, settings: Settings, database_url: str, namespace: str
+    db: asyncpg.Connection, settings: Settings, namespace: str
 ) -> None:
     order_id = await insert_order(
         db, tenant=f"other-{namespace}", client_id="1", status="DELIVERED"
     )
-    async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as pool:
+    async with orderbot_pool(settings, min_size=1, max_size=1) as pool:
         stored = await OrderLifecycle(pool).rate(
             tenant=settings.tenant, order_id=order_id, rating=5, source_message_id="m"
         )

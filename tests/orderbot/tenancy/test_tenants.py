@@ -848,7 +848,7 @@ async def followed(
         await tenant_store.add(conn, known.slug, known.changes(), box)
     finally:
         await conn.close()
-    app = create_app(make_settings(database_url=own_database))
+    app = create_app(make_settings(database_url=own_database, database_listen_url=own_database))
     async with TestClient(TestServer(app)) as client:
         await tenants_loaded(client, known)
         await asyncio.wait_for(app[BROKER].wait_connected(), 30)
@@ -948,7 +948,7 @@ async def test_the_tenant_follower_backs_off_while_postgres_refuses_it(
     not also cut short every backoff after it, or a refused reconnect is retried in a
     tight loop (a thousand attempts and warnings a second) for the whole outage."""
     name = _database_name(own_database)
-    settings = make_settings(database_url=own_database)
+    settings = make_settings(database_url=own_database, database_listen_url=own_database)
     admin = await asyncpg.connect(services.database_url("postgres"))
     locker = await asyncpg.connect(own_database)
     try:

@@ -23,6 +23,8 @@ from redis.asyncio import Redis
 from dialog import DialogState, advance
 from orderbot.amqp.topology import Topology
 from orderbot.config.settings import Settings
+from orderbot.conversation.keys import Keys
+from orderbot.envelopes import Conversation
 from tests.support.broker_tools import depth, take_all
 from tests.support.customers import CLIENT_PHONE
 from tests.support.reliability.chaos_provider import ChaosChat2Desk
@@ -46,6 +48,10 @@ class Books:
     reposts: int = 0
     steps_applied: int = 0
     steps_lost: list[str] = field(default_factory=list)
+    # Each lost step's customer and when its message was accepted (seconds into the load).
+    steps_lost_by: dict[str, str] = field(default_factory=dict)
+    steps_lost_at: dict[str, float] = field(default_factory=dict)
+    customer_of: dict[str, str] = field(default_factory=dict)  # message id -> client id
     # Customers whose messages were applied in another order than accepted: each marker
     # holds the turn its step was, so the turns must rise in the order of acceptance.
     steps_out_of_order: list[str] = field(default_factory=list)
@@ -57,6 +63,7 @@ class Books:
     replies_expected: int = 0
     replies_delivered: int = 0
     replies_missing: int = 0
+    replies_missing_by: dict[str, int] = field(default_factory=dict)  # per customer
     replies_duplicated: int = 0
     replies_unexpected: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)  # "client: text" of each repeat
@@ -317,8 +324,23 @@ async def close_books(
     )
     prefix, tenant = settings.redis_key_prefix, settings.tenant
     ids = [m for s in shoppers for m in s.message_ids]
-    markers = await _mget(redis, [f"{prefix}processed:{tenant}:chat2desk:{m}" for m in ids])
+    keys = Keys(prefix)
+    markers = await _mget(
+        redis,
+        [
+            keys.processed_of(f"{tenant}:chat2desk:{s.client_id}", m)
+            for s in shoppers
+            for m in s.message_ids
+        ],
+    )
     books.steps_lost = [m for m, v in zip(ids, markers, strict=True) if v is None]
+    lost = set(books.steps_lost)
+    books.customer_of = {m: s.client_id for s in shoppers for m in s.message_ids}
+    for shopper in shoppers:
+        for message_id, at in zip(shopper.message_ids, shopper.accepted_at, strict=True):
+            if message_id in lost:
+                books.steps_lost_by[message_id] = shopper.client_id
+                books.steps_lost_at[message_id] = round(at - started, 2)
     books.steps_applied = len(ids) - len(books.steps_lost)
     turn_of = dict(zip(ids, markers, strict=True))
     for shopper in shoppers:
@@ -327,7 +349,11 @@ async def close_books(
             books.steps_out_of_order.append(f"{shopper.client_id}: turns {turns}")
 
     states = await _mget(
-        redis, [f"{prefix}dialog:{tenant}:chat2desk:{s.client_id}" for s in shoppers]
+        redis,
+        [
+            keys.dialog(Conversation(tenant=tenant, provider="chat2desk", client_id=s.client_id))
+            for s in shoppers
+        ],
     )
     rows = await db.fetch(
         """
@@ -360,6 +386,8 @@ async def close_books(
         books.replies_expected += len(owed.replies)
         books.replies_delivered += len(delivered)
         books.replies_missing += match.missing
+        if match.missing:
+            books.replies_missing_by[shopper.client_id] = match.missing
         books.replies_duplicated += len(match.repeats)
         causes: Counter[str] = Counter(books.duplicates_by_cause)
         for repeat, original in match.repeats:

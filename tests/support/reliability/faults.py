@@ -106,7 +106,7 @@ class Faults:
             await asyncio.sleep(self.rng.uniform(0.3, 1.5))
             await actions[self.rng.choice(list(kinds))]()
 
-    async def _recovered(
+    async def recovered(
         self,
         kind: str,
         detail: str,
@@ -138,7 +138,7 @@ class Faults:
         await self.system.kill(victim)
         await self.system.replace(victim)
         # The server sends no replies; a worker or the outbox worker may die mid-step.
-        await self._recovered(
+        await self.recovered(
             "kill", f"SIGKILL {victim.role}", since, may_duplicate=victim.role != "server"
         )
 
@@ -149,7 +149,7 @@ class Faults:
         ports, closed = await close_broker_connections_of(self.system.pids(), self.amqp_port)
         back_in = await self._consumers_back(ports)
         detail = f"closed {closed} connection(s); consumers back in {back_in}s"
-        await self._recovered("broker", detail, since, may_duplicate=False)
+        await self.recovered("broker", detail, since, may_duplicate=False)
 
     async def _consumers_back(self, closed_ports: set[int]) -> float | None:
         """Seconds until every process has a new broker connection, every worker consumes
@@ -184,7 +184,7 @@ class Faults:
         since = time.monotonic()
         for port in self.redis_proxy.upstream_ports():
             killed += int(await self.admin_redis.client_kill_filter(addr=f"127.0.0.1:{port}"))
-        await self._recovered("redis_kill", f"killed {killed} client(s)", since, may_duplicate=True)
+        await self.recovered("redis_kill", f"killed {killed} client(s)", since, may_duplicate=True)
 
     async def redis_outage(self) -> None:
         """Redis unreachable for a few seconds: connections refused, or hanging."""
@@ -196,7 +196,7 @@ class Faults:
         self.redis_proxy.restore()
         since = time.monotonic()
         detail = f"{mode} for {seconds:.1f}s"
-        await self._recovered("redis_outage", detail, since, may_duplicate=True, began=began)
+        await self.recovered("redis_outage", detail, since, may_duplicate=True, began=began)
 
     async def broker_outage(self) -> None:
         """The server cannot reach the broker for 20-30 s: connections refused. It must
@@ -208,7 +208,7 @@ class Faults:
         self.amqp_proxy.restore()
         since = time.monotonic()
         detail = f"server cut from the broker for {seconds:.1f}s"
-        await self._recovered("broker_outage", detail, since, may_duplicate=False, began=began)
+        await self.recovered("broker_outage", detail, since, may_duplicate=False, began=began)
 
     async def terminate_postgres_backends(self) -> None:
         """`pg_terminate_backend` for this test's processes' backends in this database."""
@@ -224,7 +224,7 @@ class Faults:
             ports,
         )
         detail = f"terminated {terminated} backend(s)"
-        await self._recovered("postgres", detail, since, may_duplicate=False)
+        await self.recovered("postgres", detail, since, may_duplicate=False)
 
     async def provider_outage(self, mode: Mode) -> None:
         """Chat2Desk answers 500, or 429 with Retry-After, or too slowly, for a few seconds."""
@@ -236,7 +236,7 @@ class Faults:
         since = time.monotonic()
         # A stalled send the worker gave up on is still delivered: the provider's log
         # marks it late, and that explains its repeat (not the outage as a whole).
-        await self._recovered(
+        await self.recovered(
             f"provider_{mode}", f"{seconds:.1f}s", since, may_duplicate=False, began=began
         )
 
@@ -249,7 +249,7 @@ class Faults:
         slowest = max((e.seconds for e in exits), default=0.0)
         await self.system.start()
         detail = f"{len(exits) - len(unclean)}/{len(exits)} exited 0, slowest in {slowest:.1f}s"
-        await self._recovered("sigterm", detail, since, may_duplicate=False)
+        await self.recovered("sigterm", detail, since, may_duplicate=False)
 
 
 async def close_broker_connections_of(pids: list[int], amqp_port: int) -> tuple[set[int], int]:

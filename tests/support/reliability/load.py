@@ -23,6 +23,7 @@ import itertools
 import random
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from dialog import DialogState, advance
+from orderbot.conversation.keys import Keys
 from tests.support.customers import CLIENT_PHONE, HAPPY_PATH_RU, Customer
 from tests.support.reliability.chaos_provider import ChaosChat2Desk
 
@@ -80,29 +82,42 @@ class Shopper:
         return self.customer.client_id
 
 
+def _suffixes(name: str) -> list[str]:
+    return [name[i + 1 :] for i, c in enumerate(name) if c == ":"]
+
+
 class AppliedWatcher:
     """Resolves waiters once a message's processed-marker appears in Redis.
 
     One task polls every pending key with a single MGET, so a hundred waiting shoppers
-    cost Redis one command per tick.
+    cost Redis one command per tick. A marker's name holds the customer; a waiter that
+    does not know the customer (the fuzzer's messages) is found by a SCAN of the
+    test's markers instead.
     """
 
     def __init__(
         self, redis: Redis, key_prefix: str, tenant: str, provider: str = "chat2desk"
     ) -> None:
         self._redis = redis
-        self._prefix = f"{key_prefix}processed:{tenant}:{provider}:"
+        self._keys = Keys(key_prefix)
+        self._tenant, self._provider = tenant, provider
         self._pending: dict[str, asyncio.Future[None]] = {}
+        self._client_of: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self.applied = 0
 
-    def key(self, message_id: str) -> str:
-        return f"{self._prefix}{message_id}"
+    def key(self, client_id: str, message_id: str) -> str:
+        customer = f"{self._tenant}:{self._provider}:{client_id}"
+        return self._keys.processed_of(customer, message_id)
 
-    async def wait(self, message_id: str, timeout: float = APPLY_TIMEOUT) -> bool:
+    async def wait(
+        self, message_id: str, timeout: float = APPLY_TIMEOUT, *, client_id: str | None = None
+    ) -> bool:
         future = self._pending.get(message_id)
         if future is None:
             future = self._pending[message_id] = asyncio.get_running_loop().create_future()
+        if client_id is not None:
+            self._client_of[message_id] = client_id
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._poll(), name="applied-watcher")
         try:
@@ -116,20 +131,40 @@ class AppliedWatcher:
     async def _poll(self) -> None:
         """Runs while anyone waits (each wait has its deadline); ends when nobody does."""
         while self._pending:
-            ids = list(self._pending)
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
+            known = [i for i in self._pending if i in self._client_of]
+            for start in range(0, len(known), 500):
+                chunk = known[start : start + 500]
                 try:
-                    values = await self._redis.mget([self.key(i) for i in chunk])
+                    values = await self._redis.mget(
+                        [self.key(self._client_of[i], i) for i in chunk]
+                    )
                 except (RedisError, OSError):
                     values = [None] * len(chunk)
-                for message_id, value in zip(chunk, values, strict=True):
-                    if value is not None:
-                        future = self._pending.pop(message_id)
-                        if not future.done():
-                            future.set_result(None)
-                        self.applied += 1
+                self._resolve(m for m, v in zip(chunk, values, strict=True) if v is not None)
+            if any(i not in self._client_of for i in self._pending):
+                with contextlib.suppress(RedisError, OSError):
+                    self._resolve(await self._scanned())
             await asyncio.sleep(0.025)
+
+    async def _scanned(self) -> list[str]:
+        """The pending ids whose marker exists, whoever the customer: any `:`-suffix of a
+        marker's name may be the message id (ids and client ids may hold colons)."""
+        pattern = self.key("*", "*")
+        found: list[str] = []
+        async for key in self._redis.scan_iter(match=pattern, count=1000):
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            found += [s for s in _suffixes(name) if s in self._pending]
+        return found
+
+    def _resolve(self, message_ids: Iterable[str]) -> None:
+        for message_id in message_ids:
+            future = self._pending.pop(message_id, None)
+            if future is None:
+                continue
+            self._client_of.pop(message_id, None)
+            if not future.done():
+                future.set_result(None)
+            self.applied += 1
 
     async def close(self) -> None:
         if self._task is not None:
@@ -213,7 +248,7 @@ class Load:
             await self._post(body)
         if not settle:
             return True
-        if not await self.watcher.wait(message_id):
+        if not await self.watcher.wait(message_id, client_id=shopper.client_id):
             self.not_applied.append(message_id)
             return False
         with contextlib.suppress(TimeoutError):

@@ -66,9 +66,16 @@ class Harness:
     extra_faults: Mapping[str, Callable[[Faults], Awaitable[None]]] = field(default_factory=dict)
 
     async def run(
-        self, name: str, seconds: float, *injectors: Sequence[str], shoppers: int = SHOPPERS
+        self,
+        name: str,
+        seconds: float,
+        *injectors: Sequence[str],
+        shoppers: int = SHOPPERS,
+        also: Sequence[Callable[[Faults, float], Awaitable[None]]] = (),
     ) -> Books:
-        """Load for `seconds` with each of `injectors` (a list of fault kinds) running."""
+        """Load for `seconds` with each of `injectors` (a list of fault kinds) running, and
+        each of `also` (a fault of the caller's own, given the faults' record and the
+        seconds of load)."""
         await self.system.start()
         topology = Topology.from_settings(self.settings)
         watcher = AppliedWatcher(self.redis, self.settings.redis_key_prefix, self.settings.tenant)
@@ -96,6 +103,7 @@ class Harness:
                 await asyncio.gather(
                     load.run(shoppers, seconds),
                     *(faults.inject(kinds, seconds) for kinds in injectors),
+                    *(fault(faults, seconds) for fault in also),
                     self._poison(topology, poison_ids, seconds),
                 )
                 loaded = time.monotonic() - started
