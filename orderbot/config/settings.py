@@ -730,6 +730,7 @@ class Settings(BaseSettings):
         if value is None:
             return []
         return [part.strip() for part in value.get_secret_value().split(",") if part.strip()]
+
     def sentinel_nodes(self) -> list[tuple[str, int]]:
         return [
             (host, int(port)) for host, _, port in (n.rpartition(":") for n in self.redis_sentinels)

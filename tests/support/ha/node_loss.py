@@ -64,7 +64,7 @@ class LeaderNodeLoss:
             f"{', '.join(self.on_victim) or 'no process'} on it; consumers back in "
             f"{self.reconnected_in}s"
         )
-        await faults._recovered("node_stop", detail, since, may_duplicate=False)
+        await faults.recovered("node_stop", detail, since, may_duplicate=False)
 
     async def _consumers_back(self, faults: Faults, since: float) -> None:
         ports = [n.amqp_port for n in self.cluster.nodes if n is not self.victim]
