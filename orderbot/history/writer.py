@@ -94,6 +94,14 @@ class HistoryWriter:
 
     async def run(self, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
         """Write batches until `stop`, then what is left (one try each)."""
+        wake = asyncio.create_task(_wake_on(stop, self._arrived))
+        try:
+            await self._run(pool, stop)
+        finally:
+            wake.cancel()
+            await asyncio.gather(wake, return_exceptions=True)
+
+    async def _run(self, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
         delay = 0.2
         pending: list[tuple[int, HistoryEntry]] = []
         while True:
@@ -102,7 +110,7 @@ class HistoryWriter:
                     if stop.is_set():
                         return
                     self._arrived.clear()
-                    await _first(self._arrived.wait(), stop.wait())
+                    await self._arrived.wait()
                     continue
                 count = min(self._batch, len(self._queue))
                 pending = [self._queue.popleft() for _ in range(count)]
@@ -177,14 +185,10 @@ class HistoryWriter:
             self._progress.notify_all()
 
 
-async def _first(*waits: Awaitable[object]) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+async def _wake_on(stop: asyncio.Event, arrived: asyncio.Event) -> None:
+    """Stopping wakes the writer like a new entry would."""
+    await stop.wait()
+    arrived.set()
 
 
 def writer_for(settings: Settings, on_written: OnWritten | None = None) -> HistoryWriter:
