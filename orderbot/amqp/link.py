@@ -10,8 +10,8 @@ component publishes through (amqp/publisher.py; amqp/testing.py has the in-memor
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
 import aio_pika
 import aiormq
@@ -19,6 +19,8 @@ import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from yarl import URL
 
+from orderbot.amqp.frames import publish_frames
+from orderbot.amqp.pipelined import PipelinedPublisher
 from orderbot.amqp.topology import Topology, declare_topology
 from orderbot.config.settings import Settings
 from orderbot.errors import BrokerUnavailable
@@ -26,7 +28,12 @@ from orderbot.runtime.waiting import until_set_or_stopped
 
 log = structlog.get_logger(__name__)
 
-_PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
+_NOT_CONFIRMED = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    TimeoutError,
+    ConnectionError,
+)
 
 # The first connection, its channel and the topology must be done within this many
 # PUBLISH_TIMEOUTs, or the attempt is abandoned and made again.
@@ -46,6 +53,7 @@ class BrokerLink:
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._fatal: Exception | None = None
+        self._pipeline = PipelinedPublisher(self._timeout)
 
     async def __aenter__(self) -> BrokerLink:
         self._task = asyncio.create_task(self._connect_forever(), name="broker-connect")
@@ -146,44 +154,29 @@ class BrokerLink:
         if not self.is_ready or self._channel is None:
             raise BrokerUnavailable("not connected to the broker")
         channel = self._channel
-        # The properties aio_pika.Message would build, without building one: its
-        # constructor (a guarded __setattr__ per field, enum and type coercions) costs
-        # more than the rest of this method. Same frames on the wire.
-        properties = aiormq.spec.Basic.Properties(
-            content_type="application/json",
-            correlation_id=correlation_id,
-            delivery_mode=_PERSISTENT,
-            headers=dict(headers) if headers else {},  # type: ignore[arg-type]
-            message_id=message_id,
-            priority=0,
-            timestamp=datetime.now(UTC),
-        )
         try:
-            async with asyncio.timeout(self._timeout):
-                # What aio-pika's Exchange.publish does for the default exchange.
-                if channel.is_closed:
-                    raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
-                underlay = await channel.get_underlay_channel()
-                await underlay.basic_publish(
-                    body, exchange="", routing_key=queue, properties=properties, mandatory=True
-                )
-        except (aiormq.exceptions.AMQPError, TimeoutError, ConnectionError) as exc:
-            raise BrokerUnavailable(f"publish to {queue} not confirmed: {exc!r}") from exc
-        except Exception as exc:
-            # A frame that failed to encode after aiormq counted its delivery tag
-            # leaves every later confirm matched to the wrong publish: the channel
-            # is unusable, so it is replaced.
-            log.error("publish_failed_channel_reset", error=repr(exc))
-            await self._replace_channel()
-            raise BrokerUnavailable(f"publish to {queue} failed: {exc!r}") from exc
-
-    async def _replace_channel(self) -> None:
-        old, self._channel = self._channel, None
-        await _close_quietly(old)
-        if self._connection is not None and not self._connection.is_closed:
-            self._channel = await self._connection.channel(  # type: ignore[assignment]
-                publisher_confirms=True, on_return_raises=True
+            # What aio-pika's Exchange.publish does for the default exchange, with the
+            # frames encoded here (amqp/frames.py) and written with the other publishes
+            # of this loop turn (amqp/pipelined.py).
+            underlay = await channel.get_underlay_channel()
+            if not isinstance(underlay, aiormq.Channel):  # the frames are aiormq's channel's
+                raise aiormq.exceptions.ChannelInvalidStateError(f"{underlay!r} not aiormq's")
+            frames = publish_frames(
+                underlay.number,
+                queue,
+                body,
+                message_id=message_id,
+                correlation_id=correlation_id,
+                headers=headers,
+                timestamp=int(time.time()),
+                max_content_size=underlay.max_content_size,
             )
+            await self._pipeline.publish(underlay, frames, message_id)
+        except _NOT_CONFIRMED as exc:
+            raise BrokerUnavailable(f"publish to {queue} not confirmed: {exc!r}") from exc
+        except ValueError as exc:  # not encodable (a short string over 255 bytes)
+            log.error("publish_not_encodable", error=repr(exc))
+            raise BrokerUnavailable(f"publish to {queue} failed: {exc!r}") from exc
 
 
 async def _close_quietly(closable: AbstractRobustConnection | AbstractRobustChannel | None) -> None:
