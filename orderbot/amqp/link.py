@@ -17,6 +17,7 @@ import aio_pika
 import aiormq
 import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import ConfirmationFrameType
 from yarl import URL
 
 from orderbot.amqp.frames import publish_frames
@@ -54,6 +55,7 @@ class BrokerLink:
         self._task: asyncio.Task[None] | None = None
         self._fatal: Exception | None = None
         self._pipeline = PipelinedPublisher(self._timeout)
+        self._reopening: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> BrokerLink:
         self._task = asyncio.create_task(self._connect_forever(), name="broker-connect")
@@ -62,9 +64,10 @@ class BrokerLink:
     async def __aexit__(self, *_: object) -> None:
         # Both steps are bounded: aiormq can take long to unwind a connect cancelled
         # half-way, and a stopping process must not wait on it.
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=2)
+        for task in (self._task, self._reopening):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task}, timeout=2)
         await _close_quietly(self._connection)
 
     async def _connect_forever(self) -> None:
@@ -152,31 +155,82 @@ class BrokerLink:
         within PUBLISH_TIMEOUT.
         """
         if not self.is_ready or self._channel is None:
+            self._reopen_lost_channel()
             raise BrokerUnavailable("not connected to the broker")
         channel = self._channel
         try:
-            # What aio-pika's Exchange.publish does for the default exchange, with the
-            # frames encoded here (amqp/frames.py) and written with the other publishes
-            # of this loop turn (amqp/pipelined.py).
-            underlay = await channel.get_underlay_channel()
-            if not isinstance(underlay, aiormq.Channel):  # the frames are aiormq's channel's
-                raise aiormq.exceptions.ChannelInvalidStateError(f"{underlay!r} not aiormq's")
-            frames = publish_frames(
-                underlay.number,
-                queue,
-                body,
-                message_id=message_id,
-                correlation_id=correlation_id,
-                headers=headers,
-                timestamp=int(time.time()),
-                max_content_size=underlay.max_content_size,
-            )
-            await self._pipeline.publish(underlay, frames, message_id)
+            # Bounded as a whole, as the confirm is: getting the channel waits for the
+            # connection while aio-pika reconnects, and a publish must fail over to the
+            # spool within PUBLISH_TIMEOUT, never wait for a reconnect that may not come.
+            async with asyncio.timeout(self._timeout):
+                # What aio-pika's Exchange.publish does for the default exchange, with the
+                # frames encoded here (amqp/frames.py) and written with the other
+                # publishes of this loop turn (amqp/pipelined.py).
+                underlay = await channel.get_underlay_channel()
+                if not isinstance(underlay, aiormq.Channel):  # the frames are aiormq's
+                    raise aiormq.exceptions.ChannelInvalidStateError(f"{underlay!r} not aiormq's")
+                frames = publish_frames(
+                    underlay.number,
+                    queue,
+                    body,
+                    message_id=message_id,
+                    correlation_id=correlation_id,
+                    headers=headers,
+                    timestamp=int(time.time()),
+                    max_content_size=underlay.max_content_size,
+                )
+                await _settled(self._pipeline.publish(underlay, frames, message_id))
         except _NOT_CONFIRMED as exc:
             raise BrokerUnavailable(f"publish to {queue} not confirmed: {exc!r}") from exc
         except ValueError as exc:  # not encodable (a short string over 255 bytes)
             log.error("publish_not_encodable", error=repr(exc))
             raise BrokerUnavailable(f"publish to {queue} failed: {exc!r}") from exc
+
+    def _reopen_lost_channel(self) -> None:
+        """Reopen the channel if it died while its connection lives on.
+
+        aio-pika restores a channel itself when the connection comes back, or when the
+        broker closes the channel; but a channel whose reader was cancelled (aiormq does
+        that to every task of a connection it tears down) counts as waiting for the
+        connection's restore, and when that connection is not the one that closed, or
+        the restore already ran, no one reopens it: the link would refuse every publish
+        for good while the connection stays up. One reopen at a time, bounded.
+        """
+        connection, channel = self._connection, self._channel
+        if (
+            connection is None
+            or channel is None
+            or connection.is_closed
+            or not connection.connected.is_set()
+            or connection.reconnecting
+            or not channel.is_closed
+            or (self._reopening is not None and not self._reopening.done())
+        ):
+            return
+        self._reopening = asyncio.create_task(self._reopen(channel), name="broker-reopen")
+
+    async def _reopen(self, channel: AbstractRobustChannel) -> None:
+        try:
+            async with asyncio.timeout(FIRST_CONNECT_TIMEOUTS * self._timeout):
+                await channel.restore()
+        except Exception as exc:  # the next publish tries again
+            log.warning("broker_channel_reopen_failed", error=repr(exc))
+        else:
+            log.info("broker_channel_reopened")
+
+
+async def _settled(confirm: asyncio.Future[ConfirmationFrameType]) -> ConfirmationFrameType:
+    """The confirm, with a cancellation that is the channel's, not this task's, made an
+    outage: aiormq rejects the futures of a channel whose reader it cancelled with
+    CancelledError, which, awaited, would cancel the request or the spool's drain task
+    (and a cancelled drain never drains again) instead of failing this one publish."""
+    try:
+        return await confirm
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this task was cancelled: stopping, or the timeout above
+        raise ConnectionError("AMQP channel closed before the confirm") from None
 
 
 async def _close_quietly(closable: AbstractRobustConnection | AbstractRobustChannel | None) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
+import aiormq
 import pytest
 from aio_pika.abc import AbstractChannel
 
 from orderbot.amqp.link import BrokerLink
 from orderbot.config.settings import Settings
 from orderbot.errors import BrokerUnavailable
-from tests.support.broker_tools import take_all
+from tests.support.broker_tools import cancel_channel_reader, take_all
 
 
 @pytest.fixture
@@ -95,3 +96,51 @@ async def publish_until_refused(broker: BrokerLink, queue: str, most: int) -> li
             return accepted
         accepted.append(f"m-{i}")
     raise AssertionError(f"{most} publishes to a queue of 2 were all confirmed")
+
+
+async def test_a_publish_whose_channel_dies_before_its_confirm_is_unavailable_not_cancelled(
+    broker: BrokerLink,
+) -> None:
+    queue = broker.topology.partitions[0]
+    underlay = await _underlay(broker)
+    publishing = asyncio.create_task(broker.publish(queue, b"{}", message_id="in-flight"))
+    await _until(lambda: bool(underlay.confirmations))  # written, not confirmed yet
+
+    cancel_channel_reader(underlay)
+    done, _ = await asyncio.wait({publishing}, timeout=10)
+
+    assert done, "the publish never settled"
+    assert not publishing.cancelled()
+    assert isinstance(publishing.exception(), BrokerUnavailable)
+
+
+async def test_a_channel_lost_while_its_connection_lives_is_reopened(
+    broker: BrokerLink, amqp: AbstractChannel
+) -> None:
+    queue = broker.topology.partitions[0]
+    cancel_channel_reader(await _underlay(broker))
+    await _until(lambda: not broker.is_ready)
+
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                await broker.publish(queue, b"{}", message_id="after")
+                break
+            except BrokerUnavailable:
+                await asyncio.sleep(0.05)
+
+    assert [m.message_id for m in await take_all(amqp, queue)] == ["after"]
+
+
+async def _until(condition: Callable[[], bool], within: float = 10) -> None:
+    async with asyncio.timeout(within):
+        while not condition():
+            await asyncio.sleep(0)
+
+
+async def _underlay(broker: BrokerLink) -> aiormq.Channel:
+    """aiormq's channel under the link's: the one whose reader a teardown cancels."""
+    assert broker._channel is not None
+    underlay = await broker._channel.get_underlay_channel()
+    assert isinstance(underlay, aiormq.Channel)
+    return underlay
