@@ -216,8 +216,18 @@ class Seed:
         return 0
 
     async def purge(self) -> None:
-        async with _channel(self.amqp_url) as channel:
-            await (await channel.declare_queue("messages", passive=True)).purge()
+        """Empty `messages` of what ingest left, until it stays empty: the seed publishes
+        without confirms, so the broker is still taking in its backlog after the load
+        generator stopped, and a worker started on it would answer strangers."""
+        async with _channel(self.amqp_url) as channel, asyncio.timeout(120):
+            quiet = 0
+            while quiet < 3:
+                queue = await channel.declare_queue("messages", passive=True)
+                left = int(queue.declaration_result.message_count or 0)
+                if left:
+                    await queue.purge()
+                quiet = 0 if left else quiet + 1
+                await asyncio.sleep(0.5)
 
     async def orders(self) -> int:
         conn = await asyncpg.connect(self.database_url)
@@ -456,11 +466,13 @@ async def main_async(args: argparse.Namespace) -> int:
     rounds: list[dict[str, Any]] = []
     for round_no in range(args.rounds):
         say(f"round {round_no + 1} of {args.rounds}")
-        seed = await measure_seed(source, bun, log_dir, args, round_no)
-        ours = await measure_orderbot(log_dir, args, round_no)
+        # Bounded: a shared broker that stalls must fail the run, not hang it.
+        async with asyncio.timeout(2 * (args.ingest_seconds + args.pipeline_seconds) + 300):
+            seed = await measure_seed(source, bun, log_dir, args, round_no)
+            ours = await measure_orderbot(log_dir, args, round_no)
         rounds.append({"seed": seed, "orderbot": ours})
-    when = machine()
-    path = save_json("peer", {"machine": when, "bun": bun_version, "rounds": rounds})
+        when = machine()
+        path = save_json("peer", {"machine": when, "bun": bun_version, "rounds": rounds})
     print(
         f"Run of {when['date']} on {when['cores']} cores ({when['cpu']}); {args.rounds} rounds,"
         f" each the seed then orderbot; raw results in {path.relative_to(BENCH.parent)}\n"
