@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 
-.PHONY: install install-dev services services-for-tests env migrate run test test-reliability test-ha soak lint format settings-docs bench bench-quick clean
+.PHONY: install install-dev services services-for-tests env migrate run test test-reliability test-ha soak lint format settings-docs bench bench-quick bench-peer clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +91,11 @@ bench: install-dev services
 
 bench-quick: install-dev services
 	$(BIN)/python -m bench.all --quick
+
+# orderbot next to the seed it replaces (bench/peer.py): PEER_SEED_DIR names a local clone
+# of it, built with bun (PEER_BUN, or bun on PATH). Not part of `make test` or CI.
+bench-peer: install-dev services
+	$(BIN)/python -m bench.peer
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -11,6 +11,10 @@ from __future__ import annotations
 import orjson
 
 HAPPY_PATH = ("Здравствуйте", "ул. Киевская 95, кв 12", "+996 555 123 456", "3", "да")
+# The same order for the seed orderbot replaces (bench/peer.py), in the words its dialog
+# takes: it confirms in English only, and answers each message with one reply.
+SEED_HAPPY_PATH = ("Hello", "Main street 95, apt 12", "+996555123456", "3", "yes")
+SEED_WEBHOOK_PATH = "/webhook/chat2desk"
 
 
 def chat2desk_body(message_id: str, client_id: int, text: str) -> bytes:

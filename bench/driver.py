@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from bench.bodies import HAPPY_PATH, chat2desk_body, webhook_path
+from bench.bodies import HAPPY_PATH, SEED_HAPPY_PATH, chat2desk_body, webhook_path
 from bench.httpclient import ConnectionPool, post_bytes
 from bench.stats import summarize_ms
 from dialog import DialogState, advance
@@ -61,8 +61,14 @@ class Driver:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.pool = ConnectionPool("127.0.0.1", args.server_port, args.connections)
-        self.path = webhook_path(args.token)
-        self.replies = replies_per_turn()
+        if args.dialog == "seed":  # the peer of bench/peer.py: its path, words, one reply each
+            self.path = args.path
+            self.texts = SEED_HAPPY_PATH
+            self.replies = (1,) * len(SEED_HAPPY_PATH)
+        else:
+            self.path = args.path or webhook_path(args.token)
+            self.texts = HAPPY_PATH
+            self.replies = replies_per_turn()
         self.customers: dict[int, Customer] = {}
         self.ids = itertools.count(args.first_client_id)
         self.accept_to_reply: list[float] = []
@@ -98,13 +104,13 @@ class Driver:
 
     async def step(self, customer: Customer) -> bool:
         """One message and its answer; False if the customer cannot go on."""
-        index = customer.turn % len(HAPPY_PATH)
+        index = customer.turn % len(self.texts)
         customer.waiter = asyncio.get_running_loop().create_future()
         customer.replies_due = self.replies[index]
         body = chat2desk_body(
             f"{self.args.run_id}-{customer.client_id}-{customer.turn}",
             customer.client_id,
-            HAPPY_PATH[index],
+            self.texts[index],
         )
         sent = time.perf_counter()
         failure = ""
@@ -128,7 +134,7 @@ class Driver:
             self.lost += 1
             return False
         customer.turn += 1
-        completed_order = customer.turn % len(HAPPY_PATH) == 0
+        completed_order = customer.turn % len(self.texts) == 0
         self.steps_total += 1
         self.orders_total += completed_order
         if self.measure_from <= accepted < self.measure_until:
@@ -229,7 +235,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--server-port", type=int, required=True)
     parser.add_argument("--api-port", type=int, required=True)
-    parser.add_argument("--token", required=True)
+    parser.add_argument("--token", default="")
+    parser.add_argument("--path", default="", help="the webhook's path (default: from --token)")
+    parser.add_argument("--dialog", choices=("orderbot", "seed"), default="orderbot")
     parser.add_argument("--mode", choices=("closed", "open"), required=True)
     parser.add_argument("--customers", type=int, default=64)
     parser.add_argument("--rate", type=float, default=200.0)

@@ -152,6 +152,13 @@ class EdgeSpool:
         return self.depth == 0
 
     @property
+    def drainable(self) -> bool:
+        """Whether a committed message waits: what the drain can read. Rows still being
+        committed count in `empty` (new messages queue behind them) but not here."""
+        own = self._own.depth if self._own else 0
+        return own > 0 or any(f.depth for f in self._adopted)
+
+    @property
     def size(self) -> int:
         """Bytes of the bodies spooled (what SPOOL_MAX_BYTES bounds)."""
         own = self._own.size if self._own else 0
@@ -299,7 +306,11 @@ class Drain:
             if loop.time() >= next_adoption:
                 await self._spool.adopt_orphans()
                 next_adoption = loop.time() + self.ADOPT_EVERY
-            if self._spool.empty or not self._ready():
+            # Only what is committed: with rows still being committed and nothing on
+            # disk yet, a drain that went on would find no batch, await nothing that
+            # yields, and spin with the event loop stopped (the commit's own completion
+            # included). The commit sets `wake`.
+            if not self._spool.drainable or not self._ready():
                 self._spool.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.RETRY if not self._spool.empty else 1.0):

@@ -12,16 +12,18 @@ amqp/testing.py has the in-memory one).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
-import aio_pika
 import aiormq
 import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import ConfirmationFrameType
 from yarl import URL
 
+from orderbot.amqp.frames import publish_frames
 from orderbot.amqp.nodes import ClusterConnection, node_label, start_index
+from orderbot.amqp.pipelined import PipelinedPublisher
 from orderbot.amqp.topology import Topology, declare_topology
 from orderbot.config.settings import Settings
 from orderbot.errors import BrokerUnavailable
@@ -29,7 +31,12 @@ from orderbot.runtime.waiting import until_set_or_stopped
 
 log = structlog.get_logger(__name__)
 
-_PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
+_NOT_CONFIRMED = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    TimeoutError,
+    ConnectionError,
+)
 
 # The first connection, its channel and the topology must be done within this many
 # PUBLISH_TIMEOUTs, or the attempt is abandoned and made again.
@@ -56,6 +63,8 @@ class BrokerLink:
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._fatal: Exception | None = None
+        self._pipeline = PipelinedPublisher(self._timeout)
+        self._reopening: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> BrokerLink:
         self._task = asyncio.create_task(self._connect_forever(), name="broker-connect")
@@ -64,9 +73,10 @@ class BrokerLink:
     async def __aexit__(self, *_: object) -> None:
         # Both steps are bounded: aiormq can take long to unwind a connect cancelled
         # half-way, and a stopping process must not wait on it.
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=2)
+        for task in (self._task, self._reopening):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task}, timeout=2)
         await _close_quietly(self._connection)
 
     async def _connect_forever(self) -> None:
@@ -166,46 +176,82 @@ class BrokerLink:
         within PUBLISH_TIMEOUT.
         """
         if not self.is_ready or self._channel is None:
+            self._reopen_lost_channel()
             raise BrokerUnavailable("not connected to the broker")
         channel = self._channel
-        # The properties aio_pika.Message would build, without building one: its
-        # constructor (a guarded __setattr__ per field, enum and type coercions) costs
-        # more than the rest of this method. Same frames on the wire.
-        properties = aiormq.spec.Basic.Properties(
-            content_type="application/json",
-            correlation_id=correlation_id,
-            delivery_mode=_PERSISTENT,
-            headers=dict(headers) if headers else {},  # type: ignore[arg-type]
-            message_id=message_id,
-            priority=0,
-            timestamp=datetime.now(UTC),
-        )
         try:
+            # Bounded as a whole, as the confirm is: getting the channel waits for the
+            # connection while aio-pika reconnects, and a publish must fail over to the
+            # spool within PUBLISH_TIMEOUT, never wait for a reconnect that may not come.
             async with asyncio.timeout(self._timeout):
-                # What aio-pika's Exchange.publish does for the default exchange.
-                if channel.is_closed:
-                    raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+                # What aio-pika's Exchange.publish does for the default exchange, with the
+                # frames encoded here (amqp/frames.py) and written with the other
+                # publishes of this loop turn (amqp/pipelined.py).
                 underlay = await channel.get_underlay_channel()
-                await underlay.basic_publish(
-                    body, exchange="", routing_key=queue, properties=properties, mandatory=True
+                if not isinstance(underlay, aiormq.Channel):  # the frames are aiormq's
+                    raise aiormq.exceptions.ChannelInvalidStateError(f"{underlay!r} not aiormq's")
+                frames = publish_frames(
+                    underlay.number,
+                    queue,
+                    body,
+                    message_id=message_id,
+                    correlation_id=correlation_id,
+                    headers=headers,
+                    timestamp=int(time.time()),
+                    max_content_size=underlay.max_content_size,
                 )
-        except (aiormq.exceptions.AMQPError, TimeoutError, ConnectionError) as exc:
+                await _settled(self._pipeline.publish(underlay, frames, message_id))
+        except _NOT_CONFIRMED as exc:
             raise BrokerUnavailable(f"publish to {queue} not confirmed: {exc!r}") from exc
-        except Exception as exc:
-            # A frame that failed to encode after aiormq counted its delivery tag
-            # leaves every later confirm matched to the wrong publish: the channel
-            # is unusable, so it is replaced.
-            log.error("publish_failed_channel_reset", error=repr(exc))
-            await self._replace_channel()
+        except ValueError as exc:  # not encodable (a short string over 255 bytes)
+            log.error("publish_not_encodable", error=repr(exc))
             raise BrokerUnavailable(f"publish to {queue} failed: {exc!r}") from exc
 
-    async def _replace_channel(self) -> None:
-        old, self._channel = self._channel, None
-        await _close_quietly(old)
-        if self._connection is not None and not self._connection.is_closed:
-            self._channel = await self._connection.channel(  # type: ignore[assignment]
-                publisher_confirms=True, on_return_raises=True
-            )
+    def _reopen_lost_channel(self) -> None:
+        """Reopen the channel if it died while its connection lives on.
+
+        aio-pika restores a channel itself when the connection comes back, or when the
+        broker closes the channel; but a channel whose reader was cancelled (aiormq does
+        that to every task of a connection it tears down) counts as waiting for the
+        connection's restore, and when that connection is not the one that closed, or
+        the restore already ran, no one reopens it: the link would refuse every publish
+        for good while the connection stays up. One reopen at a time, bounded.
+        """
+        connection, channel = self._connection, self._channel
+        if (
+            connection is None
+            or channel is None
+            or connection.is_closed
+            or not connection.connected.is_set()
+            or connection.reconnecting
+            or not channel.is_closed
+            or (self._reopening is not None and not self._reopening.done())
+        ):
+            return
+        self._reopening = asyncio.create_task(self._reopen(channel), name="broker-reopen")
+
+    async def _reopen(self, channel: AbstractRobustChannel) -> None:
+        try:
+            async with asyncio.timeout(FIRST_CONNECT_TIMEOUTS * self._timeout):
+                await channel.restore()
+        except Exception as exc:  # the next publish tries again
+            log.warning("broker_channel_reopen_failed", error=repr(exc))
+        else:
+            log.info("broker_channel_reopened")
+
+
+async def _settled(confirm: asyncio.Future[ConfirmationFrameType]) -> ConfirmationFrameType:
+    """The confirm, with a cancellation that is the channel's, not this task's, made an
+    outage: aiormq rejects the futures of a channel whose reader it cancelled with
+    CancelledError, which, awaited, would cancel the request or the spool's drain task
+    (and a cancelled drain never drains again) instead of failing this one publish."""
+    try:
+        return await confirm
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this task was cancelled: stopping, or the timeout above
+        raise ConnectionError("AMQP channel closed before the confirm") from None
 
 
 def _node_url(url: URL, role: str, *, several: bool) -> URL:

@@ -16,7 +16,9 @@ REDACTED = "[redacted]"
 # A credential after an HTTP auth scheme, whoever's it is: even one we were never told
 # about (another tenant's, a provider's own) has no place in a log line.
 _SCHEME = re.compile(r"\b([Bb]earer|[Bb]asic|Token)(\s+)[A-Za-z0-9._~+/-]{12,}=*")
-_SCHEME_HINTS = ("earer", "asic", "Token")
+# The shortest text _SCHEME can match ("Token", a space, 12 characters): a shorter one
+# holds no credential after a scheme.
+SHORTEST_SCHEMED = 18
 
 
 def derived_forms(secret: str) -> list[str]:
@@ -44,6 +46,6 @@ def mask(text: str, forms: Iterable[str]) -> str:
     for form in forms:
         if form in text:
             text = text.replace(form, REDACTED)
-    if any(hint in text for hint in _SCHEME_HINTS):
+    if "earer" in text or "asic" in text or "Token" in text:
         text = _SCHEME.sub(rf"\1\2{REDACTED}", text)
     return text

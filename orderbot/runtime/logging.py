@@ -8,6 +8,7 @@ Basic auth header echoes base64, not the token.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
@@ -17,7 +18,7 @@ from typing import Any
 import orjson
 import structlog
 
-from orderbot.config.secret_forms import REDACTED, expand, mask
+from orderbot.config.secret_forms import REDACTED, SHORTEST_SCHEMED, expand, mask
 from orderbot.config.settings import Settings
 
 __all__ = ["REDACTED", "SecretRedactor", "configure_logging", "register_secrets"]
@@ -31,6 +32,8 @@ class SecretRedactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         self._given: set[str] = set()
         self._secrets: list[str] = []  # every form of each given secret, longest first
+        self._lengths: list[int] = []  # their lengths, negated: ascending, for bisect
+        self._shortest = SHORTEST_SCHEMED  # a shorter string holds nothing to mask
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
@@ -39,10 +42,19 @@ class SecretRedactor:
         if new:
             self._given |= new
             self._secrets = expand(self._given)
+            self._lengths = [-len(form) for form in self._secrets]
+            self._shortest = min(SHORTEST_SCHEMED, -self._lengths[-1])
 
     def _mask(self, value: Any) -> Any:
         if isinstance(value, str):
-            return mask(value, self._secrets)
+            # Only what is no longer than the text can be in it. Most values of a line
+            # (its event, ids, a tenant) are shorter than any secret, yet each was
+            # scanned for every form of every tenant's secrets: one line per webhook
+            # cost 18 us with the settings' secrets and 115 us with 300 more.
+            if len(value) < self._shortest:
+                return value
+            start = bisect.bisect_left(self._lengths, -len(value))
+            return mask(value, self._secrets[start:] if start else self._secrets)
         if isinstance(value, dict):
             return {k: self._mask(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -81,9 +93,10 @@ def configure_logging(settings: Settings, role: str) -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redactor,
+            # After the redactor: our own clock holds no secret, and is as long as many.
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -16,10 +16,13 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient, TestServer
 
+from orderbot.amqp.testing import InMemoryBroker
+from orderbot.amqp.topology import Topology
 from orderbot.config.settings import Settings
 from orderbot.envelopes import InboundMessage, decode
 from server.app import create_app
 from server.keys import BROKER
+from server.spool import Drain, EdgeSpool, Spooled
 from tests.support.broker_tools import messages_queues, take_all, wait_depth
 from tests.support.customers import Customer
 from tests.support.processes import free_port, wait_http_ok
@@ -160,3 +163,46 @@ async def test_a_new_server_drains_what_a_killed_one_left_in_the_spool(
 
     assert ids == [f"k{i}" for i in range(20)]
     assert list((tmp_path / "spool").glob(f"edge-{first_port}*")) == []
+
+
+class _CountingSpool(EdgeSpool):
+    """The spool, counting the drain's looks for a batch; past `most` it fails the look,
+    which makes the drain wait before the next, so a drain that spins without yielding
+    gives the event loop back."""
+
+    def __init__(self, directory: Path, most: int) -> None:
+        super().__init__(directory, "edge-test", max_bytes=1 << 20)
+        self.looks = 0
+        self._most = most
+
+    async def next_batch(self, limit: int = 100) -> tuple[Any, list[Spooled]] | None:
+        self.looks += 1
+        if self.looks > self._most:
+            raise RuntimeError("the drain looked for a batch too often")
+        return await super().next_batch(limit)
+
+
+async def test_the_drain_waits_for_a_commit_in_flight_instead_of_spinning(
+    settings: Settings, tmp_path: Path
+) -> None:
+    spool = _CountingSpool(tmp_path, most=1000)
+    await spool.open()
+    broker = InMemoryBroker(Topology.from_settings(settings))
+    drain = Drain(spool, broker, ready=lambda: True)
+    try:
+        # The put's commit is under way in aiosqlite's thread when the drain starts:
+        # the spool is not empty, but nothing of it is on disk yet.
+        putting = asyncio.create_task(spool.put("q", "m-1", b"{}"))
+        await asyncio.sleep(0)
+        draining = asyncio.create_task(drain.run())
+        await asyncio.wait_for(putting, 10)
+        async with asyncio.timeout(10):
+            while not broker.published:
+                await asyncio.sleep(0.01)
+    finally:
+        drain.stop()
+        await asyncio.gather(draining, return_exceptions=True)
+        await spool.close()
+
+    assert [p.message_id for p in broker.published] == ["m-1"]
+    assert spool.looks <= 3

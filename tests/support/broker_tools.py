@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from orderbot.amqp.topology import Topology, partition_of
@@ -90,3 +91,20 @@ async def publish_raw(
         ),
         queue,
     )
+
+
+def cancel_channel_reader(channel: aiormq.Channel) -> None:
+    """Cancel the task that reads `channel`'s frames, as aiormq does to every task of a
+    connection it tears down: the channel closes on this side only, and every publish it
+    has not confirmed yet is rejected with CancelledError."""
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        frame = getattr(coro, "cr_frame", None)
+        if (
+            getattr(coro, "__qualname__", "") == "Channel._reader"
+            and frame is not None
+            and frame.f_locals.get("self") is channel
+        ):
+            task.cancel()
+            return
+    raise LookupError(f"no reader task for {channel!r}")

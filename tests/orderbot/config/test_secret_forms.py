@@ -73,6 +73,21 @@ def test_a_secret_is_masked_in_its_derived_forms(shape: str) -> None:
     assert b64url.rstrip("=") not in masked
 
 
+def test_among_secrets_of_every_length_each_is_masked_as_a_whole_value_and_inside_one() -> None:
+    secrets = [f"k{'x' * n}{n}" for n in range(4, 40)]
+    redactor = SecretRedactor(secrets)
+    for secret in secrets:
+        unpadded = base64.b64encode(secret.encode()).decode().rstrip("=")
+        assert _masked(redactor, secret) == "[redacted]"
+        assert _masked(redactor, unpadded) == "[redacted]"
+        assert _masked(redactor, f"a{secret}b") == "a[redacted]b"
+
+
+def test_the_shortest_things_masked_are_masked_as_whole_values() -> None:
+    assert _masked(SecretRedactor(["abcd"]), "abcd") == "[redacted]"
+    assert _masked(SecretRedactor([]), "Token abcdefghijkl") == "Token [redacted]"
+
+
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "Basic", "Token"])
 def test_any_credential_after_an_auth_scheme_is_masked_even_an_unknown_one(scheme: str) -> None:
     unknown = "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA=="
