@@ -218,7 +218,9 @@ class MessageProcessor:
             await self._replies.deliver(
                 conversation, inbound.message_id, result.replies, waiting=waiting
             )
-            await self._commit(inbound, result.state, lease, release=True)
+            await self._commit(
+                inbound, result.state, lease, release=True, began_at_turn=state.turns
+            )
         log.info("step_applied", step=result.state.step.value, turns=result.state.turns)
         return "applied"
 
@@ -271,6 +273,7 @@ class MessageProcessor:
         lease: Lease[Begun],
         *,
         release: bool,
+        began_at_turn: int | None = None,
     ) -> None:
         """The step's history (its message, its replies) is written first, within the
         settle timeout: once the marker is committed a redelivery is a duplicate and would
@@ -278,7 +281,12 @@ class MessageProcessor:
         if self._history is not None:
             await self._history.settle()
         await self._dialogs.commit(
-            inbound, state, lock_key=lease.key, lock_token=lease.token, release=release
+            inbound,
+            state,
+            lock_key=lease.key,
+            lock_token=lease.token,
+            release=release,
+            began_at_turn=began_at_turn,
         )
         lease.released = release
 

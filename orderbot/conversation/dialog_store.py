@@ -57,10 +57,24 @@ return {0, redis.call('ZCARD', KEYS[4]), redis.call('GET', KEYS[3])}
 # KEYS: lock, state, processed-marker. ARGV: token, state ('' leaves it as it is), state
 # ttl, marker ttl, release, the dialog's turn count after the step (0: a silent step): the
 # marker says which of the customer's steps the message was, so the order steps were
-# applied in can be audited after the fact.
+# applied in can be audited after the fact; the turn count of the state the step began
+# from ('': the lock must still be held). A lease that lapsed while nobody took the lock,
+# with the marker absent and the stored state still the one the step began from, has
+# fenced off nothing: the commit goes ahead.
 _COMMIT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
+local holder = redis.call('GET', KEYS[1])
+if holder ~= ARGV[1] then
+  if holder or ARGV[7] == '' or redis.call('EXISTS', KEYS[3]) == 1 then
+    return 0
+  end
+  local stored = redis.call('GET', KEYS[2])
+  local turns = 0
+  if stored then
+    turns = tonumber(cjson.decode(stored)['turns']) or 0
+  end
+  if turns ~= tonumber(ARGV[7]) then
+    return 0
+  end
 end
 if ARGV[2] ~= '' then
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
@@ -170,9 +184,16 @@ class DialogStore:
         lock_key: str,
         lock_token: str,
         release: bool = False,
+        began_at_turn: int | None = None,
     ) -> None:
         """Write state and marker if the lock is still ours; `release`: and delete it.
-        `state` None: the marker alone, the dialog stays as it was (a silent step)."""
+        `state` None: the marker alone, the dialog stays as it was (a silent step).
+
+        `began_at_turn`: the turn count of the state the step was computed from. Given,
+        a lease that ran out while the step was on its way (a step that outlived
+        LOCK_TIMEOUT, its renewals late under load) still commits if nobody has taken the
+        lock and the dialog is where the step found it: running the step again would
+        only send its replies a second time."""
         written = await self._commit(
             keys=[lock_key, self.keys.dialog(message.conversation), self.keys.processed(message)],
             args=[
@@ -182,6 +203,7 @@ class DialogStore:
                 self._dedupe_ttl_ms,
                 "1" if release else "0",
                 0 if state is None else state.turns,
+                "" if began_at_turn is None else began_at_turn,
             ],
         )
         if not written:

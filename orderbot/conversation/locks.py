@@ -7,7 +7,8 @@ FIFO), and is held across a step's retries, so a step waiting out a dependency i
 overtaken by the customer's next message. The Redis lock (`ClientLocks`) excludes
 other worker processes: with partitioned queues they meet only at a hand-over, when
 a message can run in two processes at once. It is renewed while held, and its token
-fences the state commit: a holder that lost the lock cannot write.
+fences the state commit: a holder that lost the lock to another step cannot write (one
+whose lease merely ran out, with nobody else in between, may: dialog_store.py).
 
 Round trips are the worker's main cost, so the lock is taken by whatever script the
 caller passes (`hold_loading`): the step's `begin` script takes it with `SET NX PX`

@@ -229,26 +229,42 @@ def match_replies(expected: list[str], delivered: list[str]) -> ReplyMatch:
     return ReplyMatch(len(expected) - matched, repeats, unexpected, owed_index)
 
 
-def cause_of_repeat(
+def causes_of_repeats(
+    match: ReplyMatch,
     delivered: list[str],
     log: list[tuple[float, bool]],
-    repeat: int,
-    original: int,
-    born: float,
+    born: list[float],
     faults: list[FaultRecord],
-) -> str:
-    """Why the reply delivered at `original` was delivered again at `repeat`; `born`:
-    when the message that owes it was accepted."""
-    copies = [i for i in range(original, repeat + 1) if delivered[i] == delivered[repeat]]
-    if any(log[i][1] for i in copies):
-        # A send the worker gave up on reached the customer anyway, before or after
-        # the try that the worker saw succeed.
-        return "late provider answer"
-    first = log[original][0]
-    for fault in sorted(faults, key=lambda f: f.began):
-        if fault.explains(born, first):
-            return fault.kind
-    return "unexplained"
+) -> list[str]:
+    """Why each of `match.repeats` was delivered, in their order; `born`: for each owed
+    reply, when the message that owes it was accepted.
+
+    A late delivery is a send the sender gave up on that reached the customer anyway, so
+    it and the try after it are two copies of one reply: each late delivery of a text
+    explains one repeat of that text. They are counted per text, not looked for next to
+    the repeat, because a text can be owed several times (three wrong phone numbers in a
+    row are asked again three times) and which owed copy a repeat stands for cannot be
+    told: the copies of the first may arrive late, among those of the next ones. For the
+    same reason a fault explains a repeat if it explains any earlier owed delivery of the
+    text.
+    """
+    late = Counter(text for text, (_, was_late) in zip(delivered, log, strict=True) if was_late)
+    by_start = sorted(faults, key=lambda f: f.began)
+    causes: list[str] = []
+    for repeat, _ in match.repeats:
+        text = delivered[repeat]
+        if late[text] > 0:
+            late[text] -= 1
+            causes.append("late provider answer")
+            continue
+        originals = [
+            (born[owed], log[index][0])
+            for index, owed in match.owed_index.items()
+            if index < repeat and delivered[index] == text
+        ]
+        explaining = (f.kind for f in by_start for b, first in originals if f.explains(b, first))
+        causes.append(next(explaining, "unexplained"))
+    return causes
 
 
 @dataclass(frozen=True)
@@ -276,6 +292,31 @@ def owed_to(shopper: Shopper) -> Owed:
             draft = result.order
             orders[message_id] = (draft.phone, draft.address, draft.quantity)
     return Owed(state, replies, orders, owed_for)
+
+
+def _evidence(
+    owed: int,
+    delivered: list[str],
+    log: list[tuple[float, bool]],
+    window: tuple[float, float],
+    *,
+    repeated: str,
+    started: float,
+) -> list[str]:
+    """An unexplained repeat as the report shows it: how often its text was owed,
+    delivered and delivered late, then the customer's deliveries within `window`, each
+    with its time since the load began and its late mark."""
+    late = [
+        was_late for (_, was_late), text in zip(log, delivered, strict=True) if text == repeated
+    ]
+    return [
+        f"owed {owed}, delivered {len(late)}, late {sum(late)}",
+        *(
+            f"{at - started:7.2f}s{' late' if was_late else ''}: {text[:50]}"
+            for (at, was_late), text in zip(log, delivered, strict=True)
+            if window[0] <= at <= window[1]
+        ),
+    ]
 
 
 async def _mget(redis: Redis, keys: list[str]) -> list[str | None]:
@@ -390,23 +431,25 @@ async def close_books(
             books.replies_missing_by[shopper.client_id] = match.missing
         books.replies_duplicated += len(match.repeats)
         causes: Counter[str] = Counter(books.duplicates_by_cause)
-        for repeat, original in match.repeats:
+        born = [shopper.accepted_at[message] for message in owed.owed_for]
+        explained = causes_of_repeats(match, delivered, log, born, books.faults)
+        for (repeat, original), cause in zip(match.repeats, explained, strict=True):
             label = f"{shopper.client_id}: {delivered[repeat][:60]}"
             books.duplicates.append(label)
-            born = shopper.accepted_at[owed.owed_for[match.owed_index[original]]]
-            cause = cause_of_repeat(delivered, log, repeat, original, born, books.faults)
             causes[cause] += 1
             if cause == "unexplained":
                 first, again = log[original][0] - started, log[repeat][0] - started
                 books.unexplained_duplicates.append(
                     f"{label} (first at {first:.2f}s, again at {again:.2f}s)"
                 )
-                # The deliveries around the two, with their times and late marks.
-                books.evidence[label] = [
-                    f"{at - started:7.2f}s{' late' if late else ''}: {text[:50]}"
-                    for (at, late), text in zip(log, delivered, strict=True)
-                    if first - EVIDENCE_WINDOW <= at - started <= again + EVIDENCE_WINDOW
-                ]
+                books.evidence[label] = _evidence(
+                    owed.replies.count(delivered[repeat]),
+                    delivered,
+                    log,
+                    (first - EVIDENCE_WINDOW + started, again + EVIDENCE_WINDOW + started),
+                    repeated=delivered[repeat],
+                    started=started,
+                )
         books.duplicates_by_cause = dict(causes)
         _check_history(books, shopper, delivered, {r for r, _ in match.repeats}, history)
         books.replies_unexpected += [

@@ -28,6 +28,9 @@ class ChaosChat2Desk:
     mode: Mode = "ok"
     latency: float = 0.0  # every answer takes this long (models a provider's own speed)
     slow_delay: float = 1.0  # in "slow" mode: longer than the senders' SEND_TIMEOUT
+    # In "slow" mode, when set: a stalled send is held until this is set instead, so a
+    # test decides when the send its sender gave up on reaches the customer.
+    stalled_until: asyncio.Event | None = None
     retry_after: str = "1"  # in "throttle" mode
     requests: int = 0  # every send call that reached the provider
     delivered: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -68,7 +71,9 @@ class ChaosChat2Desk:
             return await self._refuse(500)
         if mode == "throttle":
             return await self._refuse(429, {"Retry-After": self.retry_after})
-        if mode == "slow":
+        if mode == "slow" and self.stalled_until is not None:
+            await self.stalled_until.wait()
+        elif mode == "slow":
             await asyncio.sleep(self.slow_delay)
         async with self._changed:
             client = str(body.get("client_id"))

@@ -3,9 +3,10 @@
 A shopper plays order dialogs like a person who answers the bot: it posts a message,
 retries it the way Chat2Desk retries a webhook (on 503, 429 or a dropped connection)
 until it is accepted with a 2xx, and sends its next message only once the step of the
-previous one was applied (its processed-marker is in Redis). So every shopper's
-messages are applied in the order it sent them, and the dialog it should be in, the
-replies it should have had and the orders it should have placed follow from its
+previous one was applied (its processed-marker is in Redis), or, now and then, a whole
+script at once, each message as soon as the previous one was accepted. Either way its
+messages must be applied in the order they were accepted, and the dialog it should be
+in, the replies it should have had and the orders it should have placed follow from its
 accepted texts alone: that is the oracle the books compare against.
 
 Like a person, it also gives the bot's answer a moment (REPLY_PATIENCE) before it
@@ -60,10 +61,8 @@ APPLY_TIMEOUT = 60.0  # an accepted message not applied within this counts as lo
 REPLY_PATIENCE = 2.0  # how long a shopper waits for the answer before writing again
 REPOST_PROBABILITY = 0.05
 # A script sent as one burst, without waiting for each step: per-customer order is then
-# the system's to keep (the books check it from the processed-markers' turns). Off until
-# the provider scenario's one unexplained triple reply with bursts on is understood
-# (docs/reliability.md, open findings); tests/worker/test_ordering.py sends bursts.
-BURST_PROBABILITY = 0.0
+# the system's to keep (the books check it from the processed-markers' turns).
+BURST_PROBABILITY = 0.3
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
