@@ -33,10 +33,18 @@ Client = TestClient[Any, Any]
 Spawn = Callable[..., Any]
 
 
-async def queues_empty(amqp: AbstractChannel, settings: Settings) -> bool:
+async def queues_empty(amqp: AbstractChannel, settings: Settings, within: float = 30) -> bool:
+    """Whether every queue drains within `within` seconds: a copy of a reply that was sent
+    meanwhile may still wait out its delay tier before the outbox sees it is done."""
     topology = Topology.from_settings(settings)
     names = [*topology.partitions, topology.outbox, *(name for name, _ in topology.delay_tiers)]
-    return all([await depth(amqp, name) == 0 for name in names])
+    try:
+        async with asyncio.timeout(within):
+            while not all([await depth(amqp, name) == 0 for name in names]):
+                await asyncio.sleep(0.1)  # a poll of the broker's counts
+    except TimeoutError:
+        return False
+    return True
 
 
 async def wait_turns(

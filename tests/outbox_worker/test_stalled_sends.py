@@ -79,7 +79,9 @@ async def test_a_burst_of_wrong_numbers_through_a_stall_is_asked_again_once_each
             # The first re-ask's send is stalled; every send after it is refused.
             await provider.wait_for(lambda: provider.requests > asked, WAIT)
             provider.set_mode("fail")
-            await wait_applied(redis, settings, burst, timeout=WAIT)  # all three in the outbox
+            await wait_applied(
+                redis, settings, {customer.client_id: burst}, timeout=WAIT
+            )  # all three in the outbox
             provider.stalled_until.set()  # the stalled send reaches the customer, late
             await provider.wait_for(lambda: provider.late_deliveries == 1, WAIT)
             provider.set_mode("ok")

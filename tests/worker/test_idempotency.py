@@ -77,8 +77,9 @@ async def test_redelivered_message_is_applied_once(
     expected = expected_replies(["Hello", "Main street 1"])
     await fake.wait_for(lambda: len(fake.texts_for(customer.client_id)) >= len(expected))
     # The reply goes out before the step commits: wait for the commit's marker.
-    marker = f"{settings.redis_key_prefix}processed:{settings.tenant}:chat2desk:"
-    await poll(lambda: redis.exists(marker + later["message_id"]))
+    customer_key = f"{settings.tenant}:chat2desk:{customer.client_id}"
+    marker = Keys(settings.redis_key_prefix).processed_of(customer_key, later["message_id"])
+    await poll(lambda: redis.exists(marker))
 
     assert fake.texts_for(customer.client_id) == expected
     assert (await dialog_state(redis, settings, customer)).turns == 2
