@@ -34,4 +34,10 @@ from importlib.resources import files
 for name in ('templates/console/board.html', 'static/console/console.js'):
     assert (files('server') / name).is_file(), f'{name} is not in the wheel'
 ")
+# The web chat's page and assets are data files: the package must carry them too.
+(cd "$work" && env -u PYTHONPATH "$work/venv/bin/python" -c '
+import server.webchat as chat
+missing = [n for n in chat.ASSETS if not (chat.STATIC / n).is_file()]
+assert chat.TEMPLATE.is_file() and not missing, ("web chat files missing", missing)
+')
 echo "wheel: installed into a fresh venv and migrated $db from $work"

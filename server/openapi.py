@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from orderbot.events.models import LiveEvent
 from orderbot.history.models import ConversationPage, MessagePage
 from orderbot.orders.views import OrderDetail, OrderFilter, OrderPage
 from server.api_models import (
@@ -45,9 +46,10 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (MessageFilter, "validation"),
     (Chat2DeskOutboxStatus, "validation"),
     (TwilioStatusCallback, "validation"),
+    (LiveEvent, "serialization"),
 ]
 _ERRORS = {
-    400: "malformed request",
+    400: "malformed request (or Last-Event-ID)",
     401: "missing or invalid API key (see WWW-Authenticate)",
     403: "invalid webhook token or signature",
     404: "no such order for this key's tenant, or the operator API is disabled",
@@ -55,7 +57,7 @@ _ERRORS = {
     413: "request body too large",
     415: "unsupported content type",
     422: "invalid query or body; `detail` names each bad field",
-    429: "rate limited; see Retry-After",
+    429: "rate limited, or too many open event streams; see Retry-After",
     503: "a dependency is unavailable; retry after Retry-After",
 }
 
@@ -235,6 +237,34 @@ def openapi_document() -> dict[str, Any]:
                     404,
                     422,
                     503,
+                ),
+            }
+        },
+        "/api/events": {
+            "get": {
+                "operationId": "liveEvents",
+                "summary": "This tenant's live events as Server-Sent Events (event: order, "
+                "message, status or conversation; data: the event as JSON), held open with "
+                "keep-alive comments; a reconnect with Last-Event-ID reads on from there",
+                "security": _SECURED,
+                "parameters": [
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "description": "the id of the last event read (EventSource sends it)",
+                        "schema": {"type": "string", "pattern": r"^\d{1,20}-\d{1,20}$"},
+                    }
+                ],
+                "responses": _responses(
+                    {
+                        "description": "the event stream",
+                        "content": {"text/event-stream": {"schema": _ref(LiveEvent)}},
+                    },
+                    400,
+                    401,
+                    404,
+                    429,
                 ),
             }
         },

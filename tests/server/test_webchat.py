@@ -7,20 +7,26 @@ import asyncio
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from dialog import Lang, OrderStatus, status_notice
 from orderbot.config.settings import Settings
+from orderbot.envelopes import InboundMessage, decode
+from server.app import create_app
+from server.keys import BROKER
 from server.webchat_cookie import sign
+from tests.support.broker_tools import messages_queues, take_all, wait_depth
 from tests.support.credentials import OPERATOR_KEY, WEBCHAT_SECRET
 from tests.support.customers import HAPPY_PATH_RU, expected_replies
 from tests.support.recovery import poll
 from tests.support.sse import SseEvent, SseReader
+from tests.support.tcp_proxy import running_proxy
 from tests.support.webchat import COOKIE, ChatCustomer
 
 Client = TestClient[Any, Any]
@@ -167,10 +173,6 @@ async def test_the_events_stream_needs_the_cookie(client: Client) -> None:
 async def test_the_chat_is_off_without_its_secret(
     make_settings: Callable[..., Settings], amqp: AbstractChannel, redis: Redis
 ) -> None:
-    from aiohttp.test_utils import TestServer
-
-    from server.app import create_app
-
     app = create_app(make_settings(webchat_secret=None))
     async with TestClient(TestServer(app)) as off:
         response = await off.get("/chat")
@@ -306,3 +308,28 @@ async def test_an_order_moved_by_an_operator_reaches_the_customers_chat(
             order_id,
         )
     )
+
+
+async def test_a_message_while_the_broker_is_away_is_spooled_then_queued(
+    make_settings: Callable[..., Settings], amqp: AbstractChannel
+) -> None:
+    async with running_proxy(urlsplit(make_settings().amqp_url).port or 5672) as proxy:
+        proxy.outage()
+        parts = urlsplit(make_settings().amqp_url)
+        through = parts._replace(
+            netloc=f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
+        ).geturl()
+        settings = make_settings(amqp_url=through, webchat_secret=WEBCHAT_SECRET)
+        app = create_app(settings)
+        async with TestClient(TestServer(app)) as own:
+            customer = ChatCustomer(own)
+            await customer.open()
+            answer = await customer.say("Здравствуйте", message_id="said-while-away")
+            proxy.restore()
+            await asyncio.wait_for(app[BROKER].wait_connected(), 30)
+            await wait_depth(amqp, messages_queues(settings), 1)
+            (queued,) = await take_all(amqp, messages_queues(settings))
+    message = decode(InboundMessage, queued.body)
+    assert answer == {"status": "queued", "id": "said-while-away"}
+    assert message.message_id == f"{customer.session}.said-while-away"
+    assert message.conversation.provider == "webchat"

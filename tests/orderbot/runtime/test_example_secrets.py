@@ -20,6 +20,18 @@ def test_the_example_webhook_token_is_refused_outside_development() -> None:
         refuse_example_secrets(settings)
 
 
+def test_the_example_web_chat_secret_is_refused_outside_development() -> None:
+    settings = Settings(_env_file=None, webchat_secret="dev-webchat-cookie-secret")
+
+    with pytest.raises(ConfigError, match="WEBCHAT_SECRET"):
+        refuse_example_secrets(settings)
+
+
+def test_the_web_chat_secret_is_one_for_the_log_redactor() -> None:
+    settings = Settings(_env_file=None, webchat_secret="a-web-chat-secret-1")
+    assert "a-web-chat-secret-1" in settings.secrets()
+
+
 def test_the_example_secrets_are_allowed_on_a_development_machine() -> None:
     settings = Settings(
         _env_file=None,
