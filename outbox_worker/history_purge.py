@@ -29,9 +29,7 @@ RECEIPTS_INTERVAL = timedelta(seconds=30)
 
 @contextlib.asynccontextmanager
 async def history_purge_loop(settings: Settings, stop: asyncio.Event) -> AsyncIterator[None]:
-    if not settings.history_enabled:
-        yield
-        return
+    """Runs with HISTORY_ENABLED=false too: what was kept before still expires."""
     task = asyncio.create_task(_run(settings, stop), name="history-purge")
     try:
         yield

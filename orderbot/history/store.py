@@ -26,7 +26,9 @@ from orderbot.history.models import (
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 
-# Rows are sorted by conversation so that two writers lock conversations in one order.
+# Rows are sorted by conversation so that two writers lock conversations in one order. A
+# receipt that came before its reply (delivery_receipts) is taken in the same statement, so
+# a batch is one round trip.
 _WRITE = """
 WITH batch AS (
     SELECT * FROM unnest(
@@ -34,6 +36,11 @@ WITH batch AS (
         $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::timestamptz[], $13::text[]
     ) AS b(tenant, provider, client_id, client_phone, direction, message_key,
            provider_message_id, reply_id, text, at, status, status_at, error)
+), receipts AS (
+    DELETE FROM delivery_receipts r USING batch b
+    WHERE b.direction = 'out' AND r.tenant = b.tenant AND r.provider = b.provider
+      AND r.provider_message_id = b.provider_message_id
+    RETURNING r.tenant, r.provider, r.provider_message_id, r.status, r.status_at, r.error
 ), talks AS (
     INSERT INTO conversations AS c (tenant, provider, client_id, client_phone, created_at,
                                     last_message_at)
@@ -43,13 +50,26 @@ WITH batch AS (
         last_message_at = greatest(c.last_message_at, EXCLUDED.last_message_at),
         client_phone = coalesce(c.client_phone, EXCLUDED.client_phone)
     RETURNING c.id, c.tenant, c.provider, c.client_id
+), rows AS (
+    SELECT t.id AS conversation_id, b.tenant, b.provider, b.direction, b.message_key,
+           b.provider_message_id, b.reply_id, b.text, b.at,
+           (rk.status IS NOT NULL AND orderbot_message_status_rank(rk.status)
+                > orderbot_message_status_rank(b.status)) AS receipt_later,
+           b.status, b.status_at, b.error,
+           rk.status AS receipt_status, rk.status_at AS receipt_at, rk.error AS receipt_error
+    FROM batch b JOIN talks t USING (tenant, provider, client_id)
+    LEFT JOIN receipts rk ON b.direction = 'out' AND rk.tenant = b.tenant
+        AND rk.provider = b.provider AND rk.provider_message_id = b.provider_message_id
 )
 INSERT INTO messages AS m (conversation_id, tenant, provider, direction, message_key,
                            provider_message_id, reply_id, text, at, status, status_at, error)
-SELECT t.id, b.tenant, b.provider, b.direction, b.message_key, b.provider_message_id,
-       b.reply_id, b.text, b.at, b.status, b.status_at, b.error
-FROM batch b JOIN talks t USING (tenant, provider, client_id)
-ORDER BY t.id, b.direction, b.message_key
+SELECT conversation_id, tenant, provider, direction, message_key, provider_message_id,
+       reply_id, text, at,
+       CASE WHEN receipt_later THEN receipt_status ELSE status END,
+       CASE WHEN receipt_later THEN receipt_at ELSE status_at END,
+       CASE WHEN receipt_later THEN coalesce(receipt_error, error) ELSE error END
+FROM rows
+ORDER BY conversation_id, direction, message_key
 ON CONFLICT ON CONSTRAINT messages_key_unique DO UPDATE SET
     status = EXCLUDED.status,
     status_at = EXCLUDED.status_at,
@@ -61,13 +81,13 @@ RETURNING m.id, m.conversation_id, m.tenant, m.direction, m.text, m.provider_mes
           m.status, (xmax = 0) AS created
 """
 
-# Receipts whose reply has its row by now: applied (forward only) and removed.
+# Receipts whose reply has its row by now (it was written while the receipt was being kept):
+# applied (forward only) and removed.
 _APPLY_RECEIPTS = """
 WITH found AS (
     DELETE FROM delivery_receipts r USING messages m
     WHERE m.direction = 'out' AND m.tenant = r.tenant AND m.provider = r.provider
       AND m.provider_message_id = r.provider_message_id
-      AND ($1::text[] IS NULL OR r.provider_message_id = ANY ($1::text[]))
     RETURNING m.id AS message_id, r.status, r.status_at, r.error
 )
 UPDATE messages m SET status = f.status, status_at = f.status_at,
@@ -150,17 +170,12 @@ async def write(conn: Connection, entries: Sequence[HistoryEntry]) -> list[Writt
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    async with conn.transaction():
-        rows = await conn.fetch(_WRITE, *columns)
-        ids = sorted({e.provider_message_id for e in batch if e.provider_message_id})
-        if ids:
-            rows = [*rows, *await conn.fetch(_APPLY_RECEIPTS, ids)]
-    return _written(rows)
+    return _written(await conn.fetch(_WRITE, *columns))
 
 
 async def apply_waiting_receipts(pool: asyncpg.Pool) -> list[Written]:
     """Receipts that came before their reply's row and were not applied with it."""
-    return _written(await pool.fetch(_APPLY_RECEIPTS, None))
+    return _written(await pool.fetch(_APPLY_RECEIPTS))
 
 
 async def record_receipt(

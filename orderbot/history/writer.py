@@ -34,6 +34,7 @@ from orderbot.runtime.waiting import sleep_unless_set
 log = structlog.get_logger(__name__)
 
 OnWritten = Callable[[Sequence[Written]], Awaitable[None]]
+MAX_TELLING = 64  # batches whose live events may be on their way at once
 
 _WRITTEN, _DROPPED, _RETRIED = (
     metrics.HISTORY_ENTRIES.labels(outcome) for outcome in ("written", "dropped", "retried")
@@ -63,6 +64,7 @@ class HistoryWriter:
         self._healthy = True
         self._arrived = asyncio.Event()
         self._progress = asyncio.Condition()
+        self._telling: set[asyncio.Task[None]] = set()
         metrics.HISTORY_QUEUE.set_function(lambda: len(self._queue))
 
     @property
@@ -92,6 +94,14 @@ class HistoryWriter:
 
     async def run(self, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
         """Write batches until `stop`, then what is left (one try each)."""
+        wake = asyncio.create_task(_wake_on(stop, self._arrived))
+        try:
+            await self._run(pool, stop)
+        finally:
+            wake.cancel()
+            await asyncio.gather(wake, return_exceptions=True)
+
+    async def _run(self, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
         delay = 0.2
         pending: list[tuple[int, HistoryEntry]] = []
         while True:
@@ -100,7 +110,7 @@ class HistoryWriter:
                     if stop.is_set():
                         return
                     self._arrived.clear()
-                    await _first(self._arrived.wait(), stop.wait())
+                    await self._arrived.wait()
                     continue
                 count = min(self._batch, len(self._queue))
                 pending = [self._queue.popleft() for _ in range(count)]
@@ -130,10 +140,26 @@ class HistoryWriter:
             written = await store.write(conn, entries)
         _WRITTEN.inc(len(entries))
         if written and self._on_written is not None:
-            try:
-                await self._on_written(written)
-            except Exception:  # live events are a convenience: never the writer's end
-                log.exception("history_events_failed")
+            # Told beside the writing, not in its way: the steps settling on the next batch
+            # do not wait for the bus.
+            if len(self._telling) >= MAX_TELLING:
+                log.warning("history_events_dropped", rows=len(written))
+                return
+            task = asyncio.create_task(self._tell(written))
+            self._telling.add(task)
+            task.add_done_callback(self._telling.discard)
+
+    async def _tell(self, written: Sequence[Written]) -> None:
+        assert self._on_written is not None
+        try:
+            await self._on_written(written)
+        except Exception:  # live events are a convenience: never the writer's end
+            log.exception("history_events_failed")
+
+    async def told(self) -> None:
+        """Wait for the live events of what was written (tests, and a clean stop)."""
+        while self._telling:
+            await asyncio.gather(*self._telling, return_exceptions=True)
 
     async def _write_apart(
         self, pool: asyncpg.Pool, pending: list[tuple[int, HistoryEntry]]
@@ -159,14 +185,10 @@ class HistoryWriter:
             self._progress.notify_all()
 
 
-async def _first(*waits: Awaitable[object]) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+async def _wake_on(stop: asyncio.Event, arrived: asyncio.Event) -> None:
+    """Stopping wakes the writer like a new entry would."""
+    await stop.wait()
+    arrived.set()
 
 
 def writer_for(settings: Settings, on_written: OnWritten | None = None) -> HistoryWriter:
@@ -195,10 +217,12 @@ async def running_writer(
         try:
             if pool is not None:
                 await writer.run(pool, done)
+                await writer.told()
                 return
             async with open_postgres(settings, max_size=2, stop=done) as own:
                 if own is not None:
                     await writer.run(own, done)
+            await writer.told()
         except Exception:
             log.exception("history_writer_stopped")
 

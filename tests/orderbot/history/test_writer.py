@@ -124,9 +124,11 @@ async def test_a_written_row_is_told_as_a_message_event_and_its_move_as_a_status
     async with running(HistoryWriter(on_written=publisher(bus)), pool) as writer:
         writer.record(entry(tenant, "42", "m1:0", status="queued"))
         await writer.settle()
+        await writer.told()
         writer.record(entry(tenant, "42", "m1:0", status="sent", provider_message_id="9"))
         writer.record(entry(tenant, "42", "m1:0", status="queued"))  # late: no news
         await writer.settle()
+        await writer.told()
     message, status = bus.published
     assert (message.kind, message.data["direction"], message.data["status"]) == (
         "message",
