@@ -2,8 +2,9 @@
 
 A process must come up while the broker is down (the server then answers 503; a
 worker waits), so the first connection is retried in the background instead of
-failing start-up. After the first success aio-pika's robust connection restores
-channels, queues and consumers by itself. `BrokerLink` is the `Publisher` every
+failing start-up. After the first success aio-pika's robust connection reconnects
+and restores the publish channel by itself; consumers open plain channels on it and
+subscribe again themselves (amqp/consumer.py says why). `BrokerLink` is the `Publisher` every
 component publishes through (amqp/publisher.py; amqp/testing.py has the in-memory one).
 """
 
