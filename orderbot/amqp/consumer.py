@@ -14,6 +14,10 @@ first (no new work), the in-flight handlers get `shutdown_timeout` to finish, an
 whatever is still running is cancelled; its messages are unacknowledged and the
 broker redelivers them.
 
+A channel the broker takes back (the connection closed) is not restored by aio-pika:
+the consumer sees it closed and subscribes again on the next connection, so what it
+consumes is only ever what it subscribed to itself.
+
 Each handler runs in a task of this consumer's own, not in the task aiormq created
 for the delivery: aiormq cancels a channel's tasks when the connection closes (a
 broker restart, `rabbitmqctl close_connection`, a network cut), and a step cut
@@ -43,6 +47,7 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+import aio_pika
 import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
@@ -50,7 +55,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from orderbot.amqp.link import BrokerLink
 from orderbot.errors import Stopping, is_transient
 from orderbot.runtime import metrics
-from orderbot.runtime.waiting import sleep_unless_set, until_done
+from orderbot.runtime.waiting import sleep_unless_set, until_done, until_set_or_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +87,8 @@ class Delivery(Protocol):
 Handler = Callable[[Delivery], Awaitable[None]]
 
 SETTLE_TIMEOUT = 5.0  # an ack is one frame; longer means the connection is dead
+SUBSCRIBE_TIMEOUT = 10.0  # a channel, its qos, a passive declare and a consume
+CHANNEL_CHECK = 1.0  # seconds between two looks at a consuming channel
 
 # Set in each handler's task: the event of its consumer letting its queue go.
 _LETTING_GO: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar(
@@ -126,28 +133,40 @@ class Consumer:
         self._stop = stop
         if not await self._broker.wait_connected(stop):
             return
-        subscribed = await self._subscribe(stop)
-        if subscribed is None:
-            return
-        channel, queue, tag = subscribed
         prefetch = metrics.CONSUMER_PREFETCH.labels(self._queue)
-        prefetch.set(self._prefetch)
-        log.info("consuming", queue=self._queue, prefetch=self._prefetch)
+        subscribed: tuple[AbstractChannel, AbstractQueue, str] | None = None
         try:
-            await stop.wait()
+            while not stop.is_set():
+                subscribed = await self._subscribe(stop)
+                if subscribed is None:
+                    return
+                prefetch.set(self._prefetch)
+                log.info("consuming", queue=self._queue, prefetch=self._prefetch)
+                if await _until_stopped_or_closed(stop, subscribed[0]):
+                    break
+                # The broker took the channel back (the connection closed): its
+                # unacknowledged messages are requeued already, and the handlers still
+                # running skip their acks. Consume again on the connection that comes next.
+                prefetch.set(0)
+                log.warning("consumer_channel_lost", queue=self._queue)
         finally:
             prefetch.set(0)
-            # During a broker outage these would wait for the reconnect; the broker
-            # requeues whatever is unacknowledged anyway, so they are bounded.
-            if self._hand_over:
-                self._letting_go.set()
-                await self._drain()
-                await _bounded(channel.close(), "channel_close_failed")
-            else:
-                await _bounded(queue.cancel(tag), "consumer_cancel_failed")
-                await self._drain()
-                await _bounded(channel.close(), "channel_close_failed")
+            if subscribed is not None:
+                await self._let_go(*subscribed)
         log.info("consumer_stopped", queue=self._queue)
+
+    async def _let_go(self, channel: AbstractChannel, queue: AbstractQueue, tag: str) -> None:
+        # During a broker outage these would wait for the reconnect; the broker
+        # requeues whatever is unacknowledged anyway, so they are bounded.
+        if self._hand_over:
+            self._letting_go.set()
+            await self._drain()
+            await _bounded(channel.close(), "channel_close_failed")
+        else:
+            if not channel.is_closed:
+                await _bounded(queue.cancel(tag), "consumer_cancel_failed")
+            await self._drain()
+            await _bounded(channel.close(), "channel_close_failed")
 
     async def _subscribe(
         self, stop: asyncio.Event
@@ -155,23 +174,38 @@ class Consumer:
         """Open a channel and start consuming, retried until it works or `stop` is set.
 
         The broker can refuse a consume for a while (a queue not declared yet, a quorum
-        queue still electing its leader, an INTERNAL_ERROR that closes the connection):
-        that is an outage to wait out, not a reason for the process to die.
+        queue still electing its leader, an INTERNAL_ERROR that closes the connection),
+        and the connection can be down, being restored: an outage to wait out, not a
+        reason for the process to die.
+
+        The channel is a plain one, never restored by aio-pika's robust connection:
+        this consumer subscribes again itself when it is lost. A robust channel is
+        restored at every reconnect even after it was closed, with every consumer it
+        ever had that was not cancelled; a partition handed over (closed, not
+        cancelled) would come back on the old owner, whose handlers leave every
+        message alone, and as the partition's active consumer it would hold the
+        partition for ever while the new owner waits in line.
         """
         delay = 0.2
         while not stop.is_set():
+            if not await until_set_or_stopped(self._broker.connection.connected, stop):
+                return None
             channel: AbstractChannel | None = None
             try:
-                channel = await self._broker.connection.channel()
-                await channel.set_qos(prefetch_count=self._prefetch)
-                # declare_queue (passive) registers the queue with the robust channel,
-                # which then restores it and its consumer after a reconnect; get_queue
-                # does not.
-                queue = await channel.declare_queue(self._queue, passive=True)
-                tag = await queue.consume(self._on_message)
-            except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                    channel = aio_pika.Channel(self._broker.connection, publisher_confirms=False)
+                    await channel.initialize()
+                    await channel.set_qos(prefetch_count=self._prefetch)
+                    queue = await channel.declare_queue(self._queue, passive=True)
+                    tag = await queue.consume(self._on_message)
+            except (
+                aiormq.exceptions.AMQPError,
+                ConnectionError,
+                RuntimeError,
+                TimeoutError,
+            ) as exc:
                 log.warning("consume_failed", queue=self._queue, error=repr(exc), retry_in=delay)
-                if channel is not None:
+                if channel is not None and channel.is_initialized:
                     await _bounded(channel.close(), "channel_close_failed")
                 await sleep_unless_set(delay, stop)
                 delay = min(delay * 2, 5.0)
@@ -222,6 +256,23 @@ class Consumer:
             await _settle(message)
         finally:
             inflight.dec()
+
+
+async def _until_stopped_or_closed(stop: asyncio.Event, channel: AbstractChannel) -> bool:
+    """Wait until `stop` is set (True) or `channel` is closed (False). The closed state
+    is also looked at every CHANNEL_CHECK seconds: a channel whose close callback never
+    ran (aiormq cancelled its reader in a teardown) must not be waited on for ever."""
+    # The channel's own future (ensure_future returns it as it is): never cancelled here.
+    closed = asyncio.ensure_future(channel.closed())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while not (stop.is_set() or channel.is_closed):
+            await asyncio.wait(
+                {stopping, closed}, timeout=CHANNEL_CHECK, return_when=asyncio.FIRST_COMPLETED
+            )
+        return stop.is_set()
+    finally:
+        stopping.cancel()
 
 
 async def _bounded(operation: Awaitable[object], failure: str) -> None:

@@ -2,9 +2,10 @@
 
 A process must come up while the broker is down (the server then answers 503; a
 worker waits), so the first connection is retried in the background instead of
-failing start-up. After the first success aio-pika's robust connection restores
-channels, queues and consumers by itself, on the next node of AMQP_URL when there are
-several (amqp/nodes.py); a first attempt that fails moves to the next node too.
+failing start-up. After the first success aio-pika's robust connection reconnects, on
+the next node of AMQP_URL when there are several (amqp/nodes.py; a first attempt that
+fails moves to the next node too), and restores the publish channel by itself; consumers
+open plain channels on it and subscribe again themselves (amqp/consumer.py says why).
 `BrokerLink` is the `Publisher` every component publishes through (amqp/publisher.py;
 amqp/testing.py has the in-memory one).
 """

@@ -108,3 +108,29 @@ def cancel_channel_reader(channel: aiormq.Channel) -> None:
             task.cancel()
             return
     raise LookupError(f"no reader task for {channel!r}")
+
+
+async def close_from_broker(connection_name: str) -> None:
+    """Have the broker close the connection named `connection_name` (unique to the test:
+    BrokerLink names its connection after its role), as `rabbitmqctl close_connection`
+    does: the client learns of it from the broker's Close, as in a broker restart."""
+    listing = await _rabbitmqctl(
+        "--no-table-headers", "list_connections", "pid", "client_properties"
+    )
+    pids = [line.split("\t")[0] for line in listing.splitlines() if f'"{connection_name}"' in line]
+    assert len(pids) == 1, f"the broker lists {len(pids)} connections named {connection_name}"
+    await _rabbitmqctl("close_connection", pids[0], "closed by the test")
+
+
+async def _rabbitmqctl(*arguments: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl",
+        "-q",
+        *arguments,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode(errors="replace")
+    return stdout.decode()
