@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.credentials import WEBHOOK_TOKEN
+from tests.support.credentials import CONSOLE_SECRET, WEBCHAT_SECRET, WEBHOOK_TOKEN
 from tests.support.customers import Customer
 from tests.support.fake_provider import FakeChat2Desk
 from tests.support.processes import free_port, wait_http_ok
@@ -108,6 +108,10 @@ async def pm2(
         # The ecosystem file's per-role ports, moved off the host's real ones.
         "WORKER_METRICS_PORT": str(free_port()),
         "OUTBOX_METRICS_PORT": str(free_port()),
+        # The checkout's .env (from .env.example) holds example secrets, which a process
+        # refuses outside ORDERBOT_DEV: a deployment sets its own, as here.
+        "WEBCHAT_SECRET": WEBCHAT_SECRET,
+        "CONSOLE_SESSION_SECRET": CONSOLE_SECRET,
     }
     # A port of 0 for any older single METRICS_PORT setting (every process its own).
     env["METRICS_PORT"] = "0"
