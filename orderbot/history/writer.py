@@ -33,6 +33,8 @@ from orderbot.runtime.waiting import sleep_unless_set
 
 log = structlog.get_logger(__name__)
 
+LAST_TRIES = 3
+
 OnWritten = Callable[[Sequence[Written]], Awaitable[None]]
 MAX_TELLING = 64  # batches whose live events may be on their way at once
 
@@ -93,7 +95,7 @@ class HistoryWriter:
                 await self._progress.wait_for(lambda: self._written >= target or not self._healthy)
 
     async def run(self, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
-        """Write batches until `stop`, then what is left (one try each)."""
+        """Write batches until `stop`, then what is left (a few tries each)."""
         wake = asyncio.create_task(_wake_on(stop, self._arrived))
         try:
             await self._run(pool, stop)
@@ -103,6 +105,8 @@ class HistoryWriter:
 
     async def _run(self, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
         delay = 0.2
+        last_tries = 0  # transient failures of one batch once stopping
+        upto = 0  # the last entry of a batch whose retried part is `pending`
         pending: list[tuple[int, HistoryEntry]] = []
         while True:
             if not pending:
@@ -117,23 +121,39 @@ class HistoryWriter:
             try:
                 await self._write(pool, [entry for _, entry in pending])
             except Exception as exc:
-                if stop.is_set():  # stopping: no time to wait the database out
+                # Stopping leaves no time to wait the database out, but a transient
+                # failure gets a few immediate tries: the pool drops a connection whose
+                # backend died, so the next try is on a new one.
+                if stop.is_set() and (not is_transient(exc) or last_tries >= LAST_TRIES):
                     _DROPPED.inc(len(pending))
                     log.warning("history_batch_dropped", entries=len(pending), error=repr(exc))
                 elif is_transient(exc):
                     _RETRIED.inc(len(pending))
                     await self._set_health(False)
                     log.warning("history_write_failed", entries=len(pending), error=repr(exc))
+                    if stop.is_set():
+                        last_tries += 1
                     await sleep_unless_set(delay, stop)
                     delay = min(delay * 2, 5.0)
                     continue  # the same batch again
                 else:
-                    await self._write_apart(pool, pending)
+                    again = await self._write_apart(pool, pending)
+                    if again and not stop.is_set():
+                        # The rest of the batch is written: once these are, all of it is.
+                        upto = max(upto, pending[-1][0])
+                        pending = again
+                        await sleep_unless_set(delay, stop)
+                        continue
+                    if again:
+                        _DROPPED.inc(len(again))
+                        log.warning("history_batch_dropped", entries=len(again), error=repr(exc))
             else:
                 delay = 0.2
+                last_tries = 0
                 await self._set_health(True)
-            await self._advance(pending[-1][0])
+            await self._advance(max(upto, pending[-1][0]))
             pending = []
+            upto = 0
 
     async def _write(self, pool: asyncpg.Pool, entries: Sequence[HistoryEntry]) -> None:
         async with pool.acquire() as conn:
@@ -163,14 +183,21 @@ class HistoryWriter:
 
     async def _write_apart(
         self, pool: asyncpg.Pool, pending: list[tuple[int, HistoryEntry]]
-    ) -> None:
-        """A batch the database refused: each entry alone, dropping those still refused."""
-        for _, entry in pending:
+    ) -> list[tuple[int, HistoryEntry]]:
+        """A batch the database refused: each entry alone, dropping those still refused.
+        Returns the entries that failed for a transient reason (a connection the database
+        closed meanwhile): those are written again, not dropped."""
+        again: list[tuple[int, HistoryEntry]] = []
+        for item in pending:
             try:
-                await self._write(pool, [entry])
+                await self._write(pool, [item[1]])
             except Exception as exc:
+                if is_transient(exc):
+                    again.append(item)
+                    continue
                 _DROPPED.inc()
-                log.error("history_entry_refused", key=entry.key, error=repr(exc))
+                log.error("history_entry_refused", key=item[1].key, error=repr(exc))
+        return again
 
     async def _advance(self, upto: int) -> None:
         async with self._progress:
