@@ -7,6 +7,7 @@ immediate reply" (the worker answers through the API).
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import parse_qsl
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orderbot.envelopes import MAX_ATTACHMENTS, Attachment, Conversation, InboundMessage, Location
 from orderbot.runtime import metrics
+from orderbot.tenancy.directory import Tenant
 from server import twilio_signature
 from server.errors import json_error
 from server.ingest import validation_error
@@ -125,33 +127,45 @@ def signed_url(request: web.Request, public_base_url: str) -> str:
     return public_base_url.rstrip("/") + request.rel_url.path_qs
 
 
-async def twilio_webhook(request: web.Request) -> web.Response:
-    """Route by `To` (each tenant has its own number), then check the signature with
-    that tenant's auth token: a tenant's token never vouches for another's number."""
+async def signed_form(
+    request: web.Request, number_field: str, rejected: Callable[[str], None]
+) -> tuple[list[tuple[str, str]], Tenant, str] | web.Response:
+    """The form of a Twilio request, its tenant (found by our number in `number_field`)
+    and that tenant's account SID, once the signature is checked with that tenant's auth
+    token: a tenant's token never vouches for another's number. Or the error answer."""
     settings = request.app[SETTINGS]
     directory = request.app[TENANTS]
     if not settings.public_base_url:
         # Only a table's tenants get here (the settings' Twilio channel needs it at
         # start). Ours to fix, and nothing can be verified until then: a 5xx.
         log.error("twilio_public_base_url_missing")
-        _rejected("misconfigured")
+        rejected("misconfigured")
         return json_error(503, "signature cannot be checked", headers={"Retry-After": "60"})
     form = await read_form(request)
     if isinstance(form, web.Response):
         return form
-    to = next((value for name, value in form if name == "To"), None)
-    tenant = directory.by_twilio_number(to) if to else None
+    ours = next((value for name, value in form if name == number_field), None)
+    tenant = directory.by_twilio_number(ours) if ours else None
     credentials = tenant.twilio_credentials() if tenant else None
     if tenant is None or credentials is None:
-        if directory.unavailable(to or ""):
+        if directory.unavailable(ours or ""):
             return tenant_unavailable("twilio")
-        _rejected("unknown_number")
+        rejected("unknown_number")
         return json_error(404, "unknown number")
     account_sid, token, _ = credentials
     url = signed_url(request, settings.public_base_url)
     if not twilio_signature.is_valid(token, url, form, request.headers.get("X-Twilio-Signature")):
-        _rejected("bad_signature")
+        rejected("bad_signature")
         return json_error(403, "invalid signature")
+    return form, tenant, account_sid
+
+
+async def twilio_webhook(request: web.Request) -> web.Response:
+    """Route by `To` (each tenant has its own number), then check the signature."""
+    signed = await signed_form(request, "To", _rejected)
+    if isinstance(signed, web.Response):
+        return signed
+    form, tenant, account_sid = signed
     fields: dict[str, str] = {}
     for name, value in form:
         if name in TwilioInbound.model_fields and name in fields:

@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import hmac
 
-import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from orderbot.history.models import MessageStatus
 from orderbot.runtime import metrics
-from server import twilio_signature
 from server.errors import json_error
 from server.ingest import validation_error
-from server.keys import SETTINGS, TENANTS
 from server.receipts import record_delivery
-from server.tenancy import tenant_unavailable
-from server.twilio import ACCOUNT_SID, MESSAGE_SID, PRINTABLE, read_form, signed_url
-
-log = structlog.get_logger(__name__)
+from server.twilio import ACCOUNT_SID, MESSAGE_SID, PRINTABLE, signed_form
 
 _STATUSES: dict[str, MessageStatus] = {
     "accepted": "sent",
@@ -61,28 +55,10 @@ def _rejected(reason: str) -> None:
 
 
 async def twilio_status_webhook(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    directory = request.app[TENANTS]
-    if not settings.public_base_url:
-        log.error("twilio_public_base_url_missing")
-        _rejected("misconfigured")
-        return json_error(503, "signature cannot be checked", headers={"Retry-After": "60"})
-    form = await read_form(request)
-    if isinstance(form, web.Response):
-        return form
-    ours = next((value for name, value in form if name == "From"), None)
-    tenant = directory.by_twilio_number(ours) if ours else None
-    credentials = tenant.twilio_credentials() if tenant else None
-    if tenant is None or credentials is None:
-        if directory.unavailable(ours or ""):
-            return tenant_unavailable("twilio")
-        _rejected("unknown_number")
-        return json_error(404, "unknown number")
-    account_sid, token, _ = credentials
-    url = signed_url(request, settings.public_base_url)
-    if not twilio_signature.is_valid(token, url, form, request.headers.get("X-Twilio-Signature")):
-        _rejected("bad_signature")
-        return json_error(403, "invalid signature")
+    signed = await signed_form(request, "From", _rejected)
+    if isinstance(signed, web.Response):
+        return signed
+    form, tenant, account_sid = signed
     callback = validation_error(TwilioStatusCallback, dict(form))
     if isinstance(callback, web.Response):
         return callback
