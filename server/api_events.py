@@ -47,16 +47,22 @@ async def api_events(request: web.Request) -> web.StreamResponse:
     if isinstance(found, web.Response):
         return found
     _, principal = found
+    return await tenant_events(request, principal.tenant)
+
+
+async def tenant_events(request: web.Request, tenant: str) -> web.StreamResponse:
+    """The tenant's live events as SSE from the request's Last-Event-ID, within the
+    tenant's bound of open streams: the API's and the console's stream alike."""
     last_id = last_event_id(request)
     if isinstance(last_id, web.Response):
         return last_id
-    app = request.app
-    with app[STREAMS].hold(principal.tenant) as admitted:
+    config = request.config_dict
+    with config[STREAMS].hold(tenant) as admitted:
         if not admitted:
             return too_many_streams()
         return await stream_events(
             request,
-            event_messages(app[EVENTS], principal.tenant, last_id),
-            keepalive=app[SETTINGS].events_keepalive.total_seconds(),
-            closing=app[CLOSING],
+            event_messages(config[EVENTS], tenant, last_id),
+            keepalive=config[SETTINGS].events_keepalive.total_seconds(),
+            closing=config[CLOSING],
         )

@@ -11,10 +11,9 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from server.api_events import event_messages, last_event_id
+from server.api_events import tenant_events
 from server.console.access import console_of, signed_in
-from server.keys import CLOSING, EVENTS, REDIS, SETTINGS, STREAMS
-from server.sse import stream_events, too_many_streams
+from server.keys import REDIS
 
 log = structlog.get_logger(__name__)
 
@@ -35,16 +34,4 @@ async def latest_event_id(request: web.Request, tenant: str) -> str | None:
 
 async def console_events(request: web.Request) -> web.StreamResponse:
     operator = await signed_in(request)
-    last_id = last_event_id(request)
-    if isinstance(last_id, web.Response):
-        return last_id
-    config = request.config_dict
-    with config[STREAMS].hold(operator.tenant) as admitted:
-        if not admitted:
-            return too_many_streams()
-        return await stream_events(
-            request,
-            event_messages(config[EVENTS], operator.tenant, last_id),
-            keepalive=config[SETTINGS].events_keepalive.total_seconds(),
-            closing=config[CLOSING],
-        )
+    return await tenant_events(request, operator.tenant)
