@@ -304,13 +304,19 @@ async def pipeline(
 
 
 async def measure_seed(
-    source: Path, bun: str, log_dir: Path, args: argparse.Namespace, round_no: int
+    source: Path,
+    bun: str,
+    log_dir: Path,
+    *,
+    ingest_seconds: float,
+    pipeline_seconds: float,
+    round_no: int,
 ) -> dict[str, Any]:
     api_port = free_port()
     async with Seed(source, bun, log_dir, api_port) as seed:
         server = await seed.start_server()
         taken = await ingest(
-            "seed", seed.http_port, SEED_WEBHOOK_PATH, server, log_dir, args.ingest_seconds
+            "seed", seed.http_port, SEED_WEBHOOK_PATH, server, log_dir, ingest_seconds
         )
         await seed.purge()
         worker = await seed.start_worker()
@@ -322,7 +328,7 @@ async def measure_seed(
             dialog="seed",
             procs=[server, worker],
             log_dir=log_dir,
-            seconds=args.pipeline_seconds,
+            seconds=pipeline_seconds,
             first_client_id=10**9 + round_no * 10**6,
         )
         run["orders_in_database"] = await seed.orders()
@@ -355,6 +361,26 @@ async def measure_orderbot(
         await stack.stop_workers()
         run["orders_in_database"] = await stack.count_orders()
     return {"ingest": taken, "pipeline": run}
+
+
+async def seed_beside(
+    log_dir: Path, *, ingest_seconds: float, pipeline_seconds: float
+) -> dict[str, Any] | None:
+    """The seed measured once more, for `make bench`'s tables, when PEER_SEED_DIR names
+    a clone; None otherwise (the peer is optional there, unlike in `make bench-peer`)."""
+    if not os.environ.get("PEER_SEED_DIR"):
+        return None
+    source, bun = seed_dir(), bun_binary()
+    version = await build_seed(source, bun)
+    run = await measure_seed(
+        source,
+        bun,
+        log_dir,
+        ingest_seconds=ingest_seconds,
+        pipeline_seconds=pipeline_seconds,
+        round_no=0,
+    )
+    return {"bun": version, **run}
 
 
 def _span(values: list[float], digits: int = 0) -> str:
@@ -468,7 +494,14 @@ async def main_async(args: argparse.Namespace) -> int:
         say(f"round {round_no + 1} of {args.rounds}")
         # Bounded: a shared broker that stalls must fail the run, not hang it.
         async with asyncio.timeout(2 * (args.ingest_seconds + args.pipeline_seconds) + 300):
-            seed = await measure_seed(source, bun, log_dir, args, round_no)
+            seed = await measure_seed(
+                source,
+                bun,
+                log_dir,
+                ingest_seconds=args.ingest_seconds,
+                pipeline_seconds=args.pipeline_seconds,
+                round_no=round_no,
+            )
             ours = await measure_orderbot(log_dir, args, round_no)
         rounds.append({"seed": seed, "orderbot": ours})
         when = machine()
