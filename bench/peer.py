@@ -299,6 +299,7 @@ async def pipeline(
             "all": round(
                 sum(cores.get(n, 0.0) for n in (server.name, worker.name, *SERVICES)) / rate * 1e6
             ),
+            **{service: round(cores.get(service, 0.0) / rate * 1e6) for service in SERVICES},
         }
     return result
 
@@ -424,7 +425,10 @@ def table(rounds: list[dict[str, Any]], bun_version: str) -> str:
         pick("orderbot", "pipeline", "steps_per_s"),
     )
     step = {
-        x: {k: pick(x, "pipeline", "cpu_us_per_step", k) for k in ("server", "worker", "all")}
+        x: {
+            k: pick(x, "pipeline", "cpu_us_per_step", k)
+            for k in ("server", "worker", "all", *SERVICES)
+        }
         for x in ("seed", "orderbot")
     }
     lat = {
@@ -435,6 +439,9 @@ def table(rounds: list[dict[str, Any]], bun_version: str) -> str:
 
     def per_step(x: str) -> str:
         return f"{_span(step[x]['server'])} / {_span(step[x]['worker'])} µs"
+
+    def services(x: str) -> str:
+        return " / ".join(_span(step[x][k]) for k in SERVICES) + " µs"
 
     def latency(x: str) -> str:
         return f"{_span(lat[x][0], 1)} / {_span(lat[x][1], 1)} ms"
@@ -467,6 +474,12 @@ def table(rounds: list[dict[str, Any]], bun_version: str) -> str:
             f"{_span(step['seed']['all'])} µs",
             f"{_span(step['orderbot']['all'])} µs",
             f"{_ratio(step['orderbot']['all'], step['seed']['all'])}×",
+        ),
+        (
+            "CPU per step: RabbitMQ / Redis / PostgreSQL",
+            services("seed"),
+            services("orderbot"),
+            " / ".join(f"{_ratio(step['orderbot'][k], step['seed'][k])}×" for k in SERVICES),
         ),
         (
             "webhook latency inside the pipeline, p50 / p99",
