@@ -36,13 +36,13 @@ from orderbot.envelopes import (
     Attachment,
     Conversation,
     ConversationEvent,
-    InboundMessage,
     Location,
 )
 from orderbot.history.models import MessageStatus
 from orderbot.runtime import metrics
 from orderbot.tenancy.directory import Tenant, webhook_token_hash
 from server import chat2desk_signature
+from server.envelope import inbound_body
 from server.errors import json_error
 from server.ingest import parse_json, validation_error
 from server.keys import INGEST, SETTINGS, TENANTS
@@ -233,22 +233,20 @@ async def _serve(request: web.Request, tenant: Tenant) -> web.Response:
             metrics.WEBHOOKS_IGNORED.labels("chat2desk", queued).inc()
             return web.json_response({"status": "ignored"})
         return await request.app[INGEST].accept_event(queued)
-    message = InboundMessage(
+    message = inbound_body(
         message_id=hook.message_id,
-        conversation=Conversation(
-            tenant=tenant.slug,
-            provider="chat2desk",
-            client_id=hook.client_id,
-            transport=hook.transport,
-            channel_id=hook.channel_id,
-        ),
+        tenant=tenant.slug,
+        provider="chat2desk",
+        client_id=hook.client_id,
+        transport=hook.transport,
+        channel_id=hook.channel_id,
         text=hook.text or "",
         dialog_id=hook.dialog_id,
         client_phone=client_phone(body),
         location=location(body),
         attachments=attachments(body),
     )
-    return await request.app[INGEST].accept(message)
+    return await request.app[INGEST].accept_body(message)
 
 
 def _conversation_event(
