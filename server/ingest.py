@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
 from pydantic import BaseModel, ValidationError
 
 from orderbot.amqp.link import BrokerLink
@@ -73,8 +74,11 @@ class _Counters:
         self.spool_full = metrics.WEBHOOKS_REJECTED.labels(provider, "spool_full")
 
 
+_JSON_HEADERS = CIMultiDict({hdrs.CONTENT_TYPE: "application/json"})
+
+
 def _json(body: bytes) -> web.Response:
-    return web.Response(body=body, content_type="application/json")
+    return web.Response(body=body, headers=_JSON_HEADERS)
 
 
 class Ingest:
@@ -84,6 +88,9 @@ class Ingest:
         self._broker = broker
         self._spool = spool
         self._counters = {p: _Counters(p) for p in ("chat2desk", "twilio", "webchat")}
+        # Bound once, after logging is configured: the module's lazy proxy binds a new
+        # logger on every call, and this one logs on every webhook.
+        self._log = log.bind()
 
     async def accept(self, message: InboundMessage) -> web.Response:
         conversation = message.conversation
@@ -126,7 +133,7 @@ class Ingest:
                     queue, body, message_id=message_id, correlation_id=message_id
                 )
             except BrokerUnavailable as exc:
-                log.warning(
+                self._log.warning(
                     "webhook_spooling",
                     correlation_id=message_id,
                     tenant=tenant,
@@ -134,12 +141,12 @@ class Ingest:
                 )
             else:
                 counters.published.inc()
-                log.info("webhook_queued", correlation_id=message_id, tenant=tenant)
+                self._log.info("webhook_queued", correlation_id=message_id, tenant=tenant)
                 return _json(_QUEUED)
         try:
             await self._spool.put(queue, message_id, body)
         except SpoolFull as exc:
-            log.error(
+            self._log.error(
                 "webhook_refused_spool_full",
                 correlation_id=message_id,
                 tenant=tenant,
@@ -148,5 +155,5 @@ class Ingest:
             counters.spool_full.inc()
             return json_error(503, "message not queued, retry later", headers={"Retry-After": "5"})
         counters.spooled.inc()
-        log.info("webhook_spooled", correlation_id=message_id, tenant=tenant)
+        self._log.info("webhook_spooled", correlation_id=message_id, tenant=tenant)
         return _json(_QUEUED)
