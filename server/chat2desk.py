@@ -59,15 +59,17 @@ def _id_to_str(value: object) -> object:
 
 
 # Ids travel as AMQP message ids (short strings of at most 255 bytes) and in Redis
-# keys: printable ASCII keeps them valid and unambiguous everywhere.
+# keys: printable ASCII keeps them valid and unambiguous everywhere. The constraints
+# come before the BeforeValidator, so they are the string's own, checked inside
+# pydantic-core; after it, each was a Python call per field of every hook.
 _PRINTABLE = r"^[\x21-\x7e]+$"
 Id = Annotated[
-    StrictStr, BeforeValidator(_id_to_str), Field(min_length=1, max_length=128, pattern=_PRINTABLE)
+    StrictStr, Field(min_length=1, max_length=128, pattern=_PRINTABLE), BeforeValidator(_id_to_str)
 ]
 # The constraints apply to the string, not to the union with None: on the union
 # pydantic raises a TypeError for a null, which became a 500.
 OptionalId = (
-    Annotated[StrictStr, BeforeValidator(_id_to_str), Field(max_length=128, pattern=_PRINTABLE)]
+    Annotated[StrictStr, Field(max_length=128, pattern=_PRINTABLE), BeforeValidator(_id_to_str)]
     | None
 )
 
