@@ -68,19 +68,40 @@ class Usage:
 
 
 def usage(pid: int) -> Usage | None:
+    """The process's memory, and the CPU of it and its running children: a server with
+    SERVER_PROCESSES > 1 is the one process started and the others it runs."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
-        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
+        return None
+    cpu = _cpu_s(pid)
+    if cpu is None:
         return None
     values = {}
     for line in status.splitlines():
         if line.startswith(("VmRSS:", "VmHWM:")):
             key, amount, _unit = line.split()
             values[key] = int(amount) / 1024
-    fields = stat.rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    for child in _children(pid):
+        cpu += _cpu_s(child) or 0.0
     return Usage(values.get("VmRSS:", 0.0), values.get("VmHWM:", 0.0), cpu)
+
+
+def _cpu_s(pid: int) -> float | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in listed.split()]
 
 
 def machine_busy() -> tuple[float, float]:
@@ -271,8 +292,12 @@ class Stack:
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
             "LOG_FORMAT": "json",
             "SHUTDOWN_TIMEOUT": "10s",
+            # BENCH_SERVER_PROCESSES=2 runs the server as two processes on its port.
+            "SERVER_PROCESSES": os.environ.get("BENCH_SERVER_PROCESSES", "1"),
             **self.extra_env,
         }
+        if self.env["SERVER_PROCESSES"] != "1":  # an ops port each, to know all are up
+            self.env["SERVER_METRICS_PORT"] = str(free_port())
         self.settings = Settings(_env_file=None, **{k.lower(): v for k, v in self.env.items()})  # type: ignore[arg-type]
         self.topology = Topology.from_settings(self.settings)
 
@@ -283,6 +308,10 @@ class Stack:
                 "server", ["-m", "server"], self.env, self.log_dir, cwd=self.log_dir
             )
             await wait_http(self.http_port)
+            if "SERVER_METRICS_PORT" in self.env:
+                first = int(self.env["SERVER_METRICS_PORT"])
+                for index in range(int(self.env["SERVER_PROCESSES"])):
+                    await wait_http(first + index, "/health/ready")
             await self.wait_queue_declared()
         except BaseException as exc:
             await self.__aexit__()  # a half-started stack still leaves nothing behind

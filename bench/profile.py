@@ -81,6 +81,21 @@ IDLE_LEAVES = (
     "_worker (concurrent/futures/thread.py",
     "Runner.run (asyncio/runners.py",
 )
+
+
+def _aiosqlite_wait() -> str:
+    """The raw frame of aiosqlite's worker thread waiting for its next call (the spool's
+    connection, idle while the broker confirms). py-spy counts that wait, a blocking
+    queue get in C, as busy at times; the same function running a statement is work."""
+    import inspect
+
+    import aiosqlite.core
+
+    lines, first = inspect.getsourcelines(aiosqlite.core._connection_worker_thread)
+    waits = [first + i for i, text in enumerate(lines) if "tx.get()" in text]
+    return f"_connection_worker_thread (aiosqlite/core.py:{waits[0]})" if waits else "\0"
+
+
 # A sample whose last Python frame is one of these is in the kernel's send(): asyncio's
 # transport is Python; uvloop's is C, so the stream writer calling it is the leaf.
 _SEND_LEAVES = (
@@ -134,15 +149,17 @@ def summarize(path: Path, top: int = 25) -> dict[str, Any]:
     components: collections.Counter[str] = collections.Counter()
     writes: collections.Counter[str] = collections.Counter()
     total = idle = 0
+    sqlite_wait = _aiosqlite_wait()
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack:
             continue
         count = int(count_text)
-        frames = [_short(f) for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        raw = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        frames = [_short(f) for f in raw]
         if not frames:
             continue
-        if frames[-1].startswith(IDLE_LEAVES):
+        if frames[-1].startswith(IDLE_LEAVES) or raw[-1].endswith(sqlite_wait):
             idle += count
             continue
         total += count

@@ -31,6 +31,7 @@ from server.keys import (
     SETTINGS,
     STREAMS,
 )
+from server.processes import check_processes, process_index, siblings, spool_name
 from server.routes import server_probes, setup_routes
 from server.spool import Drain, open_spool
 from server.sse import StreamSlots
@@ -44,6 +45,7 @@ def check_settings(settings: Settings) -> None:
     against must not come from the request, whose Host header the caller chooses."""
     if settings.twilio_credentials() is not None and not settings.public_base_url:
         raise ConfigError("PUBLIC_BASE_URL is required with TWILIO_* (the URL Twilio signs)")
+    check_processes(settings)
 
 
 async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -56,7 +58,7 @@ async def _edge_ctx(app: web.Application) -> AsyncIterator[None]:
     """The spool and its drain: open before the first request, so that a webhook that
     comes before the first broker connection is spooled, not refused."""
     settings, broker = app[SETTINGS], app[BROKER]
-    name = f"edge-{settings.http_port}"
+    name = spool_name(settings)
     async with open_spool(settings.spool_dir, name, max_bytes=settings.spool_max_bytes) as spool:
         app[INGEST] = Ingest(broker, spool)
         metrics.SPOOL_DEPTH.set_function(lambda: spool.depth)
@@ -141,18 +143,29 @@ def make_runner(settings: Settings) -> web.AppRunner:
 
 
 async def run_server(settings: Settings, stop: asyncio.Event) -> None:
-    """Serve until stopped; then stop accepting, finish in-flight requests, close."""
+    """Serve until stopped; then stop accepting, finish in-flight requests, close. With
+    SERVER_PROCESSES > 1 the first process starts the others once it listens, and on
+    stop has them drain while it drains itself (server/processes.py)."""
     runner = make_runner(settings)
     await runner.setup()
-    listener: asyncio.Server | None = None
     try:
         listener = await listen(
-            runner, settings.http_host, settings.http_port, settings.http_max_connections
+            runner,
+            settings.http_host,
+            settings.http_port,
+            settings.http_max_connections,
+            reuse_port=settings.server_processes > 1,
         )
-        log.info("listening", host=settings.http_host, port=settings.http_port)
-        async with serve_ops(settings, SERVER, lambda: server_probes(runner.app)):
-            await stop.wait()
-    finally:
-        if listener is not None:
-            listener.close()  # stop accepting; the runner drains what is in flight
+    except BaseException:
         await runner.cleanup()
+        raise
+    log.info("listening", host=settings.http_host, port=settings.http_port, process=process_index())
+    async with siblings(settings) as others:
+        try:
+            async with serve_ops(settings, SERVER, lambda: server_probes(runner.app)):
+                await stop.wait()
+        finally:
+            if others is not None:
+                others.stop()  # they drain while this one does; leaving waits for them
+            listener.close()  # stop accepting; the runner drains what is in flight
+            await runner.cleanup()

@@ -13,6 +13,7 @@ would cost the customers' messages too.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import uuid
 from typing import Annotated, Any, cast
@@ -36,13 +37,13 @@ from orderbot.envelopes import (
     Attachment,
     Conversation,
     ConversationEvent,
-    InboundMessage,
     Location,
 )
 from orderbot.history.models import MessageStatus
 from orderbot.runtime import metrics
 from orderbot.tenancy.directory import Tenant, webhook_token_hash
 from server import chat2desk_signature
+from server.envelope import inbound_body
 from server.errors import json_error
 from server.ingest import parse_json, validation_error
 from server.keys import INGEST, SETTINGS, TENANTS
@@ -58,15 +59,17 @@ def _id_to_str(value: object) -> object:
 
 
 # Ids travel as AMQP message ids (short strings of at most 255 bytes) and in Redis
-# keys: printable ASCII keeps them valid and unambiguous everywhere.
+# keys: printable ASCII keeps them valid and unambiguous everywhere. The constraints
+# come before the BeforeValidator, so they are the string's own, checked inside
+# pydantic-core; after it, each was a Python call per field of every hook.
 _PRINTABLE = r"^[\x21-\x7e]+$"
 Id = Annotated[
-    StrictStr, BeforeValidator(_id_to_str), Field(min_length=1, max_length=128, pattern=_PRINTABLE)
+    StrictStr, Field(min_length=1, max_length=128, pattern=_PRINTABLE), BeforeValidator(_id_to_str)
 ]
 # The constraints apply to the string, not to the union with None: on the union
 # pydantic raises a TypeError for a null, which became a 500.
 OptionalId = (
-    Annotated[StrictStr, BeforeValidator(_id_to_str), Field(max_length=128, pattern=_PRINTABLE)]
+    Annotated[StrictStr, Field(max_length=128, pattern=_PRINTABLE), BeforeValidator(_id_to_str)]
     | None
 )
 
@@ -166,6 +169,11 @@ def _validate(
     return event, hook
 
 
+# A tenant's URL carries the same token on every hook: its SHA-256 is worked out once.
+# Bounded, so tokens a stranger makes up only cycle through the cache.
+_token_hash = functools.lru_cache(maxsize=1024)(webhook_token_hash)
+
+
 def _refused(status: int, reason: str, error: str) -> web.Response:
     metrics.WEBHOOKS_REJECTED.labels("chat2desk", reason).inc()
     return json_error(status, error)
@@ -174,7 +182,7 @@ def _refused(status: int, reason: str, error: str) -> web.Response:
 async def chat2desk_webhook(request: web.Request) -> web.Response:
     """`/webhook/chat2desk/{token}`: the token alone names the tenant."""
     directory = request.app[TENANTS]
-    digest = webhook_token_hash(request.match_info["token"])
+    digest = _token_hash(request.match_info["token"])
     tenant = directory.by_webhook_token_hash(digest)
     if tenant is None:
         if directory.unavailable(digest):
@@ -193,7 +201,7 @@ async def chat2desk_tenant_webhook(request: web.Request) -> web.Response:
             return tenant_unavailable("chat2desk")
         return json_error(404, "unknown tenant")  # counted as not_found by the middleware
     expected = tenant.webhook_token_sha256
-    given = webhook_token_hash(request.match_info["token"])
+    given = _token_hash(request.match_info["token"])
     if expected is None or not hmac.compare_digest(given, expected):
         if directory.uncertain:  # perhaps a token rotated while we were not told
             return tenant_unavailable("chat2desk")
@@ -233,22 +241,20 @@ async def _serve(request: web.Request, tenant: Tenant) -> web.Response:
             metrics.WEBHOOKS_IGNORED.labels("chat2desk", queued).inc()
             return web.json_response({"status": "ignored"})
         return await request.app[INGEST].accept_event(queued)
-    message = InboundMessage(
+    message = inbound_body(
         message_id=hook.message_id,
-        conversation=Conversation(
-            tenant=tenant.slug,
-            provider="chat2desk",
-            client_id=hook.client_id,
-            transport=hook.transport,
-            channel_id=hook.channel_id,
-        ),
+        tenant=tenant.slug,
+        provider="chat2desk",
+        client_id=hook.client_id,
+        transport=hook.transport,
+        channel_id=hook.channel_id,
         text=hook.text or "",
         dialog_id=hook.dialog_id,
         client_phone=client_phone(body),
         location=location(body),
         attachments=attachments(body),
     )
-    return await request.app[INGEST].accept(message)
+    return await request.app[INGEST].accept_body(message)
 
 
 def _conversation_event(

@@ -94,12 +94,15 @@ class ConnectionCap:
         return handler
 
 
-async def listen(runner: web.BaseRunner, host: str, port: int, limit: int) -> asyncio.Server:
+async def listen(
+    runner: web.BaseRunner, host: str, port: int, limit: int, *, reuse_port: bool = False
+) -> asyncio.Server:
     """Listen for the runner's server (after `runner.setup()`); close the returned
-    server before `runner.cleanup()`, which then drains the connections it accepted."""
+    server before `runner.cleanup()`, which then drains the connections it accepted.
+    `reuse_port`: other processes listen on the same port (SERVER_PROCESSES)."""
     server = runner.server
     if server is None:
         raise RuntimeError("listen() before runner.setup()")
     return await asyncio.get_running_loop().create_server(
-        ConnectionCap(server, limit), host, port, reuse_port=False
+        ConnectionCap(server, limit), host, port, reuse_port=reuse_port
     )

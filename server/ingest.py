@@ -15,13 +15,15 @@ from typing import Any, TypeVar
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
 from pydantic import BaseModel, ValidationError
 
 from orderbot.amqp.link import BrokerLink
-from orderbot.envelopes import Conversation, ConversationEvent, InboundMessage, encode
+from orderbot.envelopes import ConversationEvent, InboundMessage, encode
 from orderbot.errors import BrokerUnavailable, SpoolFull
 from orderbot.runtime import metrics
+from server.envelope import QueuedBody
 from server.errors import json_error
 from server.spool import EdgeSpool
 
@@ -72,8 +74,11 @@ class _Counters:
         self.spool_full = metrics.WEBHOOKS_REJECTED.labels(provider, "spool_full")
 
 
+_JSON_HEADERS = CIMultiDict({hdrs.CONTENT_TYPE: "application/json"})
+
+
 def _json(body: bytes) -> web.Response:
-    return web.Response(body=body, content_type="application/json")
+    return web.Response(body=body, headers=_JSON_HEADERS)
 
 
 class Ingest:
@@ -83,48 +88,72 @@ class Ingest:
         self._broker = broker
         self._spool = spool
         self._counters = {p: _Counters(p) for p in ("chat2desk", "twilio", "webchat")}
+        # Bound once, after logging is configured: the module's lazy proxy binds a new
+        # logger on every call, and this one logs on every webhook.
+        self._log = log.bind()
 
     async def accept(self, message: InboundMessage) -> web.Response:
-        return await self._queue(message.conversation, message.message_id, encode(message))
+        conversation = message.conversation
+        return await self._queue(
+            conversation.provider,
+            conversation.tenant,
+            conversation.key,
+            message.message_id,
+            encode(message),
+        )
+
+    async def accept_body(self, queued: QueuedBody) -> web.Response:
+        """A customer message whose body was written from its validated fields
+        (server/envelope.py)."""
+        return await self._queue(
+            queued.provider, queued.tenant, queued.key, queued.message_id, queued.body
+        )
 
     async def accept_event(self, event: ConversationEvent) -> web.Response:
         """An event of a customer's conversation (an operator wrote, the dialog closed):
         the same durable path as their messages, and the same partition, so it keeps its
         place among them."""
-        return await self._queue(event.conversation, event.event_id, encode(event))
+        conversation = event.conversation
+        return await self._queue(
+            conversation.provider,
+            conversation.tenant,
+            conversation.key,
+            event.event_id,
+            encode(event),
+        )
 
     async def _queue(
-        self, conversation: Conversation, message_id: str, body: bytes
+        self, provider: str, tenant: str, key: str, message_id: str, body: bytes
     ) -> web.Response:
-        counters = self._counters[conversation.provider]
-        queue = self._broker.topology.messages_for(conversation.key)
+        counters = self._counters[provider]
+        queue = self._broker.topology.messages_for(key)
         if self._spool.empty:
             try:
                 await self._broker.publish(
                     queue, body, message_id=message_id, correlation_id=message_id
                 )
             except BrokerUnavailable as exc:
-                log.warning(
+                self._log.warning(
                     "webhook_spooling",
                     correlation_id=message_id,
-                    tenant=conversation.tenant,
+                    tenant=tenant,
                     error=str(exc),
                 )
             else:
                 counters.published.inc()
-                log.info("webhook_queued", correlation_id=message_id, tenant=conversation.tenant)
+                self._log.info("webhook_queued", correlation_id=message_id, tenant=tenant)
                 return _json(_QUEUED)
         try:
             await self._spool.put(queue, message_id, body)
         except SpoolFull as exc:
-            log.error(
+            self._log.error(
                 "webhook_refused_spool_full",
                 correlation_id=message_id,
-                tenant=conversation.tenant,
+                tenant=tenant,
                 error=str(exc),
             )
             counters.spool_full.inc()
             return json_error(503, "message not queued, retry later", headers={"Retry-After": "5"})
         counters.spooled.inc()
-        log.info("webhook_spooled", correlation_id=message_id, tenant=conversation.tenant)
+        self._log.info("webhook_spooled", correlation_id=message_id, tenant=tenant)
         return _json(_QUEUED)

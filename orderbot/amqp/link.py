@@ -179,34 +179,50 @@ class BrokerLink:
         if not self.is_ready or self._channel is None:
             self._reopen_lost_channel()
             raise BrokerUnavailable("not connected to the broker")
-        channel = self._channel
+        channel, connection = self._channel, self._connection
         try:
-            # Bounded as a whole, as the confirm is: getting the channel waits for the
-            # connection while aio-pika reconnects, and a publish must fail over to the
-            # spool within PUBLISH_TIMEOUT, never wait for a reconnect that may not come.
-            async with asyncio.timeout(self._timeout):
-                # What aio-pika's Exchange.publish does for the default exchange, with the
-                # frames encoded here (amqp/frames.py) and written with the other
-                # publishes of this loop turn (amqp/pipelined.py).
-                underlay = await channel.get_underlay_channel()
-                if not isinstance(underlay, aiormq.Channel):  # the frames are aiormq's
-                    raise aiormq.exceptions.ChannelInvalidStateError(f"{underlay!r} not aiormq's")
-                frames = publish_frames(
-                    underlay.number,
-                    queue,
-                    body,
-                    message_id=message_id,
-                    correlation_id=correlation_id,
-                    headers=headers,
-                    timestamp=int(time.time()),
-                    max_content_size=underlay.max_content_size,
-                )
-                await _settled(self._pipeline.publish(underlay, frames, message_id))
+            if connection is not None and connection.connected.is_set():
+                # Connected: getting the channel does not wait, and the confirm has its
+                # own deadline (amqp/pipelined.py), so no timeout per publish is needed.
+                await self._publish(channel, queue, body, message_id, headers, correlation_id)
+            else:
+                # Bounded as a whole, as the confirm is: getting the channel waits for the
+                # connection while aio-pika reconnects, and a publish must fail over to the
+                # spool within PUBLISH_TIMEOUT, never wait for a reconnect that may not come.
+                async with asyncio.timeout(self._timeout):
+                    await self._publish(channel, queue, body, message_id, headers, correlation_id)
         except _NOT_CONFIRMED as exc:
             raise BrokerUnavailable(f"publish to {queue} not confirmed: {exc!r}") from exc
         except ValueError as exc:  # not encodable (a short string over 255 bytes)
             log.error("publish_not_encodable", error=repr(exc))
             raise BrokerUnavailable(f"publish to {queue} failed: {exc!r}") from exc
+
+    async def _publish(
+        self,
+        channel: AbstractRobustChannel,
+        queue: str,
+        body: bytes,
+        message_id: str,
+        headers: Mapping[str, object] | None,
+        correlation_id: str | None,
+    ) -> None:
+        # What aio-pika's Exchange.publish does for the default exchange, with the
+        # frames encoded here (amqp/frames.py) and written with the other publishes of
+        # this loop turn (amqp/pipelined.py).
+        underlay = await channel.get_underlay_channel()
+        if not isinstance(underlay, aiormq.Channel):  # the frames are aiormq's
+            raise aiormq.exceptions.ChannelInvalidStateError(f"{underlay!r} not aiormq's")
+        frames = publish_frames(
+            underlay.number,
+            queue,
+            body,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            headers=headers,
+            timestamp=int(time.time()),
+            max_content_size=underlay.max_content_size,
+        )
+        await _settled(self._pipeline.publish(underlay, frames, message_id))
 
     def _reopen_lost_channel(self) -> None:
         """Reopen the channel if it died while its connection lives on.

@@ -184,6 +184,16 @@ class Settings(BaseSettings):
         description="connections one server process holds at once; past it, 503 and closed",
     )
 
+    server_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="server processes sharing HTTP_PORT (SO_REUSEPORT), each a whole server "
+        "with its own broker connection and spool file: one per core the server may use; "
+        "more than one needs a fixed HTTP_PORT, and SERVER_METRICS_PORT gives process i "
+        "its own ops port (SERVER_METRICS_PORT + i)",
+    )
+
     metrics_host: str = Field(
         default="127.0.0.1",
         description="address of the ops ports (`/metrics`, `/health`, `/health/ready`), "

@@ -143,6 +143,16 @@ async def test_an_id_amqp_cannot_carry_is_refused_and_publishing_goes_on(
     assert await depth(amqp, messages_queues(settings)) == 1
 
 
+async def test_an_id_too_long_is_refused_in_characters(
+    client: Client, webhook_url: Callable[[str], str]
+) -> None:
+    response = await client.post(webhook_url(""), json=Customer().says("hi", message_id="x" * 129))
+    detail = (await response.json())["detail"]
+    assert detail == [
+        {"field": "message_id", "problem": "String should have at most 128 characters"}
+    ]
+
+
 async def test_invalid_body_error_names_the_fields(
     client: Client, webhook_url: Callable[[str], str]
 ) -> None:

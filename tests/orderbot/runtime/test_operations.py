@@ -12,7 +12,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from orderbot.amqp.topology import Topology
 from orderbot.config.settings import Settings
@@ -21,29 +20,11 @@ from server.keys import BROKER
 from tests.support.credentials import API_TOKEN, WEBHOOK_TOKEN
 from tests.support.customers import HAPPY_PATH_RU, Customer, converse
 from tests.support.fake_provider import FakeChat2Desk
+from tests.support.ops import scrape, value
 from tests.support.processes import OrderbotProcess, free_port, wait_http_ok
 from tests.support.tcp_proxy import running_proxy
 
 Spawn = Callable[..., Any]
-
-
-async def scrape(
-    http: aiohttp.ClientSession, url: str
-) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    async with http.get(url) as response:
-        assert response.status == 200
-        text = await response.text()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 async def _system(spawn: Spawn) -> tuple[str, dict[str, OrderbotProcess], dict[str, int]]:
