@@ -10,14 +10,18 @@ connection per listener held out of the pool, and keeps nothing either).
 Publishing is a side effect of a step that matters more (an order written, a status
 moved): `publish` never raises, and gives up after EVENTS_PUBLISH_TIMEOUT, so a Redis
 that is slow or gone costs a step at most that long and loses only the live view.
+
+The XADDs go through the process's Redis batch (orderbot/conversation/batch.py, handed in
+as `commands`): the events of a history batch, and those of concurrent steps, share one
+pipelined round trip, and a batch of events waits out one timeout, not one each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -26,6 +30,9 @@ from redis.asyncio import Redis
 
 from orderbot.events.models import LiveEvent
 from orderbot.runtime import metrics
+
+# A Redis argument, as the batch takes it.
+Arg = str | int | float
 
 log = structlog.get_logger(__name__)
 
@@ -41,27 +48,39 @@ class EventBus(Protocol):
     async def publish(self, event: LiveEvent) -> None:
         """Hand the event on; never raises (a failure is logged and counted)."""
 
+    async def publish_many(self, events: Sequence[LiveEvent]) -> None:
+        """Hand the events on in their order, together; never raises."""
+
     def subscribe(self, tenant: str, last_id: str | None = None) -> AsyncIterator[LiveEvent]:
         """The tenant's events after `last_id` (None: from now on), each with its id,
         until the iterator is closed."""
 
 
+class Commands(Protocol):
+    """Where the bus sends its writes: `call` queues one command, its future is the reply."""
+
+    def call(self, command: tuple[Arg, ...]) -> asyncio.Future[Any]: ...
+
+
 class RedisEventBus:
-    """`stream_key` names a tenant's stream (Keys.events). `block` is how long one read
-    waits for news: below the Redis client's socket timeout, so a quiet tenant is not
-    a timeout."""
+    """`stream_key` names a tenant's stream (Keys.events). `commands` sends the writes
+    (the process's Redis batch of the same client); reads go to `redis` itself, since a
+    blocking XREAD would hold up a batch. `block` is how long one read waits for news:
+    below the Redis client's socket timeout, so a quiet tenant is not a timeout."""
 
     def __init__(
         self,
         redis: Redis,
         stream_key: Callable[[str], str],
         *,
+        commands: Commands,
         max_length: int,
         publish_timeout: float,
         block: float = 2.0,
         retry_delay: float = 0.5,
     ) -> None:
         self._redis = redis
+        self._commands = commands
         self._key = stream_key
         self._max_length = max_length
         self._timeout = publish_timeout
@@ -69,22 +88,35 @@ class RedisEventBus:
         self._retry_delay = retry_delay
 
     async def publish(self, event: LiveEvent) -> None:
-        body = event.model_dump_json(exclude={"id"})
+        await self.publish_many((event,))
+
+    async def publish_many(self, events: Sequence[LiveEvent]) -> None:
+        done = 0  # events[:done] are written; the rest are dropped
+        error: BaseException | None = None
+        futures: list[asyncio.Future[Any]] = []
         try:
+            for event in events:
+                futures.append(self._commands.call(self._xadd(event)))
             async with asyncio.timeout(self._timeout):
-                await self._redis.xadd(
-                    self._key(event.tenant),
-                    {"event": body},
-                    maxlen=self._max_length,
-                    approximate=True,
-                )
+                for future in futures:
+                    try:
+                        await future
+                    except Exception as exc:  # this one failed; the others may not have
+                        _drop(event=events[done], error=exc)
+                    else:
+                        metrics.EVENTS_PUBLISHED.labels(kind=events[done].kind).inc()
+                    done += 1
         except Exception as exc:  # whatever it is, the step goes on
-            metrics.EVENTS_DROPPED.labels(kind=event.kind).inc()
-            log.warning(
-                "live_event_dropped", kind=event.kind, tenant=event.tenant, error=type(exc).__name__
-            )
-            return
-        metrics.EVENTS_PUBLISHED.labels(kind=event.kind).inc()
+            error = exc
+        for future in futures[done:]:
+            future.cancel()
+        for event in events[done:]:
+            _drop(event=event, error=error)
+
+    def _xadd(self, event: LiveEvent) -> tuple[Arg, ...]:
+        body = event.model_dump_json(exclude={"id"})
+        key = self._key(event.tenant)
+        return ("XADD", key, "MAXLEN", "~", self._max_length, "*", "event", body)
 
     async def subscribe(self, tenant: str, last_id: str | None = None) -> AsyncIterator[LiveEvent]:
         key = self._key(tenant)
@@ -110,6 +142,13 @@ class RedisEventBus:
         between this call and the first read (XREAD's `$` would have one per read)."""
         newest = await self._redis.xrevrange(key, count=1)
         return str(newest[0][0]) if newest else "0-0"
+
+
+def _drop(*, event: LiveEvent, error: BaseException | None) -> None:
+    metrics.EVENTS_DROPPED.labels(kind=event.kind).inc()
+    log.warning(
+        "live_event_dropped", kind=event.kind, tenant=event.tenant, error=type(error).__name__
+    )
 
 
 def _decode(entry_id: str, fields: dict[str, str]) -> LiveEvent | None:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
+from orderbot.conversation.batch import batch_for
 from orderbot.conversation.keys import Keys
 from orderbot.events.bus import RedisEventBus, is_event_id
 from orderbot.events.models import LiveEvent
@@ -97,7 +98,11 @@ async def test_a_publish_to_a_redis_that_answers_nothing_returns_within_its_time
         proxy.outage("blackhole")
         client = Redis(host="127.0.0.1", port=proxy.port, socket_timeout=30)
         bus = RedisEventBus(
-            client, Keys(f"{namespace}:").events, max_length=100, publish_timeout=0.2
+            client,
+            Keys(f"{namespace}:").events,
+            commands=batch_for(client),
+            max_length=100,
+            publish_timeout=0.2,
         )
         dropped = metrics.EVENTS_DROPPED.labels(kind="order")._value.get()
         started = time.monotonic()
@@ -115,7 +120,11 @@ async def test_a_publish_to_a_redis_that_refuses_connections_does_not_raise(
         proxy.outage("refuse")
         client = Redis(host="127.0.0.1", port=proxy.port, socket_connect_timeout=1)
         bus = RedisEventBus(
-            client, Keys(f"{namespace}:").events, max_length=100, publish_timeout=0.5
+            client,
+            Keys(f"{namespace}:").events,
+            commands=batch_for(client),
+            max_length=100,
+            publish_timeout=0.5,
         )
         dropped = metrics.EVENTS_DROPPED.labels(kind="order")._value.get()
         await bus.publish(_order("t1", 1))
@@ -132,12 +141,15 @@ async def test_a_subscriber_reads_on_after_its_connection_is_cut(
         bus = RedisEventBus(
             client,
             Keys(prefix).events,
+            commands=batch_for(client),
             max_length=100,
             publish_timeout=1,
             block=0.5,
             retry_delay=0.05,
         )
-        direct = RedisEventBus(redis, Keys(prefix).events, max_length=100, publish_timeout=1)
+        direct = RedisEventBus(
+            redis, Keys(prefix).events, commands=batch_for(redis), max_length=100, publish_timeout=1
+        )
         await direct.publish(_order("t1", 1))
         events = bus.subscribe("t1", "0-0")
         assert (await _next(events)).data["order_id"] == 1
@@ -148,3 +160,36 @@ async def test_a_subscriber_reads_on_after_its_connection_is_cut(
         await events.aclose()  # type: ignore[attr-defined]
         await client.aclose()
     assert after.data["order_id"] == 2
+
+
+async def test_events_published_together_are_written_in_their_order(
+    services: Services, namespace: str
+) -> None:
+    async with named_bus(services.redis_url, f"{namespace}:") as (bus, _):
+        await bus.publish_many([_order("t1" if n % 2 else "t2", n) for n in range(1, 9)])
+        odd = await take(bus.subscribe("t1", "0-0"), 4)
+        even = await take(bus.subscribe("t2", "0-0"), 4)
+    assert [e.data["order_id"] for e in odd] == [1, 3, 5, 7]
+    assert [e.data["order_id"] for e in even] == [2, 4, 6, 8]
+
+
+async def test_events_published_together_to_a_redis_that_answers_nothing_wait_out_one_timeout(
+    services: Services, namespace: str
+) -> None:
+    async with running_proxy(urlsplit(services.redis_url).port or 6379) as proxy:
+        proxy.outage("blackhole")
+        client = Redis(host="127.0.0.1", port=proxy.port, socket_timeout=30)
+        bus = RedisEventBus(
+            client,
+            Keys(f"{namespace}:").events,
+            commands=batch_for(client),
+            max_length=100,
+            publish_timeout=0.5,
+        )
+        dropped = metrics.EVENTS_DROPPED.labels(kind="order")._value.get()
+        started = time.monotonic()
+        await bus.publish_many([_order("t1", n) for n in range(10)])
+        elapsed = time.monotonic() - started
+        await client.aclose()
+    assert elapsed < 3.0  # one 0.5 s bound for all ten, not ten of them
+    assert metrics.EVENTS_DROPPED.labels(kind="order")._value.get() == dropped + 10
