@@ -81,7 +81,11 @@ def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
 
-def configure_logging(settings: Settings, role: str) -> None:
+def configure_logging(settings: Settings, role: str, *, cache_loggers: bool = False) -> None:
+    """`cache_loggers`: each logger keeps the configuration it first logged with, which
+    spares every later call (also one below the level) building its bound logger anew.
+    For a process that configures logging once, before its first line; not for code that
+    may be configured again in the same interpreter (the CLI, tests)."""
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
     renderer: Any
     if settings.log_format == "console":
@@ -101,7 +105,7 @@ def configure_logging(settings: Settings, role: str) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache_loggers,
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(role=role)
