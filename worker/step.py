@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 
 import structlog
+from prometheus_client import Counter
 
 from dialog import Attachment, DialogRules, DialogState, OrderStatus, Pin, advance, slow_down
 from orderbot.amqp.consumer import Delivery, handed_back
@@ -141,7 +142,7 @@ class MessageProcessor:
                     functools.partial(self._apply, inbound, budgeted=not replayed), self._stop
                 )
             metrics.DIALOG_STEP_SECONDS.observe(time.perf_counter() - started)
-            metrics.MESSAGES_PROCESSED.labels("messages", outcome).inc()
+            _processed(outcome).inc()
             if outcome != "duplicate":
                 age = (utcnow() - inbound.received_at).total_seconds()
                 metrics.MESSAGE_AGE_SECONDS.observe(max(age, 0.0))
@@ -153,7 +154,7 @@ class MessageProcessor:
             if handed_back(message):
                 raise Stopping("the partition is being handed over; left for redelivery")
             outcome = await until_done(functools.partial(self._handoff.on_event, event), self._stop)
-        metrics.MESSAGES_PROCESSED.labels("messages", outcome).inc()
+        _processed(outcome).inc()
 
     async def _apply(self, inbound: InboundMessage, *, budgeted: bool = True) -> str:
         """Apply the step once; returns the outcome for the metrics.
@@ -300,6 +301,13 @@ def customer_budget(settings: Settings, tenants: TenantDirectory) -> Callable[[s
         return own if own is not None else settings.webhook_rate_limit_customer
 
     return budget
+
+
+@functools.cache
+def _processed(outcome: str) -> Counter:
+    """The counter of an outcome, looked up once: `labels` takes a lock and a dict
+    lookup on every call."""
+    return metrics.MESSAGES_PROCESSED.labels("messages", outcome)
 
 
 def _pin(location: Location | None) -> Pin | None:
