@@ -13,7 +13,11 @@ that is slow or gone costs a step at most that long and loses only the live view
 
 The XADDs go through the process's Redis batch (orderbot/conversation/batch.py, handed in
 as `commands`): the events of a history batch, and those of concurrent steps, share one
-pipelined round trip, and a batch of events waits out one timeout, not one each.
+pipelined round trip, and a batch of events waits out one timeout, not one each. They
+may wait a little (a fifth of the timeout at most) for a call that must go now, such as
+the commits of the steps that settled on the same history batch, and ride with it:
+`publish_many`, told beside the history writer, does; `publish`, which a step awaits,
+does not.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ class EventBus(Protocol):
         """Hand the event on; never raises (a failure is logged and counted)."""
 
     async def publish_many(self, events: Sequence[LiveEvent]) -> None:
-        """Hand the events on in their order, together; never raises."""
+        """Hand the events on in their order, together, perhaps a moment later (see
+        above); never raises."""
 
     def subscribe(self, tenant: str, last_id: str | None = None) -> AsyncIterator[LiveEvent]:
         """The tenant's events after `last_id` (None: from now on), each with its id,
@@ -61,7 +66,9 @@ class EventBus(Protocol):
 class Commands(Protocol):
     """Where the bus sends its writes: `call` queues one command, its future is the reply."""
 
-    def call(self, command: tuple[Arg, ...]) -> asyncio.Future[Any]: ...
+    def call(self, command: tuple[Arg, ...], *, within: float = 0.0) -> asyncio.Future[Any]:
+        """`within` > 0: it may wait that long for a call that must go now, to ride with."""
+        ...
 
 
 class RedisEventBus:
@@ -86,19 +93,23 @@ class RedisEventBus:
         self._key = stream_key
         self._max_length = max_length
         self._timeout = publish_timeout
+        self._ride_within = publish_timeout / 5
         self._block_ms = max(1, int(block * 1000))
         self._retry_delay = retry_delay
 
     async def publish(self, event: LiveEvent) -> None:
-        await self.publish_many((event,))
+        await self._publish((event,), within=0.0)
 
     async def publish_many(self, events: Sequence[LiveEvent]) -> None:
+        await self._publish(events, within=self._ride_within)
+
+    async def _publish(self, events: Sequence[LiveEvent], *, within: float) -> None:
         done = 0  # events[:done] are written; the rest are dropped
         error: BaseException | None = None
         futures: list[asyncio.Future[Any]] = []
         try:
             for event in events:
-                futures.append(self._commands.call(self._xadd(event)))
+                futures.append(self._commands.call(self._xadd(event), within=within))
             async with asyncio.timeout(self._timeout):
                 for future in futures:
                     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
@@ -193,3 +194,29 @@ async def test_events_published_together_to_a_redis_that_answers_nothing_wait_ou
         await client.aclose()
     assert elapsed < 3.0  # one 0.5 s bound for all ten, not ten of them
     assert metrics.EVENTS_DROPPED.labels(kind="order")._value.get() == dropped + 10
+
+
+class _Recorder:
+    """Commands that answer at once and remember how long each call might wait."""
+
+    def __init__(self) -> None:
+        self.within: list[float] = []
+
+    def call(self, command: tuple[str | int | float, ...], *, within: float = 0.0) -> Any:
+        self.within.append(within)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future.set_result("1-0")
+        return future
+
+
+async def test_a_single_event_goes_at_once_while_a_batch_of_them_may_ride_with_other_calls(
+    redis: Redis,
+) -> None:
+    commands = _Recorder()
+    bus = RedisEventBus(
+        redis, Keys("unused:").events, commands=commands, max_length=100, publish_timeout=0.25
+    )
+    await bus.publish(_order("t1", 1))  # a step awaits this one
+    await bus.publish_many([_order("t1", 2), _order("t1", 3)])
+    assert commands.within[0] == 0.0
+    assert commands.within[1:] == [0.05, 0.05]
