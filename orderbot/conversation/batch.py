@@ -31,7 +31,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = structlog.get_logger(__name__)
 
@@ -178,14 +179,9 @@ class RedisBatch:
             call.command if call.script is None else ("EVALSHA", call.script.sha, *call.command)
             for call in calls
         ]
-        replies: list[Any] = []
         try:
             await conn.send_packed_command(conn.pack_commands(commands))
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
+            replies = await _read_replies(conn, len(commands))
         except BaseException as exc:
             self._conn = None
             await conn.disconnect(nowait=True)
@@ -200,6 +196,25 @@ class RedisBatch:
             demoted = RedisConnectionError("Redis answered READONLY: the master was demoted")
             replies = [demoted if isinstance(r, ReadOnlyError) else r for r in replies]
         return replies
+
+
+async def _read_replies(conn: AbstractConnection, count: int) -> list[Any]:
+    """`count` replies under one socket timeout for them all, read from the connection's
+    parser: its `read_response` opens a timeout for each reply, which cost about as much
+    as parsing a small one. An error reply stays a value (its caller's), as
+    `read_response` would have raised it; a timeout or a broken socket raises the
+    errors it raises."""
+    parser: Any = conn._parser
+    try:
+        async with asyncio.timeout(conn.socket_timeout):
+            replies = [await parser.read_response() for _ in range(count)]
+    except TimeoutError as exc:
+        raise RedisTimeoutError("Timeout reading from Redis") from exc
+    except OSError as exc:
+        raise RedisConnectionError(f"Error while reading from Redis: {exc!r}") from exc
+    if conn.health_check_interval:  # it answered: no PING due for a while
+        conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval
+    return replies
 
 
 def _unknown(reply: Any) -> bool:
