@@ -47,8 +47,10 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 (Redis's script id)
 
-    def __call__(self, *, keys: Sequence[str], args: Sequence[Arg] = ()) -> asyncio.Future[Any]:
-        return self.batch.call((len(keys), *keys, *args), script=self)
+    def __call__(
+        self, *, keys: Sequence[str], args: Sequence[Arg] = (), within: float = 0.0
+    ) -> asyncio.Future[Any]:
+        return self.batch.call((len(keys), *keys, *args), script=self, within=within)
 
 
 class _Call:

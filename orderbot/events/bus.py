@@ -11,9 +11,10 @@ Publishing is a side effect of a step that matters more (an order written, a sta
 moved): `publish` never raises, and gives up after EVENTS_PUBLISH_TIMEOUT, so a Redis
 that is slow or gone costs a step at most that long and loses only the live view.
 
-The XADDs go through the process's Redis batch (orderbot/conversation/batch.py, handed in
-as `commands`): the events of a history batch, and those of concurrent steps, share one
-pipelined round trip, and a batch of events waits out one timeout, not one each. They
+The events go through the process's Redis batch (orderbot/conversation/batch.py, handed in
+as `commands`): the events a publish hands on for one tenant are one script run (its
+XADDs), those of several tenants and of concurrent steps share one pipelined round trip,
+and a batch of events waits out one timeout, not one each. They
 may wait a little (a fifth of the timeout at most) for a call that must go now, such as
 the commits of the steps that settled on the same history batch, and ride with it:
 `publish_many`, told beside the history writer, does; `publish`, which a step awaits,
@@ -63,12 +64,28 @@ class EventBus(Protocol):
         until the iterator is closed."""
 
 
-class Commands(Protocol):
-    """Where the bus sends its writes: `call` queues one command, its future is the reply."""
-
-    def call(self, command: tuple[Arg, ...], *, within: float = 0.0) -> asyncio.Future[Any]:
-        """`within` > 0: it may wait that long for a call that must go now, to ride with."""
+class RunScript(Protocol):
+    def __call__(
+        self, *, keys: Sequence[str], args: Sequence[Arg] = (), within: float = 0.0
+    ) -> asyncio.Future[Any]:
+        """Queue one run of the script; the future is its reply. `within` > 0: it may wait
+        that long for a call that must go now, to ride with."""
         ...
+
+
+class Commands(Protocol):
+    """Where the bus sends its writes: a script, run through a batch of calls."""
+
+    def script(self, source: str) -> RunScript: ...
+
+
+# KEYS: the tenant's stream. ARGV: its length (about), then the events, oldest first.
+_XADD_ALL = """
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[i])
+end
+return #ARGV - 1
+"""
 
 
 class RedisEventBus:
@@ -89,7 +106,7 @@ class RedisEventBus:
         retry_delay: float = 0.5,
     ) -> None:
         self._redis = redis
-        self._commands = commands
+        self._xadd_all = commands.script(_XADD_ALL)
         self._key = stream_key
         self._max_length = max_length
         self._timeout = publish_timeout
@@ -104,32 +121,35 @@ class RedisEventBus:
         await self._publish(events, within=self._ride_within)
 
     async def _publish(self, events: Sequence[LiveEvent], *, within: float) -> None:
-        done = 0  # events[:done] are written; the rest are dropped
+        """One script run per tenant among `events`, all of them awaited under one timeout."""
+        groups: dict[str, list[LiveEvent]] = {}
+        for event in events:
+            groups.setdefault(event.tenant, []).append(event)
+        runs: list[tuple[list[LiveEvent], asyncio.Future[Any]]] = []
+        done = 0  # runs[:done] are answered
         error: BaseException | None = None
-        futures: list[asyncio.Future[Any]] = []
         try:
-            for event in events:
-                futures.append(self._commands.call(self._xadd(event), within=within))
+            for tenant, group in groups.items():
+                bodies = [event.model_dump_json(exclude={"id"}) for event in group]
+                run = self._xadd_all(
+                    keys=[self._key(tenant)], args=[self._max_length, *bodies], within=within
+                )
+                runs.append((group, run))
             async with asyncio.timeout(self._timeout):
-                for future in futures:
+                for group, run in runs:
                     try:
-                        await future
-                    except Exception as exc:  # this one failed; the others may not have
-                        _drop(event=events[done], error=exc)
+                        await run
+                    except Exception as exc:  # this tenant's failed; the others may not have
+                        _drop(group, error=exc)
                     else:
-                        _published(events[done].kind).inc()
+                        for event in group:
+                            _published(event.kind).inc()
                     done += 1
         except Exception as exc:  # whatever it is, the step goes on
             error = exc
-        for future in futures[done:]:
-            future.cancel()
-        for event in events[done:]:
-            _drop(event=event, error=error)
-
-    def _xadd(self, event: LiveEvent) -> tuple[Arg, ...]:
-        body = event.model_dump_json(exclude={"id"})
-        key = self._key(event.tenant)
-        return ("XADD", key, "MAXLEN", "~", self._max_length, "*", "event", body)
+        for _, run in runs[done:]:
+            run.cancel()
+        _drop([event for group in list(groups.values())[done:] for event in group], error=error)
 
     async def subscribe(self, tenant: str, last_id: str | None = None) -> AsyncIterator[LiveEvent]:
         key = self._key(tenant)
@@ -163,11 +183,15 @@ def _published(kind: str) -> Counter:
     return metrics.EVENTS_PUBLISHED.labels(kind=kind)
 
 
-def _drop(*, event: LiveEvent, error: BaseException | None) -> None:
-    metrics.EVENTS_DROPPED.labels(kind=event.kind).inc()
-    log.warning(
-        "live_event_dropped", kind=event.kind, tenant=event.tenant, error=type(error).__name__
-    )
+def _drop(events: Sequence[LiveEvent], *, error: BaseException | None) -> None:
+    for event in events:
+        metrics.EVENTS_DROPPED.labels(kind=event.kind).inc()
+        log.warning(
+            "live_event_dropped",
+            kind=event.kind,
+            tenant=event.tenant,
+            error=type(error).__name__,
+        )
 
 
 def _decode(entry_id: str, fields: dict[str, str]) -> LiveEvent | None:
