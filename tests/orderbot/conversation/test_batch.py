@@ -5,6 +5,7 @@ that answers nothing failing the batch within the client's socket timeout."""
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 import uuid
 from urllib.parse import urlsplit
@@ -54,3 +55,19 @@ async def test_a_redis_that_answers_nothing_fails_the_batch_within_the_socket_ti
         await client.aclose()
     assert all(isinstance(r, RedisTimeoutError) for r in results), results
     assert elapsed < 3.0  # the 0.3 s bound, with room for a loaded machine
+
+
+async def test_an_argument_redis_cannot_take_is_refused_to_its_caller_alone(
+    redis: Redis, namespace: str
+) -> None:
+    batch = RedisBatch(redis)
+    key = f"{namespace}:batch:kind"
+    for wrong in (True, None, [1]):
+        with pytest.raises(TypeError):
+            batch.call(("SET", key, wrong))  # type: ignore[arg-type]
+    assert await batch.call(("SET", key, _Kind.ORDER)) in (True, "OK")
+    assert await batch.call(("GET", key)) == "order"
+
+
+class _Kind(enum.StrEnum):
+    ORDER = "order"
