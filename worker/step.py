@@ -180,7 +180,7 @@ class MessageProcessor:
                 await self._keep_for_later(inbound, state, begun, per_minute)
                 return "rate_limited"
             waiting = begun.waiting_replies > 0
-            rating = await self._ratings.answer(inbound, state)
+            rating = await self._ratings.answer(inbound, state, begun)
             if rating is not None:
                 await self._replies.deliver(
                     conversation, inbound.message_id, rating.replies, waiting=waiting
