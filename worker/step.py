@@ -62,6 +62,7 @@ from orderbot.history.writer import HistoryWriter
 from orderbot.orders.live import order_event
 from orderbot.orders.store import OrderStore
 from orderbot.runtime import metrics
+from orderbot.runtime.logging import bound_fields
 from orderbot.runtime.waiting import until_done
 from orderbot.tenancy.directory import TenantDirectory
 from worker.handoff import HandoffDesk
@@ -123,7 +124,7 @@ class MessageProcessor:
             await self._on_event(message, inbound)
             return
         conversation = inbound.conversation
-        with structlog.contextvars.bound_contextvars(
+        with bound_fields(
             correlation_id=inbound.message_id,
             tenant=conversation.tenant,
             provider=conversation.provider,
