@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from dialog import AskAgain, DialogState, GiveUp, RatingRules, Step, answer_rating
 from dialog.rating import ask_again, thanks
 from orderbot.config.settings import Settings
+from orderbot.conversation.dialog_store import Begun
 from orderbot.conversation.owed_ratings import OwedRating, OwedRatings
 from orderbot.envelopes import Conversation, InboundMessage
 from orderbot.events.bus import EventBus
@@ -40,12 +41,19 @@ class RatingDesk:
         self._lifecycle = lifecycle
         self._rules = rules
 
-    async def answer(self, inbound: InboundMessage, state: DialogState) -> RatingAnswer | None:
-        """The replies if ``inbound`` answered an owed rating; None: the dialog takes it."""
+    async def answer(
+        self, inbound: InboundMessage, state: DialogState, begun: Begun | None = None
+    ) -> RatingAnswer | None:
+        """The replies if ``inbound`` answered an owed rating; None: the dialog takes it.
+        `begun`: what the step read under the lock, the owed rating with it (else it is
+        read now)."""
         if state.step not in IDLE:
             return None
         conversation = inbound.conversation
-        owed = await self._owed.get(conversation)
+        if begun is None:
+            owed = await self._owed.get(conversation)
+        else:
+            owed = await self._owed.read(conversation, begun.raw_owed)
         if owed is None:
             return None
         # A redelivery of the message that asked again must ask again, not give up.

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 
 import structlog
+from prometheus_client import Counter
 
 from dialog import Attachment, DialogRules, DialogState, OrderStatus, Pin, advance, slow_down
 from orderbot.amqp.consumer import Delivery, handed_back
@@ -61,6 +62,7 @@ from orderbot.history.writer import HistoryWriter
 from orderbot.orders.live import order_event
 from orderbot.orders.store import OrderStore
 from orderbot.runtime import metrics
+from orderbot.runtime.logging import bound_fields
 from orderbot.runtime.waiting import until_done
 from orderbot.tenancy.directory import TenantDirectory
 from worker.handoff import HandoffDesk
@@ -122,7 +124,7 @@ class MessageProcessor:
             await self._on_event(message, inbound)
             return
         conversation = inbound.conversation
-        with structlog.contextvars.bound_contextvars(
+        with bound_fields(
             correlation_id=inbound.message_id,
             tenant=conversation.tenant,
             provider=conversation.provider,
@@ -141,7 +143,7 @@ class MessageProcessor:
                     functools.partial(self._apply, inbound, budgeted=not replayed), self._stop
                 )
             metrics.DIALOG_STEP_SECONDS.observe(time.perf_counter() - started)
-            metrics.MESSAGES_PROCESSED.labels("messages", outcome).inc()
+            _processed(outcome).inc()
             if outcome != "duplicate":
                 age = (utcnow() - inbound.received_at).total_seconds()
                 metrics.MESSAGE_AGE_SECONDS.observe(max(age, 0.0))
@@ -153,7 +155,7 @@ class MessageProcessor:
             if handed_back(message):
                 raise Stopping("the partition is being handed over; left for redelivery")
             outcome = await until_done(functools.partial(self._handoff.on_event, event), self._stop)
-        metrics.MESSAGES_PROCESSED.labels("messages", outcome).inc()
+        _processed(outcome).inc()
 
     async def _apply(self, inbound: InboundMessage, *, budgeted: bool = True) -> str:
         """Apply the step once; returns the outcome for the metrics.
@@ -179,7 +181,7 @@ class MessageProcessor:
                 await self._keep_for_later(inbound, state, begun, per_minute)
                 return "rate_limited"
             waiting = begun.waiting_replies > 0
-            rating = await self._ratings.answer(inbound, state)
+            rating = await self._ratings.answer(inbound, state, begun)
             if rating is not None:
                 await self._replies.deliver(
                     conversation, inbound.message_id, rating.replies, waiting=waiting
@@ -300,6 +302,13 @@ def customer_budget(settings: Settings, tenants: TenantDirectory) -> Callable[[s
         return own if own is not None else settings.webhook_rate_limit_customer
 
     return budget
+
+
+@functools.cache
+def _processed(outcome: str) -> Counter:
+    """The counter of an outcome, looked up once: `labels` takes a lock and a dict
+    lookup on every call."""
+    return metrics.MESSAGES_PROCESSED.labels("messages", outcome)
 
 
 def _pin(location: Location | None) -> Pin | None:

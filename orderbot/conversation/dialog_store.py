@@ -6,7 +6,8 @@ at most once and never over a newer step's state.
 
 A step talks to Redis twice: `begin` takes the customer's lock and, only if it got
 it, reads the processed-marker, takes a token of the customer's message budget, and
-reads the state and the number of the customer's replies waiting in the outbox;
+reads the state, the number of the customer's replies waiting in the outbox and the
+rating they owe, if any;
 `commit` checks the lock's token, writes state and marker, and may delete the lock in
 the same script. The budget is taken only for a message not applied before, so a
 redelivered or re-posted message never uses it up.
@@ -29,11 +30,12 @@ from orderbot.envelopes import InboundMessage
 from orderbot.errors import LockLost
 
 # KEYS: lock, processed-marker, state, the customer's outbox order, the customer's budget,
-# the customer's "please wait" marker, the hand-off marker. ARGV: token, lease ms, budget
-# tokens per ms (0: no budget), budget capacity, "please wait" ms. nil: the lock is busy.
-# {1}: already applied. {3}: a person answers the customer (no budget taken: the bot says
-# nothing, not even "please wait"). {2, say "please wait" (1/0), waiting replies, state or
-# nil}: over budget. {0, waiting replies, state or nil}: go on.
+# the customer's "please wait" marker, the hand-off marker, the customer's owed rating.
+# ARGV: token, lease ms, budget tokens per ms (0: no budget), budget capacity, "please
+# wait" ms. nil: the lock is busy. {1}: already applied. {3}: a person answers the
+# customer (no budget taken: the bot says nothing, not even "please wait"). {2, say
+# "please wait" (1/0), waiting replies, state or nil}: over budget. {0, waiting replies,
+# state or nil, owed rating or nil}: go on.
 _BEGIN = (
     TAKE_FUNCTION
     + """
@@ -50,7 +52,8 @@ if tonumber(ARGV[3]) > 0 and take(KEYS[5], tonumber(ARGV[3]), tonumber(ARGV[4]))
   local first = redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[5]) and 1 or 0
   return {2, first, redis.call('ZCARD', KEYS[4]), redis.call('GET', KEYS[3])}
 end
-return {0, redis.call('ZCARD', KEYS[4]), redis.call('GET', KEYS[3])}
+return {0, redis.call('ZCARD', KEYS[4]), redis.call('GET', KEYS[3]),
+        redis.call('GET', KEYS[8])}
 """
 )
 
@@ -97,6 +100,7 @@ class Begun:
     over_budget: bool = False  # the customer's messages a minute are used up
     say_slow_down: bool = False  # and they were not told so in this window yet
     handed_off: bool = False  # a person answers the customer now; nothing else was read
+    raw_owed: str | None = None  # the rating they owe, if any (owed_ratings.py)
 
     def state(self) -> DialogState:
         if self.raw_state is None:
@@ -137,6 +141,7 @@ class DialogStore:
             self.keys.customer_bucket(conversation),
             self.keys.flood_notice(conversation),
             self.keys.handoff(conversation.key),
+            self.keys.rating(conversation),
         ]
         # A bucket holds a minute's worth: a burst of one minute's budget is fine.
         budget = (per_minute / 60_000, per_minute) if per_minute else (0, 0)
@@ -172,6 +177,7 @@ class DialogStore:
                 processed=False,
                 waiting_replies=int(reply[1]),
                 raw_state=reply[2] if len(reply) > 2 else None,
+                raw_owed=reply[3] if len(reply) > 3 else None,
             )
 
         return take

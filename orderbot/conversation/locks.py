@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
+import itertools
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -58,6 +59,18 @@ return 0
 RETRY_SLEEP = 0.005  # while another process holds the customer's lock (redis-py's default)
 
 
+class _Tokens:
+    """Fencing tokens: unique, not secret. A random prefix of the process (64 bits) and a
+    counter, instead of a uuid4 per step (a urandom call each)."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._count = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}-{next(self._count):x}"
+
+
 @dataclass
 class _LocalLock:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -83,7 +96,9 @@ class ArrivalOrder:
 
     @contextlib.asynccontextmanager
     async def turn(self, conversation_key: str) -> AsyncIterator[None]:
-        local = self._local.setdefault(conversation_key, _LocalLock())
+        local = self._local.get(conversation_key)
+        if local is None:
+            local = self._local[conversation_key] = _LocalLock()
         local.users += 1
         try:
             async with local.lock:
@@ -99,6 +114,7 @@ class ClientLocks:
         self._keys = Keys(prefix)
         self._timeout = timeout
         self._lease_ms = max(1, int(timeout * 1000))
+        self._tokens = _Tokens()
         batch = self._batch = batch_for(redis)
         self._renew = batch.script(_RENEW)
         self._release = batch.script(RELEASE_IF_HELD)
@@ -122,7 +138,7 @@ class ClientLocks:
     ) -> AsyncIterator[Lease[T]]:
         """Hold the customer's lock, taken by `take` (which loads what it likes with it)."""
         key = self.key(conversation_key)
-        token = uuid.uuid4().hex
+        token = self._tokens.next()
         while True:  # another process holds it: poll, as redis-py's Lock did
             loaded = await take(key, token, self._lease_ms)
             if loaded is not None:
@@ -151,21 +167,22 @@ class _Renewal(Generic[T]):
         self._locks = locks
         self._lease = lease
         self._every = locks._timeout / 3
-        self._done = asyncio.Event()
+        self._done: asyncio.Event | None = None  # made with the task: almost never
         self._task: asyncio.Task[None] | None = None
         self._timer = asyncio.get_running_loop().call_later(self._every, self._start)
 
     def _start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="client-lock-renew")
+        self._done = asyncio.Event()
+        self._task = asyncio.create_task(self._run(self._done), name="client-lock-renew")
 
-    async def _run(self) -> None:
-        while not self._done.is_set():
+    async def _run(self, done: asyncio.Event) -> None:
+        while not done.is_set():
             await self._locks._extend(self._lease)
-            await sleep_unless_set(self._every, self._done)
+            await sleep_unless_set(self._every, done)
 
     async def stop(self) -> None:
         self._timer.cancel()
-        if self._task is None:
+        if self._task is None or self._done is None:
             return
         # Stopped by an event, not by cancel(): redis-py can swallow a cancel that
         # lands inside a command, and awaiting the renewer then never returned,

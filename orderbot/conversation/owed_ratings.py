@@ -72,14 +72,18 @@ class OwedRatings:
         )
 
     async def get(self, conversation: Conversation) -> OwedRating | None:
-        key = self.key(conversation)
-        raw = await self._batch.call(("GET", key))
+        return await self.read(
+            conversation, await self._batch.call(("GET", self.key(conversation)))
+        )
+
+    async def read(self, conversation: Conversation, raw: str | None) -> OwedRating | None:
+        """The question in `raw`, as `get` read it (or a step's `begin`, in its round trip)."""
         if raw is None:
             return None
         try:
             return OwedRating.model_validate_json(raw)
         except ValidationError:
-            await self._batch.call(("DEL", key))  # unreadable: ask nothing
+            await self._batch.call(("DEL", self.key(conversation)))  # unreadable: ask nothing
             return None
 
     async def save(self, conversation: Conversation, owed: OwedRating) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from orderbot.events.models import LiveEvent
 
@@ -29,6 +29,10 @@ class InMemoryEventBus:
         self._events[event.tenant].append(event.model_copy(update={"id": f"{self._seq}-0"}))
         async with self._news:
             self._news.notify_all()
+
+    async def publish_many(self, events: Sequence[LiveEvent]) -> None:
+        for event in events:
+            await self.publish(event)
 
     def _has_after(self, tenant: str, after: int) -> bool:
         events = self._events[tenant]

@@ -36,7 +36,6 @@ def event_of(row: Written) -> LiveEvent:
 
 def publisher(bus: EventBus) -> OnWritten:
     async def publish(rows: Sequence[Written]) -> None:
-        for row in rows:
-            await bus.publish(event_of(row))
+        await bus.publish_many([event_of(row) for row in rows])
 
     return publish

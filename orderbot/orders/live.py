@@ -9,6 +9,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from orderbot.config.settings import Settings
+from orderbot.conversation.batch import batch_for
 from orderbot.conversation.keys import Keys
 from orderbot.envelopes import Conversation
 from orderbot.events.bus import RedisEventBus
@@ -19,6 +20,7 @@ def live_events(redis: Redis, settings: Settings) -> RedisEventBus:
     return RedisEventBus(
         redis,
         Keys(settings.redis_key_prefix).events,
+        commands=batch_for(redis),
         max_length=settings.events_stream_length,
         publish_timeout=settings.events_publish_timeout.total_seconds(),
     )

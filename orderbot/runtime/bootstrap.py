@@ -52,7 +52,7 @@ def _start(role: Role) -> int:
     except ConfigError as exc:
         print(f"orderbot {role.command}: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings, role.name)
+    configure_logging(settings, role.name, cache_loggers=True)
     _freeze_startup_objects()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         try:

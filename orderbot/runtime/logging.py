@@ -12,6 +12,7 @@ import bisect
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +22,39 @@ import structlog
 from orderbot.config.secret_forms import REDACTED, SHORTEST_SCHEMED, expand, mask
 from orderbot.config.settings import Settings
 
-__all__ = ["REDACTED", "SecretRedactor", "configure_logging", "register_secrets"]
+__all__ = ["REDACTED", "SecretRedactor", "bound_fields", "configure_logging", "register_secrets"]
+
+_FIELDS: ContextVar[dict[str, Any] | None] = ContextVar("orderbot_log_fields", default=None)
+
+
+class bound_fields:
+    """Fields that every line logged inside the block carries, like structlog's
+    `bound_contextvars` but for a block entered for every message: one ContextVar set and
+    reset, where structlog sets and resets one per field behind a generator."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        outer = _FIELDS.get()
+        self._token = _FIELDS.set({**outer, **self._fields} if outer else self._fields)
+
+    def __exit__(self, *_: object) -> None:
+        _FIELDS.reset(self._token)
+
+
+def _merge_fields(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # After merge_contextvars and added like it adds its own (the role): the keys come out
+    # in the order bound_contextvars gave them, and a line's own keys win.
+    fields = _FIELDS.get()
+    if fields:
+        for key, value in fields.items():
+            event_dict.setdefault(key, value)
+    return event_dict
 
 
 class SecretRedactor:
@@ -81,7 +114,11 @@ def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
 
-def configure_logging(settings: Settings, role: str) -> None:
+def configure_logging(settings: Settings, role: str, *, cache_loggers: bool = False) -> None:
+    """`cache_loggers`: each logger keeps the configuration it first logged with, which
+    spares every later call (also one below the level) building its bound logger anew.
+    For a process that configures logging once, before its first line; not for code that
+    may be configured again in the same interpreter (the CLI, tests)."""
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
     renderer: Any
     if settings.log_format == "console":
@@ -92,6 +129,7 @@ def configure_logging(settings: Settings, role: str) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _merge_fields,
             structlog.processors.add_log_level,
             structlog.processors.format_exc_info,
             redactor,
@@ -101,7 +139,7 @@ def configure_logging(settings: Settings, role: str) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache_loggers,
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(role=role)

@@ -10,6 +10,12 @@ and a connection attempt is retried a few times with a short backoff before the 
 reaches the caller, who treats it as any Redis outage (waits, then retries the step).
 Every asyncpg connection takes DATABASE_STATEMENT_CACHE_SIZE, so that 0 makes the
 processes work through PgBouncer in transaction pooling mode.
+
+A pool connection goes back without asyncpg's session reset (`RESET ALL`, `UNLISTEN *`,
+advisory unlock, `CLOSE ALL`): a round trip on every release, for state nothing of ours
+leaves on a pool connection (LISTEN has a session of its own, settings are set for the
+transaction, advisory locks are transaction locks). asyncpg still rolls back a
+transaction left open.
 """
 
 from __future__ import annotations
@@ -108,6 +114,7 @@ async def open_postgres(
                 min_size=1,
                 max_size=max_size,
                 command_timeout=10,
+                reset=_keep_session,
                 **postgres_options(settings),
             )
             break
@@ -121,6 +128,10 @@ async def open_postgres(
         yield pool
     finally:
         await pool.close()
+
+
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """The pool's reset after asyncpg's own rollback of an open transaction: nothing."""
 
 
 @contextlib.asynccontextmanager

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
+from orderbot.conversation.batch import batch_for
 from orderbot.conversation.keys import Keys
 from orderbot.events.bus import RedisEventBus
 from orderbot.events.models import LiveEvent
@@ -26,6 +27,7 @@ async def named_bus(
         bus = RedisEventBus(
             client,
             Keys(prefix).events,
+            commands=batch_for(client),
             max_length=max_length,
             publish_timeout=publish_timeout,
             block=0.5,

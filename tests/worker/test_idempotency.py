@@ -17,12 +17,13 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from dialog import DialogState
+from dialog import DialogState, Lang
 from orderbot.config.settings import Settings
 from orderbot.conversation.batch import RedisBatch, batch_for
 from orderbot.conversation.dialog_store import Begun, DialogStore
 from orderbot.conversation.keys import Keys
 from orderbot.conversation.locks import ClientLocks
+from orderbot.conversation.owed_ratings import OwedRating, OwedRatings
 from orderbot.envelopes import Conversation, InboundMessage
 from tests.support.broker_tools import messages_queues, publish_raw
 from tests.support.customers import HAPPY_PATH_RU, Customer, converse, expected_replies, poster
@@ -141,6 +142,26 @@ async def test_begin_reads_only_under_the_lock_and_the_commit_may_release_it(
     assert taken == Begun(processed=False, waiting_replies=0, raw_state=None)
     assert lock_after_commit is None
     assert again == Begun(processed=True)
+
+
+async def test_begin_reads_the_rating_the_customer_owes_in_the_same_round_trip(
+    redis: Redis, settings: Settings
+) -> None:
+    prefix = settings.redis_key_prefix
+    store = DialogStore(redis, prefix, state_ttl=timedelta(hours=1), dedupe_ttl=timedelta(hours=1))
+    conversation = Conversation(
+        tenant=settings.tenant, provider="chat2desk", client_id=Customer().client_id
+    )
+    message = InboundMessage(message_id="m-owes", conversation=conversation, text="5")
+    owed = OwedRatings(redis, prefix)
+    await owed.expect(conversation, 7, Lang.EN)
+    lock_key = ClientLocks(redis, prefix, timeout=5).key(conversation.key)
+
+    begun = await store.begin(message)(lock_key, "mine", 5000)
+
+    assert begun is not None
+    assert begun.raw_owed is not None
+    assert await owed.read(conversation, begun.raw_owed) == OwedRating(order_id=7, lang=Lang.EN)
 
 
 async def test_batched_redis_calls_each_get_their_own_reply_or_error(

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from orderbot.amqp.testing import InMemoryBroker, Published
 from orderbot.amqp.topology import Topology
 from orderbot.config.settings import Settings
+from orderbot.conversation.batch import batch_for
 from orderbot.conversation.keys import Keys
 from orderbot.envelopes import Conversation, InboundMessage, encode
 from orderbot.events.bus import RedisEventBus
@@ -68,7 +69,11 @@ async def test_a_bus_that_answers_nothing_costs_a_step_at_most_its_timeout(
         proxy.outage("blackhole")
         silent = Redis(host="127.0.0.1", port=proxy.port, socket_timeout=60)
         bus = RedisEventBus(
-            silent, Keys(settings.redis_key_prefix).events, max_length=100, publish_timeout=0.2
+            silent,
+            Keys(settings.redis_key_prefix).events,
+            commands=batch_for(silent),
+            max_length=100,
+            publish_timeout=0.2,
         )
         broker = InMemoryBroker(Topology.from_settings(settings))
         sender = RecordingSender()

@@ -22,6 +22,7 @@ from redis.commands.core import AsyncScript
 from dialog import DialogState
 from orderbot.config.settings import Settings
 from orderbot.conversation import batch as batch_module
+from orderbot.conversation.batch import batch_for
 from orderbot.conversation.dialog_store import DialogStore
 from orderbot.conversation.keys import Keys
 from orderbot.conversation.locks import ClientLocks
@@ -30,6 +31,8 @@ from orderbot.conversation.reply_order import ReplyOrder
 from orderbot.conversation.roll_call import RedisRollCall
 from orderbot.delivery.rate_limit import TokenBucket
 from orderbot.envelopes import Conversation, InboundMessage
+from orderbot.events.bus import RedisEventBus
+from orderbot.events.models import LiveEvent
 from orderbot.recovery.lease import Lease
 from tests.support.cluster_slots import crc16, key_slot
 from tests.support.recovery import poll
@@ -71,9 +74,9 @@ def scripts(monkeypatch: pytest.MonkeyPatch) -> Scripts:
         seen.site_of[id(script)] = seen.made()
         return script
 
-    def call_batch_script(self: Any, *, keys: Any, args: Any = ()) -> Any:
+    def call_batch_script(self: Any, *, keys: Any, args: Any = (), within: float = 0.0) -> Any:
         seen.runs[seen.site_of[id(self)]].append(list(keys))
-        return run_batch_script(self, keys=keys, args=args)
+        return run_batch_script(self, keys=keys, args=args, within=within)
 
     def register(self: Any, source: str) -> Any:
         script = make_registered(self, source)
@@ -148,6 +151,10 @@ async def _run_every_script(redis: Redis, settings: Settings, scripts: Scripts) 
     await lease_.hold()
     await lease_.release()
     await TokenBucket(redis, per_minute=60).take(Keys(prefix).send_bucket("twilio", "t"))
+    bus = RedisEventBus(
+        redis, Keys(prefix).events, commands=batch_for(redis), max_length=100, publish_timeout=5
+    )
+    await bus.publish(LiveEvent.now(settings.tenant, "order", order_id=7))
 
 
 def test_the_slot_is_computed_as_redis_cluster_computes_it() -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
+from orderbot.conversation.batch import batch_for
 from orderbot.conversation.keys import Keys
 from orderbot.events.bus import RedisEventBus, is_event_id
 from orderbot.events.models import LiveEvent
@@ -97,7 +99,11 @@ async def test_a_publish_to_a_redis_that_answers_nothing_returns_within_its_time
         proxy.outage("blackhole")
         client = Redis(host="127.0.0.1", port=proxy.port, socket_timeout=30)
         bus = RedisEventBus(
-            client, Keys(f"{namespace}:").events, max_length=100, publish_timeout=0.2
+            client,
+            Keys(f"{namespace}:").events,
+            commands=batch_for(client),
+            max_length=100,
+            publish_timeout=0.2,
         )
         dropped = metrics.EVENTS_DROPPED.labels(kind="order")._value.get()
         started = time.monotonic()
@@ -115,7 +121,11 @@ async def test_a_publish_to_a_redis_that_refuses_connections_does_not_raise(
         proxy.outage("refuse")
         client = Redis(host="127.0.0.1", port=proxy.port, socket_connect_timeout=1)
         bus = RedisEventBus(
-            client, Keys(f"{namespace}:").events, max_length=100, publish_timeout=0.5
+            client,
+            Keys(f"{namespace}:").events,
+            commands=batch_for(client),
+            max_length=100,
+            publish_timeout=0.5,
         )
         dropped = metrics.EVENTS_DROPPED.labels(kind="order")._value.get()
         await bus.publish(_order("t1", 1))
@@ -132,12 +142,15 @@ async def test_a_subscriber_reads_on_after_its_connection_is_cut(
         bus = RedisEventBus(
             client,
             Keys(prefix).events,
+            commands=batch_for(client),
             max_length=100,
             publish_timeout=1,
             block=0.5,
             retry_delay=0.05,
         )
-        direct = RedisEventBus(redis, Keys(prefix).events, max_length=100, publish_timeout=1)
+        direct = RedisEventBus(
+            redis, Keys(prefix).events, commands=batch_for(redis), max_length=100, publish_timeout=1
+        )
         await direct.publish(_order("t1", 1))
         events = bus.subscribe("t1", "0-0")
         assert (await _next(events)).data["order_id"] == 1
@@ -148,3 +161,66 @@ async def test_a_subscriber_reads_on_after_its_connection_is_cut(
         await events.aclose()  # type: ignore[attr-defined]
         await client.aclose()
     assert after.data["order_id"] == 2
+
+
+async def test_events_published_together_are_written_in_their_order(
+    services: Services, namespace: str
+) -> None:
+    async with named_bus(services.redis_url, f"{namespace}:") as (bus, _):
+        await bus.publish_many([_order("t1" if n % 2 else "t2", n) for n in range(1, 9)])
+        odd = await take(bus.subscribe("t1", "0-0"), 4)
+        even = await take(bus.subscribe("t2", "0-0"), 4)
+    assert [e.data["order_id"] for e in odd] == [1, 3, 5, 7]
+    assert [e.data["order_id"] for e in even] == [2, 4, 6, 8]
+
+
+async def test_events_published_together_to_a_redis_that_answers_nothing_wait_out_one_timeout(
+    services: Services, namespace: str
+) -> None:
+    async with running_proxy(urlsplit(services.redis_url).port or 6379) as proxy:
+        proxy.outage("blackhole")
+        client = Redis(host="127.0.0.1", port=proxy.port, socket_timeout=30)
+        bus = RedisEventBus(
+            client,
+            Keys(f"{namespace}:").events,
+            commands=batch_for(client),
+            max_length=100,
+            publish_timeout=0.5,
+        )
+        dropped = metrics.EVENTS_DROPPED.labels(kind="order")._value.get()
+        started = time.monotonic()
+        await bus.publish_many([_order("t1", n) for n in range(10)])
+        elapsed = time.monotonic() - started
+        await client.aclose()
+    assert elapsed < 3.0  # one 0.5 s bound for all ten, not ten of them
+    assert metrics.EVENTS_DROPPED.labels(kind="order")._value.get() == dropped + 10
+
+
+class _Recorder:
+    """Commands that answer at once and remember how long each run might wait."""
+
+    def __init__(self) -> None:
+        self.within: list[float] = []
+
+    def script(self, source: str) -> Any:
+        def run(
+            *, keys: Sequence[str], args: Sequence[str | int | float] = (), within: float = 0.0
+        ) -> asyncio.Future[int]:
+            self.within.append(within)
+            future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            future.set_result(len(args) - 1)
+            return future
+
+        return run
+
+
+async def test_a_single_event_goes_at_once_while_a_batch_of_them_may_ride_with_other_calls(
+    redis: Redis,
+) -> None:
+    commands = _Recorder()
+    bus = RedisEventBus(
+        redis, Keys("unused:").events, commands=commands, max_length=100, publish_timeout=0.25
+    )
+    await bus.publish(_order("t1", 1))  # a step awaits this one
+    await bus.publish_many([_order("t1", 2), _order("t2", 3), _order("t1", 4)])
+    assert commands.within == [0.0, 0.05, 0.05]  # one run per tenant

@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from dialog import OrderStatus
+from orderbot.conversation.batch import batch_for
 from orderbot.conversation.keys import Keys
 from orderbot.events.bus import RedisEventBus
 from orderbot.events.memory import InMemoryEventBus
@@ -68,7 +69,11 @@ async def test_a_move_with_the_bus_unreachable_commits_within_the_bound(
         proxy.outage("blackhole")
         silent = Redis(host="127.0.0.1", port=proxy.port, socket_timeout=60)
         bus = RedisEventBus(
-            silent, Keys(f"{namespace}:").events, max_length=100, publish_timeout=0.2
+            silent,
+            Keys(f"{namespace}:").events,
+            commands=batch_for(silent),
+            max_length=100,
+            publish_timeout=0.2,
         )
         started = time.monotonic()
         moved = await OrderLifecycle(pool, bus).change_status(
