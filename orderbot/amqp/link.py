@@ -8,6 +8,15 @@ fails moves to the next node too), and restores the publish channel by itself; c
 open plain channels on it and subscribe again themselves (amqp/consumer.py says why).
 `BrokerLink` is the `Publisher` every component publishes through (amqp/publisher.py;
 amqp/testing.py has the in-memory one).
+
+A nack is also a reason to renew the channel. RabbitMQ keeps, per channel and quorum
+queue, whether the queue takes publishes; a channel that first publishes to a queue
+while the leader its record names is on a node just stopped is told no, and told no for
+every later publish to that queue, long after a new leader was elected (seen when a node
+is stopped under load: one partition nacked for as long as the channel lived, and the
+server's spool, drained oldest first, stuck behind it). A new channel asks the leader
+anew. A queue that is really full (reject-publish at its max length) costs a renewal a
+second at most.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ _NOT_CONFIRMED = (
 # PUBLISH_TIMEOUTs, or the attempt is abandoned and made again.
 FIRST_CONNECT_TIMEOUTS = 3
 RECONNECT_INTERVAL = 1  # seconds between reconnect attempts when there are several nodes
+RENEW_AFTER_NACK_EVERY = 1.0  # seconds: at most one channel renewal for nacks in this time
 
 
 class BrokerLink:
@@ -66,6 +76,9 @@ class BrokerLink:
         self._fatal: Exception | None = None
         self._pipeline = PipelinedPublisher(self._timeout)
         self._reopening: asyncio.Task[None] | None = None
+        self._renewing: asyncio.Task[None] | None = None
+        self._renewed: aiormq.Channel | None = None  # the channel being renewed
+        self._renewed_at = -RENEW_AFTER_NACK_EVERY
 
     async def __aenter__(self) -> BrokerLink:
         self._task = asyncio.create_task(self._connect_forever(), name="broker-connect")
@@ -74,7 +87,7 @@ class BrokerLink:
     async def __aexit__(self, *_: object) -> None:
         # Both steps are bounded: aiormq can take long to unwind a connect cancelled
         # half-way, and a stopping process must not wait on it.
-        for task in (self._task, self._reopening):
+        for task in (self._task, self._reopening, self._renewing):
             if task is not None:
                 task.cancel()
                 await asyncio.wait({task}, timeout=2)
@@ -212,6 +225,8 @@ class BrokerLink:
         underlay = await channel.get_underlay_channel()
         if not isinstance(underlay, aiormq.Channel):  # the frames are aiormq's
             raise aiormq.exceptions.ChannelInvalidStateError(f"{underlay!r} not aiormq's")
+        if underlay is self._renewed:
+            raise aiormq.exceptions.ChannelInvalidStateError("renewed after a nack")
         frames = publish_frames(
             underlay.number,
             queue,
@@ -222,7 +237,12 @@ class BrokerLink:
             timestamp=int(time.time()),
             max_content_size=underlay.max_content_size,
         )
-        await _settled(self._pipeline.publish(underlay, frames, message_id))
+        try:
+            await _settled(self._pipeline.publish(underlay, frames, message_id))
+        except _NOT_CONFIRMED as exc:
+            if _is_nack(exc):
+                self._renew_nacking_channel(underlay)
+            raise
 
     def _reopen_lost_channel(self) -> None:
         """Reopen the channel if it died while its connection lives on.
@@ -247,6 +267,36 @@ class BrokerLink:
             return
         self._reopening = asyncio.create_task(self._reopen(channel), name="broker-reopen")
 
+    def _renew_nacking_channel(self, underlay: aiormq.Channel) -> None:
+        """Close the aiormq channel that was nacked; aio-pika's robust channel opens a new
+        one on the same connection by itself, as when the broker closes a channel (module
+        docstring: why). Nothing more is written to it meanwhile, and what was written
+        gets its confirms first (bounded), so no publish fails for the renewal alone.
+        One renewal at a time, at most one per RENEW_AFTER_NACK_EVERY."""
+        now = time.monotonic()
+        if (
+            underlay.is_closed
+            or now - self._renewed_at < RENEW_AFTER_NACK_EVERY
+            or (self._renewing is not None and not self._renewing.done())
+        ):
+            return
+        self._renewed_at = now
+        self._renewed = underlay
+        self._renewing = asyncio.create_task(self._renew(underlay), name="broker-renew")
+
+    async def _renew(self, underlay: aiormq.Channel) -> None:
+        log.warning("broker_channel_renewed_after_nack", node=self.node)
+        pending = [c for c in underlay.confirmations.values() if isinstance(c, asyncio.Future)]
+        try:
+            if pending:
+                await asyncio.wait(pending, timeout=self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await underlay.close()
+        except Exception as exc:  # the connection is going anyway; its restore reopens
+            log.warning("broker_channel_renew_failed", error=repr(exc))
+        finally:
+            self._renewed = None
+
     async def _reopen(self, channel: AbstractRobustChannel) -> None:
         try:
             async with asyncio.timeout(FIRST_CONNECT_TIMEOUTS * self._timeout):
@@ -255,6 +305,16 @@ class BrokerLink:
             log.warning("broker_channel_reopen_failed", error=repr(exc))
         else:
             log.info("broker_channel_reopened")
+
+
+def _is_nack(exc: BaseException) -> bool:
+    """The broker refused the publish (Basic.Nack), rather than returning it or not
+    answering."""
+    return (
+        isinstance(exc, aiormq.exceptions.DeliveryError)
+        and not isinstance(exc, aiormq.exceptions.PublishError)
+        and isinstance(exc.frame, aiormq.spec.Basic.Nack)
+    )
 
 
 async def _settled(confirm: asyncio.Future[ConfirmationFrameType]) -> ConfirmationFrameType:

@@ -67,7 +67,7 @@ async def test_an_unroutable_publish_is_unavailable_and_its_neighbours_confirmed
     assert [m.message_id for m in await take_all(amqp, queue)] == ["before", "after"]
 
 
-async def test_a_publish_to_a_full_queue_is_nacked_as_unavailable_and_the_channel_goes_on(
+async def test_a_publish_to_a_full_queue_is_nacked_as_unavailable_and_the_link_goes_on(
     make_settings: Callable[..., Settings], amqp: AbstractChannel
 ) -> None:
     settings = make_settings(messages_max_length=2)
@@ -75,7 +75,7 @@ async def test_a_publish_to_a_full_queue_is_nacked_as_unavailable_and_the_channe
         assert await asyncio.wait_for(broker.wait_connected(), 20)
         queue = broker.topology.partitions[0]
         accepted = await publish_until_refused(broker, queue, most=4)
-        await broker.publish(broker.topology.outbox, b"{}", message_id="elsewhere")
+        await publish_when_ready(broker, broker.topology.outbox, "elsewhere")
 
     # RabbitMQ 3.10's quorum queue takes one message past the limit before it refuses.
     assert len(accepted) in (2, 3)
@@ -96,6 +96,37 @@ async def publish_until_refused(broker: BrokerLink, queue: str, most: int) -> li
             return accepted
         accepted.append(f"m-{i}")
     raise AssertionError(f"{most} publishes to a queue of 2 were all confirmed")
+
+
+async def test_a_nacked_publish_renews_the_channel(
+    make_settings: Callable[..., Settings], amqp: AbstractChannel
+) -> None:
+    """The broker may go on refusing a queue on the channel it first refused it on
+    (amqp/link.py says when); a new channel asks again."""
+    settings = make_settings(messages_max_length=2)
+    async with BrokerLink(settings, "test") as broker:
+        assert await asyncio.wait_for(broker.wait_connected(), 20)
+        queue = broker.topology.partitions[0]
+        nacked = await _underlay(broker)
+        accepted = await publish_until_refused(broker, queue, most=4)
+        await _until(lambda: nacked.is_closed and broker.is_ready)
+        assert [m.message_id for m in await take_all(amqp, queue)] == accepted
+
+        await publish_when_ready(broker, queue, "after")
+
+        assert await _underlay(broker) is not nacked
+    assert [m.message_id for m in await take_all(amqp, queue)] == ["after"]
+
+
+async def publish_when_ready(broker: BrokerLink, queue: str, message_id: str) -> None:
+    """Publish once the link is ready, retrying while it renews its channel."""
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                await broker.publish(queue, b"{}", message_id=message_id)
+                return
+            except BrokerUnavailable:
+                await asyncio.sleep(0.05)  # the renewal is under way
 
 
 async def test_a_publish_whose_channel_dies_before_its_confirm_is_unavailable_not_cancelled(

@@ -26,6 +26,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,14 +228,14 @@ class RabbitCluster:
         return found
 
     async def consumers(self, via: Node) -> dict[str, int]:
-        """Each queue's consumer count, as the cluster reports it."""
-        listing = await self.actl(via, "--no-table-headers", "list_queues", "name", "consumers")
-        counts = {}
-        for line in listing.splitlines():
-            name, _, count = line.partition("\t")
-            if count.strip().isdigit():
-                counts[name] = int(count)
-        return counts
+        """Each queue's consumers on live channels, from `list_consumers`.
+
+        Not `list_queues consumers`: a quorum queue goes on counting the consumers of a
+        stopped node (its state machine keeps them as suspected down, waiting for the
+        node to come back), so after a node stop that count says 1 for a partition
+        nobody consumes, even with every process of the system stopped."""
+        listing = await self.actl(via, "--no-table-headers", "list_consumers", "queue_name")
+        return dict(Counter(line.strip() for line in listing.splitlines() if line.strip()))
 
     async def members(self, via: Node, queue: str) -> list[str]:
         """The nodes `queue` (a quorum queue) has a replica on."""

@@ -30,6 +30,7 @@ from tests.support.customers import CLIENT_PHONE
 from tests.support.reliability.chaos_provider import ChaosChat2Desk
 from tests.support.reliability.faults import FaultRecord
 from tests.support.reliability.load import Load, Shopper
+from tests.support.reliability.spool import spooled_messages
 
 EVIDENCE_WINDOW = 3.0  # seconds of deliveries kept around an unexplained repeat
 
@@ -459,6 +460,7 @@ async def close_books(
     topology = Topology.from_settings(settings)
     for name in (*topology.partitions, topology.outbox, *(n for n, _ in topology.delay_tiers)):
         books.left_in_queues[name] = await depth(amqp, name)
+    books.left_in_queues["edge spool"] = spooled_messages(settings.spool_dir)
     parked = Counter(m.message_id or "" for m in await take_all(amqp, topology.dlq))
     books.dlq_expected = sum(parked[i] for i in poison_ids)
     books.dlq_unexpected = sorted(m for m in parked if m not in poison_ids)

@@ -41,6 +41,7 @@ from tests.support.reliability.books import Books, close_books, match_replies, o
 from tests.support.reliability.chaos_provider import ChaosChat2Desk
 from tests.support.reliability.faults import Faults
 from tests.support.reliability.load import AppliedWatcher, Load
+from tests.support.reliability.spool import spooled_messages
 from tests.support.reliability.system import System
 from tests.support.tcp_proxy import TcpProxy
 
@@ -155,6 +156,7 @@ class Harness:
             exits = await self.system.stop_all()
             problems += [f"{e.label} exited {e.status} at the end" for e in exits if e.status != 0]
             queued = [await depth(self.amqp, name) for name in self._work_queues(topology)]
+            queued.append(spooled_messages(self.settings.spool_dir))
             if not any(queued) or loop.time() >= deadline:
                 return problems, restarts
             restarts += 1  # unacknowledged work came back to its queue: not done yet
