@@ -17,6 +17,7 @@ from orderbot.runtime import metrics
 from orderbot.runtime.ops import serve_ops
 from orderbot.runtime.resources import open_redis, postgres_options
 from orderbot.runtime.roles import SERVER
+from orderbot.runtime.waiting import until_set_or_stopped
 from server.connections import listen
 from server.errors import server_middleware
 from server.ingest import Ingest
@@ -163,9 +164,11 @@ async def run_server(settings: Settings, stop: asyncio.Event) -> None:
     async with siblings(settings) as others:
         try:
             async with serve_ops(settings, SERVER, lambda: server_probes(runner.app)):
-                await stop.wait()
+                await until_set_or_stopped(others.failed if others else asyncio.Event(), stop)
         finally:
             if others is not None:
                 others.stop()  # they drain while this one does; leaving waits for them
             listener.close()  # stop accepting; the runner drains what is in flight
             await runner.cleanup()
+    if others is not None and others.failure is not None:
+        raise others.failure

@@ -8,9 +8,10 @@ and the kernel spreads new connections across them. Each is a full server: its o
 broker connection and publish channel, its own spool file (named for its index, and
 locked by it, server/spool.py), its own metrics; a message's partition is chosen from
 the customer, never from the process, so a customer's order holds whichever process
-takes their webhook. Stopping the first process stops the others (SIGTERM, each drains
-what it holds); a first process killed outright takes them down the same way, since
-each asked the kernel for SIGTERM when its parent dies.
+takes their webhook. A sibling that refuses its settings (a taken ops port, say) stops
+them all, the first exiting with status 2 as for its own. Stopping the first process
+stops the others (SIGTERM, each drains what it holds); a first process killed outright
+takes them down the same way, since each asked the kernel for SIGTERM when its parent dies.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ log = structlog.get_logger(__name__)
 
 INDEX_ENV = "ORDERBOT_SERVER_PROCESS"
 RESTART_DELAY = 1.0  # seconds before a sibling that exited is started again
+CONFIG_ERROR = 2  # the exit status of a process that refused its settings (bootstrap)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -80,6 +82,8 @@ class Siblings:
         self._settings = settings
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.failed = asyncio.Event()  # a sibling could not start: see `failure`
+        self.failure: ConfigError | None = None
 
     def start(self) -> None:
         self._tasks = [
@@ -115,6 +119,12 @@ class Siblings:
                 # The sibling bounds its own drain (SHUTDOWN_TIMEOUT), as this one does.
                 await asyncio.shield(exited)
             if self._stopping.is_set():
+                return
+            if process.returncode == CONFIG_ERROR:  # it said why; starting it again cannot help
+                self.failure = ConfigError(
+                    f"server process {index} could not start (see its line above)"
+                )
+                self.failed.set()
                 return
             log.error("server_process_exited", index=index, status=process.returncode)
             with contextlib.suppress(TimeoutError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,30 @@ async def _until_refused(port: int, timeout: float = 30) -> None:
             except aiohttp.ClientConnectionError:
                 return
             await asyncio.sleep(0.05)
+
+
+async def test_a_sibling_that_refuses_its_settings_stops_the_server_with_status_2(
+    config: dict[str, str], amqp: AbstractChannel, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        sibling_ops_port = taken.getsockname()[1]  # process 1's ops port, held here
+        env = {k: v for k, v in config.items() if k != "METRICS_PORT"}
+        env.update(
+            SERVER_PROCESSES="2",
+            HTTP_PORT=str(free_port()),
+            SERVER_METRICS_PORT=str(sibling_ops_port - 1),
+            METRICS_HOST="127.0.0.1",
+        )
+        server = await OrderbotProcess("server", env, tmp_path / "server.log", tmp_path).start()
+        status = await server.wait(timeout=60)
+
+    lines = server.logs().splitlines()
+    assert status == 2
+    assert f"orderbot server: cannot listen on 127.0.0.1:{sibling_ops_port} " in "\n".join(lines)
+    assert "orderbot server: server process 1 could not start (see its line above)" in lines
+    assert "Traceback" not in server.logs()
 
 
 def test_several_server_processes_need_a_fixed_port(
