@@ -19,7 +19,7 @@ from server.app import check_settings
 from tests.support.credentials import WEBHOOK_TOKEN
 from tests.support.customers import Customer
 from tests.support.ops import scrape, value
-from tests.support.processes import OrderbotProcess, free_port, wait_http_ok
+from tests.support.processes import OrderbotProcess, free_port, free_ports_in_a_row, wait_http_ok
 
 POSTS = 40
 
@@ -44,7 +44,7 @@ async def _post_each_on_its_own_connection(port: int, count: int) -> list[int]:
 async def test_two_server_processes_share_the_port_and_both_take_webhooks(
     config: dict[str, str], amqp: AbstractChannel, tmp_path: Path
 ) -> None:
-    http_port, ops_port = free_port(), free_port()
+    http_port, ops_port = free_port(), free_ports_in_a_row(2)
     env = {k: v for k, v in config.items() if k != "METRICS_PORT"}
     env.update(SERVER_PROCESSES="2", HTTP_PORT=str(http_port), SERVER_METRICS_PORT=str(ops_port))
     server = await OrderbotProcess("server", env, tmp_path / "server.log", tmp_path).start()
@@ -77,7 +77,7 @@ async def test_two_server_processes_share_the_port_and_both_take_webhooks(
 async def test_stopping_the_first_server_process_stops_its_siblings(
     config: dict[str, str], amqp: AbstractChannel, tmp_path: Path
 ) -> None:
-    http_port, ops_port = free_port(), free_port()
+    http_port, ops_port = free_port(), free_ports_in_a_row(2)
     env = {k: v for k, v in config.items() if k != "METRICS_PORT"}
     env.update(SERVER_PROCESSES="2", HTTP_PORT=str(http_port), SERVER_METRICS_PORT=str(ops_port))
     server = await OrderbotProcess("server", env, tmp_path / "server.log", tmp_path).start()
@@ -92,7 +92,7 @@ async def test_stopping_the_first_server_process_stops_its_siblings(
 async def test_a_first_server_process_killed_outright_takes_its_siblings_down(
     config: dict[str, str], amqp: AbstractChannel, tmp_path: Path
 ) -> None:
-    http_port, ops_port = free_port(), free_port()
+    http_port, ops_port = free_port(), free_ports_in_a_row(2)
     env = {k: v for k, v in config.items() if k != "METRICS_PORT"}
     env.update(SERVER_PROCESSES="2", HTTP_PORT=str(http_port), SERVER_METRICS_PORT=str(ops_port))
     server = await OrderbotProcess("server", env, tmp_path / "server.log", tmp_path).start()

@@ -100,6 +100,28 @@ async def wait_http_ok(url: str, timeout: float = 30) -> None:
             await asyncio.sleep(0.05)
 
 
+def free_ports_in_a_row(count: int) -> int:
+    """The first of `count` consecutive ports free now, for a process that serves on a
+    base port and the ones after it. A port the kernel picks for bind() is usually even,
+    the one after it odd, and odd ones are what it picks for outgoing connections, so
+    `free_port() + 1` is often the local port of some connection on a busy machine."""
+    for _ in range(100):
+        base = free_port()
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
