@@ -119,6 +119,10 @@ _LIBRARY_TRANSIENT: tuple[type[BaseException], ...] = (
     TimeoutError,
     OSError,
 )
+# asyncpg's protocol, out of step with a connection the server ended: a terminated backend's
+# FATAL read while the connection was idle, its close not yet. asyncpg aborts the connection
+# on this error; its other InternalClientErrors (codecs, say) are bugs.
+_ASYNCPG_BROKEN = ("another operation (", "protocol is in", "not connected")
 # Redis answers these as plain errors while it cannot write for a while.
 _REDIS_BUSY_PREFIXES = ("MISCONF", "BUSY", "TRYAGAIN", "LOADING", "CLUSTERDOWN")
 
@@ -135,6 +139,8 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, asyncpg.InterfaceError):
         return "connection" in str(exc).lower()  # e.g. "connection is closed"
+    if isinstance(exc, asyncpg.InternalClientError):
+        return any(words in str(exc) for words in _ASYNCPG_BROKEN)
     if isinstance(exc, redis.exceptions.ResponseError):
         return str(exc).startswith(_REDIS_BUSY_PREFIXES)
     if isinstance(exc, RuntimeError):

@@ -4,8 +4,10 @@ The API handler publishes a status change's news right after its commit. When it
 (the broker or Redis was down, the process died in between), the history row stays pending
 and this loop, running in every outbox worker, publishes it once it is a few seconds old:
 old enough that the handler has had its chance, so the two rarely compete (and when they do,
-row locks keep them from both publishing one row). It needs PostgreSQL, but waits for it in
-the background: the outbox worker keeps delivering replies while the database is away.
+row locks keep them from both publishing one row). Only the news of the tenants in this
+process's directory: another deployment's rows in the same database are left to it. It needs
+PostgreSQL, but waits for it in the background: the outbox worker keeps delivering replies
+while the database is away.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from orderbot.errors import is_transient
 from orderbot.orders.notifications import StatusNotifier
 from orderbot.runtime.resources import open_postgres
 from orderbot.runtime.waiting import sleep_unless_set
+from orderbot.tenancy.directory import TenantDirectory
 
 log = structlog.get_logger(__name__)
 
@@ -36,10 +39,16 @@ BATCH = 100
 
 @contextlib.asynccontextmanager
 async def notification_relay(
-    settings: Settings, broker: BrokerLink, redis: Redis, stop: asyncio.Event
+    settings: Settings,
+    broker: BrokerLink,
+    redis: Redis,
+    tenants: TenantDirectory,
+    stop: asyncio.Event,
 ) -> AsyncIterator[None]:
     """Run the relay beside the outbox consumer until ``stop``."""
-    task = asyncio.create_task(_run(settings, broker, redis, stop), name="notification-relay")
+    task = asyncio.create_task(
+        _run(settings, broker, redis, tenants, stop), name="notification-relay"
+    )
     try:
         yield
     finally:
@@ -51,15 +60,27 @@ async def notification_relay(
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def _run(settings: Settings, broker: BrokerLink, redis: Redis, stop: asyncio.Event) -> None:
+async def _run(
+    settings: Settings,
+    broker: BrokerLink,
+    redis: Redis,
+    tenants: TenantDirectory,
+    stop: asyncio.Event,
+) -> None:
     try:
-        await _relay(settings, broker, redis, stop)
+        await _relay(settings, broker, redis, tenants, stop)
     except Exception:
         # The outbox consumer goes on; the pending rows wait for a restarted process.
         log.exception("notification_relay_stopped")
 
 
-async def _relay(settings: Settings, broker: BrokerLink, redis: Redis, stop: asyncio.Event) -> None:
+async def _relay(
+    settings: Settings,
+    broker: BrokerLink,
+    redis: Redis,
+    tenants: TenantDirectory,
+    stop: asyncio.Event,
+) -> None:
     async with open_postgres(settings, max_size=2, stop=stop) as pool:
         if pool is None:
             return
@@ -72,14 +93,17 @@ async def _relay(settings: Settings, broker: BrokerLink, redis: Redis, stop: asy
         log.info("notification_relay_started", grace=str(GRACE))
         while not stop.is_set():
             if broker.is_ready:
-                await _scan(notifier)
+                await _scan(notifier, tenants)
             await sleep_unless_set(INTERVAL.total_seconds(), stop)
 
 
-async def _scan(notifier: StatusNotifier) -> None:
-    """Publish every pending row old enough; a failure waits for the next scan."""
+async def _scan(notifier: StatusNotifier, tenants: TenantDirectory) -> None:
+    """Publish every pending row of our tenants old enough; a failure waits for the next scan."""
+    slugs = [tenant.slug for tenant in tenants.all()]
     try:
-        while (published := await notifier.notify_pending(older_than=GRACE, limit=BATCH)) > 0:
+        while (
+            published := await notifier.notify_pending(older_than=GRACE, tenants=slugs, limit=BATCH)
+        ) > 0:
             log.info("status_notifications_relayed", count=published)
             if published < BATCH:
                 return

@@ -57,7 +57,7 @@ async def run_outbox_worker(settings: Settings, stop: asyncio.Event) -> None:
             )
         )
         await stack.enter_async_context(watch_queue_depths(broker))
-        await stack.enter_async_context(notification_relay(settings, broker, redis, stop))
+        await stack.enter_async_context(notification_relay(settings, broker, redis, tenants, stop))
         await stack.enter_async_context(reconcile_loop(settings, broker, redis, tenants, stop))
         await stack.enter_async_context(history_purge_loop(settings, stop))
         await consumer.run(stop)

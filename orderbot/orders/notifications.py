@@ -11,7 +11,7 @@ event; a crash between the publish and the mark publishes it again under the sam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 
 import asyncpg
@@ -41,6 +41,7 @@ _PENDING_OF_ORDER = (
 _PENDING_OLDER = (
     _PENDING
     + """WHERE e.notified_at IS NULL AND e.created_at < now() - $1::interval
+  AND o.tenant = ANY($3::text[])
 ORDER BY e.id LIMIT $2 FOR UPDATE OF e SKIP LOCKED"""
 )
 _MARK = "UPDATE order_events SET notified_at = now() WHERE id = $1"
@@ -69,9 +70,13 @@ class StatusNotifier:
         """Publish the order's pending news, oldest first; returns how many were published."""
         return await self._flush(_PENDING_OF_ORDER, order_id, lock_timeout=lock_timeout)
 
-    async def notify_pending(self, *, older_than: timedelta, limit: int = 100) -> int:
-        """Publish news left pending for longer than ``older_than``, oldest first."""
-        return await self._flush(_PENDING_OLDER, older_than, limit)
+    async def notify_pending(
+        self, *, older_than: timedelta, tenants: Collection[str], limit: int = 100
+    ) -> int:
+        """Publish the news of ``tenants`` left pending for longer than ``older_than``, oldest
+        first. A tenant this process does not know is not its to tell: another deployment
+        sharing the database may, and this one has no credentials to send it with."""
+        return await self._flush(_PENDING_OLDER, older_than, limit, list(tenants))
 
     async def _flush(self, query: str, *args: object, lock_timeout: timedelta | None = None) -> int:
         published = 0

@@ -31,6 +31,9 @@ TRANSIENT = [
     asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
     asyncpg.exceptions.SerializationError("could not serialize access"),
     asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle"),
+    # a terminated backend's FATAL read while its connection was idle (protocol/coreproto.pyx)
+    asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress"),
+    asyncpg.InternalClientError("cannot process message 'E': protocol is in an unexpected state"),
     BrokerUnavailable("not confirmed"),
     ConnectionRefusedError(),
     # uvloop (handles/handle.pyx) on a write to a connection the peer closed
@@ -43,6 +46,9 @@ PERMANENT = [
     redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"),
     asyncpg.exceptions._base.DataError("invalid input for query argument $1"),
     asyncpg.exceptions.UniqueViolationError("duplicate key"),
+    asyncpg.InternalClientError("no binary format encoder for type ltree (OID 16385)"),
+    # two tasks on one connection
+    asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
     ValueError("a bug"),
     KeyError("a bug"),
     RuntimeError("a bug"),

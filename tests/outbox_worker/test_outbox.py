@@ -51,8 +51,8 @@ async def parked_of(
     amqp: AbstractChannel, settings: Settings, customers: list[Customer]
 ) -> list[str]:
     """The DLQ's replies to these customers (the DLQ is emptied). The session's database is
-    shared, so the notification relay may also hand this outbox news of another test's
-    orders, for a tenant this process does not know: those give up here, and are not ours."""
+    shared, and the relay tells this tenant's news left pending by another test: that may
+    give up here too, and is not ours."""
     ours = {c.client_id for c in customers}
     parked = await take_all(amqp, settings.queue("dlq"))
     replies = [decode(OutboundReply, m.body) for m in parked]

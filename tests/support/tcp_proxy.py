@@ -13,7 +13,12 @@ class TcpProxy:
     upstream_port: int
     port: int = 0
     mode: str = "forward"  # "forward", "refuse" (close at once) or "blackhole" (never answer)
+    # Keep a client's side open once its upstream closed, as a client that has read the
+    # server's last words but not yet its end of the connection sees it.
+    hold_closes: bool = False
     _pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = field(default_factory=list)
+    _upstream_closed: int = 0
+    _closing: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     @property
     def connections(self) -> int:
@@ -34,11 +39,24 @@ class TcpProxy:
             upstream.transport.abort()
         self._pairs.clear()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def upstream_closed(self, count: int) -> None:
+        """Wait until `count` upstream connections have closed, all they said passed on."""
+        async with self._closing:
+            await self._closing.wait_for(lambda: self._upstream_closed >= count)
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
+    ) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
                 writer.write(data)
                 await writer.drain()
+        if upstream:
+            async with self._closing:
+                self._upstream_closed += 1
+                self._closing.notify_all()
+            if self.hold_closes:
+                return
         writer.close()
 
     def outage(self, mode: str = "refuse") -> None:
@@ -63,7 +81,10 @@ class TcpProxy:
             writer.close()
             return
         self._pairs.append((writer, up_writer))
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer, upstream=False),
+            self._pipe(up_reader, writer, upstream=True),
+        )
 
 
 @contextlib.asynccontextmanager

@@ -83,6 +83,38 @@ async def test_a_database_that_is_down_holds_no_step_up_and_gets_the_entries_onc
         assert [r["message_key"] for r in rows] == ["m1", "m1:0"]
 
 
+async def test_a_batch_on_connections_whose_backends_were_terminated_is_written_again(
+    direct_database_url: str, db: asyncpg.Connection
+) -> None:
+    """pg_terminate_backend while the pool's connections are idle: each reads the server's
+    FATAL before it sees the connection end, and asyncpg fails the next operation on it with
+    InternalClientError ("another operation is in progress"). The writer waits that out on a
+    new connection, as any terminated connection; it neither drops the batch nor its rows."""
+    parts = urlsplit(direct_database_url)
+    tenant = a_tenant()
+    before = _dropped()
+    async with running_proxy(parts.port or 5432) as proxy:
+        url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+        async with asyncpg.create_pool(url, min_size=2, max_size=2) as pool:
+            broken = proxy.upstream_ports()
+            proxy.hold_closes = True
+            await db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE client_port = ANY($1::int[])",
+                broken,
+            )
+            await proxy.upstream_closed(len(broken))
+            proxy.hold_closes = False
+            await db.fetchval("SELECT 1")  # a round trip: the pool's sockets are read meanwhile
+            async with running(HistoryWriter(), pool) as writer:
+                writer.record(entry(tenant, "42", "m1", direction="in", status="received"))
+                writer.record(entry(tenant, "42", "m1:0"))
+                rows = await wait_rows(db, tenant, lambda rows: len(rows) == 2, timeout=10)
+            proxy.cut()  # a broken connection the writer did not need is still held open
+    assert [r["message_key"] for r in rows] == ["m1", "m1:0"]
+    assert _dropped() == before
+
+
 async def test_a_full_queue_drops_the_new_entry_and_counts_it() -> None:
     writer = HistoryWriter(capacity=2)
     tenant = a_tenant()

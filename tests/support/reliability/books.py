@@ -111,15 +111,6 @@ class Books:
     def recovery_times(self) -> list[float]:
         return [f.recovered_in for f in self.faults if f.recovered_in is not None]
 
-    def _history_gaps(self, gaps: list[str]) -> list[str]:
-        """History rows missing in a run without PostgreSQL faults. With them a batch can
-        be lost: a connection the fault terminates can leave asyncpg's connection in a
-        state where every write on it fails (docs/history.md, what it does not guarantee);
-        the summary still counts those rows."""
-        if any(f.kind == "postgres" for f in self.faults):
-            return []
-        return gaps
-
     def discrepancies(self) -> list[str]:
         """Everything that does not balance; empty when the books are right."""
         found = list(self.problems)
@@ -141,14 +132,8 @@ class Books:
             (self.dlq_unexpected, "dead-lettered messages that should not be there"),
             (self.dlq_missing, "poison messages not in the DLQ"),
             (self.reply_order_left, "customers still marked as having replies waiting"),
-            (
-                self._history_gaps(self.history_inbound_missing),
-                "accepted messages without their history row",
-            ),
-            (
-                self._history_gaps(self.history_replies_unsent),
-                "delivered replies without a sent history row",
-            ),
+            (self.history_inbound_missing, "accepted messages without their history row"),
+            (self.history_replies_unsent, "delivered replies without a sent history row"),
             ([f.kind for f in self.faults if f.recovered_in is None], "faults never recovered"),
         ]
         found += [f"{what}: {value}" for value, what in checks if value]
