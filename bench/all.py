@@ -28,6 +28,7 @@ from bench.history_cost import run_history_cost
 from bench.history_cost import summary as history_summary
 from bench.ingest import run_ingest
 from bench.memory import run_soak
+from bench.peer import CUSTOMERS, seed_beside
 from bench.pipeline import run_pipeline
 from bench.plan import FULL, QUICK, Plan
 from bench.plot import plot_latency
@@ -58,6 +59,12 @@ async def run_all(plan: Plan) -> dict[str, Any]:
         save_json(partial, results)
         results["memory"] = await run_soak(stack, plan, log_dir)
         results["orders_in_db"] = await stack.count_orders()
+    # After our stack is gone, so the seed has the services to itself as we had.
+    seed = await seed_beside(
+        log_dir, ingest_seconds=plan.closed_seconds, pipeline_seconds=plan.pipeline_seconds
+    )
+    if seed is not None:
+        results["seed"] = seed
     procs = [p for p in [stack.server, *stack.retired] if p is not None]
     results["peak_rss_mb"] = {p.name: round(p.peak_rss_mb, 1) for p in procs}
     results["server_exit_code"] = stack.server.process.returncode if stack.server else None
@@ -69,6 +76,7 @@ def problems(results: dict[str, Any]) -> list[str]:
     """What would make this run's figures meaningless: lost work or a wrong count."""
     found = []
     runs = [r for w in results["pipeline"]["workers"].values() for r in [w["closed"], *w["open"]]]
+    runs += [r for mode in results.get("history_cost", {}).get("runs", {}).values() for r in mode]
     orders = sum(int(r["orders_total"]) for r in runs)
     orders += int(results["memory"]["orders"])
     lost = sum(int(r["lost"]) for r in runs) + int(results["memory"]["lost"])
@@ -196,6 +204,17 @@ def table(results: dict[str, Any]) -> str:
             f"| {name} | {run['rps']:.0f} | {_ms(run)} | {_cpu_per_request(run, name)} | {used} "
             f"| {run['machine_busy']:.2f} | {ratio} |"
         )
+    seed = results.get("seed")
+    if seed is not None:
+        run = seed["ingest"]
+        cores = run["cores_used"]
+        ours = float(ingest["best"]["orderbot"]["rps"])
+        out.append(
+            f"| the seed (Bun {seed['bun']}) | {run['rps']:.0f} | {_ms(run)} | "
+            f"{run['server_cpu_us_per_webhook']} | {cores.get('seed-server', 0):.2f} / "
+            f"{cores['rabbitmq']:.2f} / {cores['redis']:.2f} | {run['machine_busy']:.2f} | "
+            f"**{ours / float(run['rps'] or 1):.2f}** |"
+        )
     out += [
         "",
         "**Ingest**, open loop (latency from when each request was due, p50 / p99 / p99.9 ms; "
@@ -237,6 +256,20 @@ def table(results: dict[str, Any]) -> str:
             f"| {workers} | {closed['steps_per_s']:.0f} | {closed['orders_per_s']:.0f} | "
             f"{_ms(closed, 'accept_to_reply_ms')} | **{run['ratio_to_bare_consume']:.2f}** | "
             f"{cpu} | {used} | {closed['machine_busy']:.2f} |"
+        )
+    if seed is not None:
+        run = seed["pipeline"]
+        cores = run["cores_used"]
+        per_step = run.get("cpu_us_per_step", {})
+        ours = float(pipeline["workers"]["1"]["closed"]["steps_per_s"])
+        out.append(
+            f"| the seed, 1 worker ({CUSTOMERS} customers) | {run['steps_per_s']:.0f} | "
+            f"{run['orders_per_s']:.0f} | {_ms(run, 'accept_to_reply_ms')} | orderbot with 1 "
+            f"worker ÷ the seed: **{ours / float(run['steps_per_s'] or 1):.2f}** | "
+            f"{per_step.get('server', '—')} / {per_step.get('worker', '—')} | "
+            f"{cores.get('seed-server', 0):.2f} / {cores.get('seed-worker', 0):.2f} / "
+            f"{cores['rabbitmq']:.2f} / {cores['redis']:.2f} / {cores['postgresql']:.2f} / — | "
+            f"{run['machine_busy']:.2f} |"
         )
     out += [
         "",

@@ -299,18 +299,25 @@ async def pipeline(
             "all": round(
                 sum(cores.get(n, 0.0) for n in (server.name, worker.name, *SERVICES)) / rate * 1e6
             ),
+            **{service: round(cores.get(service, 0.0) / rate * 1e6) for service in SERVICES},
         }
     return result
 
 
 async def measure_seed(
-    source: Path, bun: str, log_dir: Path, args: argparse.Namespace, round_no: int
+    source: Path,
+    bun: str,
+    log_dir: Path,
+    *,
+    ingest_seconds: float,
+    pipeline_seconds: float,
+    round_no: int,
 ) -> dict[str, Any]:
     api_port = free_port()
     async with Seed(source, bun, log_dir, api_port) as seed:
         server = await seed.start_server()
         taken = await ingest(
-            "seed", seed.http_port, SEED_WEBHOOK_PATH, server, log_dir, args.ingest_seconds
+            "seed", seed.http_port, SEED_WEBHOOK_PATH, server, log_dir, ingest_seconds
         )
         await seed.purge()
         worker = await seed.start_worker()
@@ -322,7 +329,7 @@ async def measure_seed(
             dialog="seed",
             procs=[server, worker],
             log_dir=log_dir,
-            seconds=args.pipeline_seconds,
+            seconds=pipeline_seconds,
             first_client_id=10**9 + round_no * 10**6,
         )
         run["orders_in_database"] = await seed.orders()
@@ -355,6 +362,26 @@ async def measure_orderbot(
         await stack.stop_workers()
         run["orders_in_database"] = await stack.count_orders()
     return {"ingest": taken, "pipeline": run}
+
+
+async def seed_beside(
+    log_dir: Path, *, ingest_seconds: float, pipeline_seconds: float
+) -> dict[str, Any] | None:
+    """The seed measured once more, for `make bench`'s tables, when PEER_SEED_DIR names
+    a clone; None otherwise (the peer is optional there, unlike in `make bench-peer`)."""
+    if not os.environ.get("PEER_SEED_DIR"):
+        return None
+    source, bun = seed_dir(), bun_binary()
+    version = await build_seed(source, bun)
+    run = await measure_seed(
+        source,
+        bun,
+        log_dir,
+        ingest_seconds=ingest_seconds,
+        pipeline_seconds=pipeline_seconds,
+        round_no=0,
+    )
+    return {"bun": version, **run}
 
 
 def _span(values: list[float], digits: int = 0) -> str:
@@ -398,7 +425,10 @@ def table(rounds: list[dict[str, Any]], bun_version: str) -> str:
         pick("orderbot", "pipeline", "steps_per_s"),
     )
     step = {
-        x: {k: pick(x, "pipeline", "cpu_us_per_step", k) for k in ("server", "worker", "all")}
+        x: {
+            k: pick(x, "pipeline", "cpu_us_per_step", k)
+            for k in ("server", "worker", "all", *SERVICES)
+        }
         for x in ("seed", "orderbot")
     }
     lat = {
@@ -409,6 +439,9 @@ def table(rounds: list[dict[str, Any]], bun_version: str) -> str:
 
     def per_step(x: str) -> str:
         return f"{_span(step[x]['server'])} / {_span(step[x]['worker'])} µs"
+
+    def services(x: str) -> str:
+        return " / ".join(_span(step[x][k]) for k in SERVICES) + " µs"
 
     def latency(x: str) -> str:
         return f"{_span(lat[x][0], 1)} / {_span(lat[x][1], 1)} ms"
@@ -443,6 +476,12 @@ def table(rounds: list[dict[str, Any]], bun_version: str) -> str:
             f"{_ratio(step['orderbot']['all'], step['seed']['all'])}×",
         ),
         (
+            "CPU per step: RabbitMQ / Redis / PostgreSQL",
+            services("seed"),
+            services("orderbot"),
+            " / ".join(f"{_ratio(step['orderbot'][k], step['seed'][k])}×" for k in SERVICES),
+        ),
+        (
             "webhook latency inside the pipeline, p50 / p99",
             latency("seed"),
             latency("orderbot"),
@@ -468,7 +507,14 @@ async def main_async(args: argparse.Namespace) -> int:
         say(f"round {round_no + 1} of {args.rounds}")
         # Bounded: a shared broker that stalls must fail the run, not hang it.
         async with asyncio.timeout(2 * (args.ingest_seconds + args.pipeline_seconds) + 300):
-            seed = await measure_seed(source, bun, log_dir, args, round_no)
+            seed = await measure_seed(
+                source,
+                bun,
+                log_dir,
+                ingest_seconds=args.ingest_seconds,
+                pipeline_seconds=args.pipeline_seconds,
+                round_no=round_no,
+            )
             ours = await measure_orderbot(log_dir, args, round_no)
         rounds.append({"seed": seed, "orderbot": ours})
         when = machine()

@@ -86,22 +86,24 @@ async def test_a_step_cut_by_a_broker_side_close_does_not_send_its_reply_twice(
     settings: Settings,
 ) -> None:
     assert await rabbitmqctl_usable(), "the broker-side close needs rabbitmqctl on the broker"
-    env = {**system_env, "SEND_TIMEOUT": "10s"}  # a slow answer is not a failed send here
+    env = {**system_env, "SEND_TIMEOUT": "60s"}  # a held answer is not a failed send here
     system = System(spawn=spawn, env=env, http_port=free_port(), worker_count=1)
     await system.start()
     watcher = AppliedWatcher(redis, settings.redis_key_prefix, settings.tenant)
     url = f"{system.base_url}/webhook/chat2desk/{WEBHOOK_TOKEN}"
     async with Load(url, watcher, provider, random.Random(0)) as load:
         customer = load.new_shopper()
-        provider.latency = 3.0  # the reply is on its way while the broker closes
+        provider.held_until = asyncio.Event()  # the reply is on its way while the broker closes
         sent = asyncio.create_task(load.say(customer, "Hello"))
         await provider.wait_for(lambda: provider.requests == 1, timeout=30)
         [worker] = system.workers
         amqp_port = urlsplit(settings.amqp_url).port or 5672
         _, closed = await close_broker_connections_of([worker.pid], amqp_port)
         assert closed == 1
+        await worker.wait_log('"consumer_channel_lost"')
+        provider.held_until.set()
+        provider.held_until = None
         assert await sent, "the message must be applied after the worker reconnected"
-        provider.latency = 0.0
         assert await load.say(customer, "Main street 12")
         await provider.wait_for(lambda: len(provider.texts_for(customer.client_id)) >= 2, 30)
     exits = await system.stop_all()

@@ -31,6 +31,9 @@ class ChaosChat2Desk:
     # In "slow" mode, when set: a stalled send is held until this is set instead, so a
     # test decides when the send its sender gave up on reaches the customer.
     stalled_until: asyncio.Event | None = None
+    # When set: every answer, once counted in `requests`, waits until this is set, so a
+    # test decides what happens while a send is on its way.
+    held_until: asyncio.Event | None = None
     retry_after: str = "1"  # in "throttle" mode
     requests: int = 0  # every send call that reached the provider
     delivered: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -65,6 +68,8 @@ class ChaosChat2Desk:
         async with self._changed:
             self.requests += 1
             self._changed.notify_all()
+        if self.held_until is not None:
+            await self.held_until.wait()
         if self.latency:
             await asyncio.sleep(self.latency)
         if mode == "fail":
