@@ -58,8 +58,8 @@ test-reliability: install-dev services-for-tests
 	$(BIN)/pytest -m reliability tests/reliability
 
 # Clustered engines started on this host by the tests (tests/ha): a RabbitMQ node
-# stopped under load, and the processes moving to the others. Not in CI yet: its
-# RabbitMQ node-stop scenario failed once in two runs (docs/scaling.md).
+# stopped under load, and the processes moving to the others; Redis Sentinel, PgBouncer.
+# CI runs it after test-reliability (docs/scaling.md: what its node stop once found).
 test-ha: install-dev services-for-tests
 	$(BIN)/pytest -m ha tests/ha
 

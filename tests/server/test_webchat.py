@@ -25,9 +25,9 @@ from tests.support.broker_tools import messages_queues, take_all, wait_depth
 from tests.support.credentials import OPERATOR_KEY, WEBCHAT_SECRET
 from tests.support.customers import HAPPY_PATH_RU, expected_replies
 from tests.support.recovery import poll
-from tests.support.sse import SseEvent, SseReader
+from tests.support.sse import SseEvent
 from tests.support.tcp_proxy import running_proxy
-from tests.support.webchat import COOKIE, ChatCustomer
+from tests.support.webchat import COOKIE, ChatCustomer, opened, place_order, replies_until
 
 Client = TestClient[Any, Any]
 
@@ -39,15 +39,6 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 def _replies(events: list[SseEvent]) -> list[str]:
     return [e.data["text"] for e in events if e.data["direction"] == "out"]
-
-
-async def _replies_until(reader: SseReader, count: int) -> list[str]:
-    texts: list[str] = []
-    while len(texts) < count:
-        event = await reader.next(timeout=30)
-        if event.data["direction"] == "out":
-            texts.append(event.data["text"])
-    return texts
 
 
 async def test_the_page_sets_a_signed_httponly_strict_cookie_for_its_tenant(
@@ -79,8 +70,7 @@ async def test_the_page_carries_the_test_ids_and_only_its_own_assets(client: Cli
 
 
 async def test_a_page_reloaded_with_its_cookie_keeps_the_session(client: Client) -> None:
-    customer = ChatCustomer(client)
-    await customer.open()
+    customer = await opened(client)
     again = await client.get("/chat/default", headers=customer.headers())
     assert COOKIE not in again.cookies
 
@@ -125,20 +115,14 @@ async def test_an_unknown_tenant_is_404(client: Client) -> None:
 async def test_a_bad_post_gets_a_clear_4xx(
     client: Client, body: bytes, content_type: str, status: int
 ) -> None:
-    customer = ChatCustomer(client)
-    await customer.open()
-    response = await client.post(
-        "/chat/default/messages",
-        data=body,
-        headers={**customer.headers(), "Content-Type": content_type},
-    )
+    customer = await opened(client)
+    response = await customer.post(body, content_type)
     assert response.status == status
     assert "error" in await response.json()
 
 
 async def test_a_message_over_the_limit_is_413(client: Client, settings: Settings) -> None:
-    customer = ChatCustomer(client)
-    await customer.open()
+    customer = await opened(client)
     response = await client.post(
         "/chat/default/messages",
         json={"id": "abcdefgh1", "text": "x" * (settings.webchat_max_text + 1)},
@@ -148,13 +132,9 @@ async def test_a_message_over_the_limit_is_413(client: Client, settings: Setting
 
 
 async def test_a_body_over_the_server_limit_is_413(client: Client, settings: Settings) -> None:
-    customer = ChatCustomer(client)
-    await customer.open()
-    response = await client.post(
-        "/chat/default/messages",
-        data=b'{"id": "abcdefgh1", "text": "' + b"x" * settings.http_max_body + b'"}',
-        headers={**customer.headers(), "Content-Type": "application/json"},
-    )
+    customer = await opened(client)
+    body = b'{"id": "abcdefgh1", "text": "' + b"x" * settings.http_max_body + b'"}'
+    response = await customer.post(body, "application/json")
     assert response.status == 413
     assert "error" in await response.json()
 
@@ -162,8 +142,7 @@ async def test_a_body_over_the_server_limit_is_413(client: Client, settings: Set
 async def test_the_events_stream_needs_the_cookie(client: Client) -> None:
     response = await client.get("/chat/default/events")
     assert response.status == 401
-    customer = ChatCustomer(client)
-    await customer.open()
+    customer = await opened(client)
     bad = await client.get(
         "/chat/default/events", headers={**customer.headers(), "Last-Event-ID": "x; drop"}
     )
@@ -185,14 +164,10 @@ async def test_a_customer_orders_through_the_web_chat_and_reads_the_replies_live
     outbox_worker: asyncio.Task[None],
     db: asyncpg.Connection,
 ) -> None:
-    customer = ChatCustomer(client)
-    await customer.open()
-    expected = expected_replies(HAPPY_PATH_RU, own_phone=None)
+    customer = await opened(client)
     async with customer.events() as stream:
-        for text in HAPPY_PATH_RU:
-            await customer.say(text)
-        replies = await _replies_until(stream, len(expected))
-    assert replies == expected
+        replies = await place_order(customer, stream)
+    assert replies == expected_replies(HAPPY_PATH_RU, own_phone=None)
     row = await db.fetchrow(
         "SELECT provider, client_id, client_phone, quantity, status FROM orders "
         "WHERE client_id = $1",
@@ -211,8 +186,7 @@ async def test_a_customer_orders_through_the_web_chat_and_reads_the_replies_live
 async def test_a_reloaded_page_reads_the_whole_conversation_in_order(
     client: Client, worker: asyncio.Task[None]
 ) -> None:
-    customer = ChatCustomer(client)
-    await customer.open()
+    customer = await opened(client)
     await customer.say("Здравствуйте", message_id="first-message")
     async with customer.events() as stream:
         seen = await stream.until(lambda e: e.data["direction"] == "out")
@@ -226,8 +200,7 @@ async def test_a_reloaded_page_reads_the_whole_conversation_in_order(
 async def test_a_page_that_reconnects_with_last_event_id_reads_only_what_it_missed(
     client: Client, worker: asyncio.Task[None]
 ) -> None:
-    customer = ChatCustomer(client)
-    await customer.open()
+    customer = await opened(client)
     await customer.say("Здравствуйте")
     async with customer.events() as stream:
         first = await stream.until(lambda e: e.data["direction"] == "out")
@@ -246,8 +219,7 @@ async def test_a_post_repeated_with_its_id_is_one_message_and_one_order(
     outbox_worker: asyncio.Task[None],
     db: asyncpg.Connection,
 ) -> None:
-    customer = ChatCustomer(client)
-    await customer.open()
+    customer = await opened(client)
     # One more message after the repeats: its step runs after every copy's, so once
     # its reply is in, any reply a copy caused would be too.
     texts = [*HAPPY_PATH_RU, "Здравствуйте"]
@@ -256,7 +228,7 @@ async def test_a_post_repeated_with_its_id_is_one_message_and_one_order(
         for n, text in enumerate(texts):
             for _ in range(3 if n < len(HAPPY_PATH_RU) else 1):  # the page retries a post
                 await customer.say(text, message_id=f"message-{n}-of-the-page")
-        replies = await _replies_until(stream, len(expected))
+        replies = await replies_until(stream, len(expected))
     assert replies == expected
     count = await db.fetchval("SELECT count(*) FROM orders WHERE client_id = $1", customer.session)
     assert count == 1
@@ -265,9 +237,7 @@ async def test_a_post_repeated_with_its_id_is_one_message_and_one_order(
 async def test_one_customers_chat_stream_never_shows_anothers(
     client: Client, worker: asyncio.Task[None]
 ) -> None:
-    alice, bob = ChatCustomer(client), ChatCustomer(client)
-    await alice.open()
-    await bob.open()
+    alice, bob = await opened(client), await opened(client)
     await alice.say("Здравствуйте", message_id="alice-says-hello")
     await bob.say("ул. Бобова 1", message_id="bob-says-address")
     async with bob.events() as stream:
@@ -285,13 +255,9 @@ async def test_an_order_moved_by_an_operator_reaches_the_customers_chat(
     outbox_worker: asyncio.Task[None],
     db: asyncpg.Connection,
 ) -> None:
-    customer = ChatCustomer(client)
-    await customer.open()
-    expected = expected_replies(HAPPY_PATH_RU, own_phone=None)
+    customer = await opened(client)
     async with customer.events() as stream:
-        for text in HAPPY_PATH_RU:
-            await customer.say(text)
-        await _replies_until(stream, len(expected))
+        await place_order(customer, stream)
         order_id = await db.fetchval("SELECT id FROM orders WHERE client_id = $1", customer.session)
         moved = await client.post(
             f"/api/orders/{order_id}/status",
@@ -299,7 +265,7 @@ async def test_an_order_moved_by_an_operator_reaches_the_customers_chat(
             headers={"Authorization": f"Bearer {OPERATOR_KEY}"},
         )
         assert moved.status == 200, await moved.text()
-        (news,) = await _replies_until(stream, 1)
+        (news,) = await replies_until(stream, 1)
     assert news == status_notice(OrderStatus.PREPARING, Lang.RU, order_id)
     await poll(
         lambda: db.fetchval(
@@ -322,8 +288,7 @@ async def test_a_message_while_the_broker_is_away_is_spooled_then_queued(
         settings = make_settings(amqp_url=through, webchat_secret=WEBCHAT_SECRET)
         app = create_app(settings)
         async with TestClient(TestServer(app)) as own:
-            customer = ChatCustomer(own)
-            await customer.open()
+            customer = await opened(own)
             answer = await customer.say("Здравствуйте", message_id="said-while-away")
             proxy.restore()
             await asyncio.wait_for(app[BROKER].wait_connected(), 30)

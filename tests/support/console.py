@@ -45,6 +45,39 @@ def csrf_token(html: str) -> str:
     return found.group(1)
 
 
+async def signed_in(client: Client) -> str:
+    """A session's cookie, signed in with the operator key."""
+    response = await sign_in_http(client)
+    assert response.status == 303
+    return session_cookie(response)
+
+
+async def page(client: Client, path: str, cookie: str) -> tuple[int, str]:
+    response = await client.get(path, headers=with_session(cookie), allow_redirects=False)
+    return response.status, await response.text()
+
+
+async def order_page(client: Client, order_id: int) -> tuple[str, str]:
+    """Signed in, the order's page read: the session's cookie and the page."""
+    cookie = await signed_in(client)
+    _, html = await page(client, f"/console/orders/{order_id}", cookie)
+    return cookie, html
+
+
+async def post_form(
+    client: Client,
+    path: str,
+    cookie: str,
+    form: dict[str, str],
+    *,
+    origin: str = PUBLIC_BASE_URL,
+) -> ClientResponse:
+    """A form as a console page posts it, with the session's cookie; no redirect followed."""
+    return await client.post(
+        path, data=form, headers=with_session(cookie, origin=origin), allow_redirects=False
+    )
+
+
 async def sign_in(browser: Browser, base_url: str, key: str) -> None:
     """Sign in at the console's page as an operator would, and wait for the board."""
     await browser.open(f"{base_url}/console/login")

@@ -9,7 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from orderbot.history.models import Direction, HistoryEntry, MessageStatus
+from orderbot.history import store
+from orderbot.history.models import Direction, HistoryEntry, MessageStatus, Written
 
 
 def a_tenant() -> str:
@@ -44,6 +45,31 @@ def entry(
         client_phone=client_phone,
         provider_message_id=provider_message_id,
         reply_id=key if direction == "out" else None,
+    )
+
+
+async def write(pool: asyncpg.Pool, *entries: HistoryEntry) -> list[Written]:
+    """One batch, as the history writer writes it."""
+    async with pool.acquire() as conn:
+        return await store.write(conn, entries)
+
+
+async def receipt(
+    pool: asyncpg.Pool,
+    tenant: str,
+    provider_message_id: str,
+    status: MessageStatus,
+    *,
+    provider: str = "chat2desk",
+) -> list[Written]:
+    """The provider's delivery status of the reply it knows by `provider_message_id`, now."""
+    return await store.record_receipt(
+        pool,
+        tenant=tenant,
+        provider=provider,
+        provider_message_id=provider_message_id,
+        status=status,
+        at=datetime.now(UTC),
     )
 
 

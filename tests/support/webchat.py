@@ -8,8 +8,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
+from tests.support.customers import HAPPY_PATH_RU, expected_replies
 from tests.support.sse import SseReader
 
 COOKIE = "orderbot_chat"
@@ -45,6 +47,14 @@ class ChatCustomer:
         self.client.session.cookie_jar.clear()
         return await response.text()
 
+    async def post(self, data: bytes, content_type: str) -> ClientResponse:
+        """A message post with this session's cookie and a body of the test's own."""
+        return await self.client.post(
+            f"{self.base}/messages",
+            data=data,
+            headers={**self.headers(), "Content-Type": content_type},
+        )
+
     async def say(self, text: str, *, message_id: str | None = None) -> dict[str, Any]:
         response = await self.client.post(
             f"{self.base}/messages",
@@ -66,3 +76,27 @@ class ChatCustomer:
             yield SseReader(response)
         finally:
             response.close()
+
+
+async def opened(client: TestClient[Any, Any], tenant: str = "default") -> ChatCustomer:
+    """A customer who has opened the chat's page: holding its cookie."""
+    customer = ChatCustomer(client, tenant)
+    await customer.open()
+    return customer
+
+
+async def replies_until(reader: SseReader, count: int) -> list[str]:
+    """The texts of the next `count` replies on the chat's stream."""
+    texts: list[str] = []
+    while len(texts) < count:
+        event = await reader.next(timeout=30)
+        if event.data["direction"] == "out":
+            texts.append(event.data["text"])
+    return texts
+
+
+async def place_order(customer: ChatCustomer, stream: SseReader) -> list[str]:
+    """The happy path's messages, said one by one; the replies they got."""
+    for text in HAPPY_PATH_RU:
+        await customer.say(text)
+    return await replies_until(stream, len(expected_replies(HAPPY_PATH_RU, own_phone=None)))

@@ -14,19 +14,14 @@ import pytest
 from orderbot.cli.history import run_history
 from orderbot.config.settings import Settings
 from orderbot.history import store
-from orderbot.history.models import HistoryEntry, MessageStatus, Written
-from tests.support.history import a_tenant, entry, rows_of
+from orderbot.history.models import MessageStatus
+from tests.support.history import a_tenant, entry, receipt, rows_of, write
 
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with asyncpg.create_pool(database_url, min_size=1, max_size=2) as created:
         yield created
-
-
-async def write(pool: asyncpg.Pool, *entries: HistoryEntry) -> list[Written]:
-    async with pool.acquire() as conn:
-        return await store.write(conn, entries)
 
 
 async def test_a_message_written_twice_is_one_row(
@@ -74,23 +69,9 @@ async def test_a_provider_status_moves_the_reply_it_names(
 ) -> None:
     tenant = a_tenant()
     await write(pool, entry(tenant, "42", "m1:0", provider_message_id="900"))
-    changed = await store.record_receipt(
-        pool,
-        tenant=tenant,
-        provider="chat2desk",
-        provider_message_id="900",
-        status="delivered",
-        at=datetime.now(UTC),
-    )
+    changed = await receipt(pool, tenant, "900", "delivered")
     assert [(w.status, w.created) for w in changed] == [("delivered", False)]
-    stale = await store.record_receipt(
-        pool,
-        tenant=tenant,
-        provider="chat2desk",
-        provider_message_id="900",
-        status="sent",
-        at=datetime.now(UTC),
-    )
+    stale = await receipt(pool, tenant, "900", "sent")
     assert stale == []
     assert (await rows_of(db, tenant))[0]["status"] == "delivered"
 
@@ -99,14 +80,7 @@ async def test_a_status_that_comes_before_its_reply_is_applied_when_the_reply_is
     pool: asyncpg.Pool, db: asyncpg.Connection
 ) -> None:
     tenant = a_tenant()
-    kept = await store.record_receipt(
-        pool,
-        tenant=tenant,
-        provider="twilio",
-        provider_message_id="SM1",
-        status="read",
-        at=datetime.now(UTC),
-    )
+    kept = await receipt(pool, tenant, "SM1", "read", provider="twilio")
     assert kept == []
     await write(
         pool, entry(tenant, "whatsapp:+1", "m1:0", provider="twilio", provider_message_id="SM1")
@@ -123,14 +97,7 @@ async def test_another_tenants_reply_is_not_moved_by_a_status(
 ) -> None:
     ours, theirs = a_tenant(), a_tenant()
     await write(pool, entry(theirs, "42", "m1:0", provider_message_id="900"))
-    await store.record_receipt(
-        pool,
-        tenant=ours,
-        provider="chat2desk",
-        provider_message_id="900",
-        status="delivered",
-        at=datetime.now(UTC),
-    )
+    await receipt(pool, ours, "900", "delivered")
     assert (await rows_of(db, theirs))[0]["status"] == "sent"
 
 

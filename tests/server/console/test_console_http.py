@@ -25,8 +25,12 @@ from tests.support.broker_tools import wait_depth
 from tests.support.console import (
     COOKIE,
     csrf_token,
+    order_page,
+    page,
+    post_form,
     session_cookie,
     sign_in_http,
+    signed_in,
     with_session,
 )
 from tests.support.credentials import CONSOLE_SECRET, OPERATOR_KEY, PUBLIC_BASE_URL
@@ -38,17 +42,6 @@ Client = TestClient[Any, Any]
 @pytest.fixture
 def config(config: dict[str, str], namespace: str) -> dict[str, str]:
     return {**config, "TENANT": f"tenant-{namespace}", "CONSOLE_SESSION_SECRET": CONSOLE_SECRET}
-
-
-async def signed_in(client: Client) -> str:
-    response = await sign_in_http(client)
-    assert response.status == 303
-    return session_cookie(response)
-
-
-async def page(client: Client, path: str, cookie: str) -> tuple[int, str]:
-    response = await client.get(path, headers=with_session(cookie), allow_redirects=False)
-    return response.status, await response.text()
 
 
 async def test_the_key_buys_an_httponly_strict_secure_cookie_that_does_not_hold_it(
@@ -127,12 +120,7 @@ async def test_a_move_without_the_session_s_csrf_token_is_refused_and_moves_noth
     cookie = await signed_in(client)
 
     for form in ({"status": "PREPARING"}, {"status": "PREPARING", "csrf": "guessed-token"}):
-        response = await client.post(
-            f"/console/orders/{order_id}/status",
-            data=form,
-            headers=with_session(cookie),
-            allow_redirects=False,
-        )
+        response = await post_form(client, f"/console/orders/{order_id}/status", cookie, form)
         assert response.status == 403
 
     assert await history(db, order_id) == [(None, "CONFIRMED", "dialog")]
@@ -142,14 +130,14 @@ async def test_a_move_from_another_origin_is_refused_even_with_the_token(
     client: Client, db: asyncpg.Connection, settings: Settings
 ) -> None:
     order_id = await insert_order(db, tenant=settings.tenant, client_id="origin-1")
-    cookie = await signed_in(client)
-    _, html = await page(client, f"/console/orders/{order_id}", cookie)
+    cookie, html = await order_page(client, order_id)
 
-    response = await client.post(
+    response = await post_form(
+        client,
         f"/console/orders/{order_id}/status",
-        data={"status": "PREPARING", "csrf": csrf_token(html)},
-        headers=with_session(cookie, origin="https://evil.example.net"),
-        allow_redirects=False,
+        cookie,
+        {"status": "PREPARING", "csrf": csrf_token(html)},
+        origin="https://evil.example.net",
     )
 
     assert response.status == 403
@@ -160,14 +148,13 @@ async def test_a_move_with_the_token_goes_through_the_lifecycle(
     client: Client, db: asyncpg.Connection, settings: Settings
 ) -> None:
     order_id = await insert_order(db, tenant=settings.tenant, client_id="move-1")
-    cookie = await signed_in(client)
-    _, html = await page(client, f"/console/orders/{order_id}", cookie)
+    cookie, html = await order_page(client, order_id)
 
-    response = await client.post(
+    response = await post_form(
+        client,
         f"/console/orders/{order_id}/status",
-        data={"status": "PREPARING", "csrf": csrf_token(html)},
-        headers=with_session(cookie),
-        allow_redirects=False,
+        cookie,
+        {"status": "PREPARING", "csrf": csrf_token(html)},
     )
 
     assert (response.status, response.headers["Location"]) == (303, f"/console/orders/{order_id}")
@@ -181,15 +168,14 @@ async def test_a_move_the_rules_refuse_shows_why_and_moves_nothing(
     client: Client, db: asyncpg.Connection, settings: Settings
 ) -> None:
     order_id = await insert_order(db, tenant=settings.tenant, client_id="refused-1")
-    cookie = await signed_in(client)
-    _, html = await page(client, f"/console/orders/{order_id}", cookie)
+    cookie, html = await order_page(client, order_id)
     assert 'data-testid="move-DELIVERED"' not in html  # not offered, and refused if forced
 
-    response = await client.post(
+    response = await post_form(
+        client,
         f"/console/orders/{order_id}/status",
-        data={"status": "DELIVERED", "csrf": csrf_token(html)},
-        headers=with_session(cookie),
-        allow_redirects=False,
+        cookie,
+        {"status": "DELIVERED", "csrf": csrf_token(html)},
     )
 
     assert response.status == 409
@@ -230,12 +216,7 @@ async def test_signing_out_ends_the_session_for_every_copy_of_the_cookie(client:
     cookie = await signed_in(client)
     _, html = await page(client, "/console/", cookie)
 
-    response = await client.post(
-        "/console/logout",
-        data={"csrf": csrf_token(html)},
-        headers=with_session(cookie),
-        allow_redirects=False,
-    )
+    response = await post_form(client, "/console/logout", cookie, {"csrf": csrf_token(html)})
 
     assert (response.status, response.headers["Location"]) == (303, "/console/login")
     assert 'orderbot_console=""' in response.headers["Set-Cookie"]
@@ -326,11 +307,8 @@ async def test_an_operator_sees_and_replays_only_their_tenant_s_dead_letters(
     assert 'data-message-id="ours-1"' in html
     assert "theirs-1" not in html
 
-    response = await client.post(
-        "/console/dlq/replay",
-        data={"all": "1", "csrf": csrf_token(html)},
-        headers=with_session(cookie),
-        allow_redirects=False,
+    response = await post_form(
+        client, "/console/dlq/replay", cookie, {"all": "1", "csrf": csrf_token(html)}
     )
 
     assert (response.status, response.headers["Location"]) == (303, "/console/dlq?replayed=1")
