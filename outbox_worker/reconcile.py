@@ -23,6 +23,7 @@ from orderbot.errors import is_transient
 from orderbot.recovery.lease import Lease
 from orderbot.recovery.reconciler import Reconciler
 from orderbot.runtime.resources import open_http
+from orderbot.runtime.tasks import finish
 from orderbot.runtime.waiting import sleep_unless_set
 from orderbot.tenancy.directory import TenantDirectory
 
@@ -44,12 +45,7 @@ async def reconcile_loop(
     try:
         yield
     finally:
-        if not task.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), timeout=5)
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await finish(task)
 
 
 async def _run(

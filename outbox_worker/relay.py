@@ -27,6 +27,7 @@ from orderbot.conversation.reply_order import reply_order_for
 from orderbot.errors import is_transient
 from orderbot.orders.notifications import StatusNotifier
 from orderbot.runtime.resources import open_postgres
+from orderbot.runtime.tasks import finish
 from orderbot.runtime.waiting import sleep_unless_set
 from orderbot.tenancy.directory import TenantDirectory
 
@@ -52,12 +53,7 @@ async def notification_relay(
     try:
         yield
     finally:
-        if not task.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), timeout=5)
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await finish(task)
 
 
 async def _run(

@@ -29,6 +29,7 @@ from orderbot.history import store
 from orderbot.history.models import HistoryEntry, Written
 from orderbot.runtime import metrics
 from orderbot.runtime.resources import open_postgres
+from orderbot.runtime.tasks import finish
 from orderbot.runtime.waiting import sleep_unless_set
 
 log = structlog.get_logger(__name__)
@@ -258,8 +259,4 @@ async def running_writer(
         yield writer
     finally:
         done.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), timeout=5)
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await finish(task)

@@ -29,6 +29,7 @@ from orderbot.config.secret_box import SecretBox, UnreadableSecret
 from orderbot.config.secret_forms import basic_auth_forms
 from orderbot.config.settings import Settings
 from orderbot.runtime.logging import register_secrets
+from orderbot.runtime.tasks import finish
 from orderbot.runtime.waiting import sleep_unless_set, until_set_or_stopped
 
 log = structlog.get_logger(__name__)
@@ -285,11 +286,7 @@ async def open_tenant_directory(settings: Settings, role: str) -> AsyncIterator[
         yield directory
     finally:
         follower.stop()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), timeout=5)
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await finish(task)
 
 
 class _Follower:
