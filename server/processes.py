@@ -12,6 +12,12 @@ takes their webhook. A sibling that refuses its settings (a taken ops port, say)
 them all, the first exiting with status 2 as for its own. Stopping the first process
 stops the others (SIGTERM, each drains what it holds); a first process killed outright
 takes them down the same way, since each asked the kernel for SIGTERM when its parent dies.
+
+A sibling that keeps dying soon after it starts (a crash at start-up that is not a settings
+error) is started again after a delay that doubles each time, up to RESTART_DELAY_MAX: the
+first process goes on serving and the log shows the sibling failing, without a restart
+every second for ever. One that ran for RESTART_STEADY before it died starts the count
+afresh.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ log = structlog.get_logger(__name__)
 
 INDEX_ENV = "ORDERBOT_SERVER_PROCESS"
 RESTART_DELAY = 1.0  # seconds before a sibling that exited is started again
+RESTART_DELAY_MAX = 60.0
+RESTART_STEADY = 60.0  # seconds a sibling must have run for its next restart to be quick
 CONFIG_ERROR = 2  # the exit status of a process that refused its settings (bootstrap)
 _PR_SET_PDEATHSIG = 1
 
@@ -69,6 +77,14 @@ def sibling_env(settings: Settings, index: int) -> dict[str, str]:
     return env
 
 
+def restart_delay(previous: float | None, ran: float) -> float:
+    """How long to wait before starting again a sibling that ran `ran` seconds, whose
+    last restart waited `previous` (None: it has not been restarted yet)."""
+    if previous is None or ran >= RESTART_STEADY:
+        return RESTART_DELAY
+    return min(previous * 2, RESTART_DELAY_MAX)
+
+
 def _stop_with_parent() -> None:
     """In the sibling, before exec: SIGTERM it when the first process dies, however."""
     if sys.platform == "linux":
@@ -99,7 +115,10 @@ class Siblings:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _keep_running(self, index: int) -> None:
+        delay: float | None = None
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            started = loop.time()
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -126,9 +145,12 @@ class Siblings:
                 )
                 self.failed.set()
                 return
-            log.error("server_process_exited", index=index, status=process.returncode)
+            delay = restart_delay(delay, loop.time() - started)
+            log.error(
+                "server_process_exited", index=index, status=process.returncode, restart_in=delay
+            )
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RESTART_DELAY):
+                async with asyncio.timeout(delay):
                     await self._stopping.wait()
 
 

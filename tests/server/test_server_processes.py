@@ -5,6 +5,8 @@ stops them all."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 import socket
 from pathlib import Path
@@ -16,6 +18,7 @@ from aio_pika.abc import AbstractChannel
 
 from orderbot.config.settings import ConfigError, Settings
 from server.app import check_settings
+from server.processes import RESTART_DELAY, RESTART_DELAY_MAX, RESTART_STEADY, restart_delay
 from tests.support.credentials import WEBHOOK_TOKEN
 from tests.support.customers import Customer
 from tests.support.ops import scrape, value
@@ -102,6 +105,53 @@ async def test_a_first_server_process_killed_outright_takes_its_siblings_down(
     await server.wait()
 
     await _until_refused(ops_port + 1)  # the sibling drained and exited on its SIGTERM
+
+
+async def test_a_sibling_that_dies_is_started_again_and_serves(
+    config: dict[str, str], amqp: AbstractChannel, tmp_path: Path
+) -> None:
+    http_port, ops_port = free_port(), free_ports_in_a_row(2)
+    env = {k: v for k, v in config.items() if k != "METRICS_PORT"}
+    env.update(SERVER_PROCESSES="2", HTTP_PORT=str(http_port), SERVER_METRICS_PORT=str(ops_port))
+    server = await OrderbotProcess("server", env, tmp_path / "server.log", tmp_path).start()
+    try:
+        await wait_http_ok(f"http://127.0.0.1:{ops_port + 1}/health/ready")
+        first = _sibling_pids(server.logs())
+        os.kill(first[-1], signal.SIGKILL)
+        await server.wait_log('"server_process_exited"')
+
+        await _until_refused(ops_port + 1)
+        await wait_http_ok(f"http://127.0.0.1:{ops_port + 1}/health/ready")
+        again = _sibling_pids(server.logs())
+    finally:
+        status = await server.stop()
+
+    assert len(first) == 1
+    assert len(again) == 2
+    assert again[1] != first[0]
+    assert '"restart_in":1.0' in server.logs()
+    assert status == 0
+
+
+def _sibling_pids(logs: str) -> list[int]:
+    return [
+        int(json.loads(line)["pid"])
+        for line in logs.splitlines()
+        if '"server_process_started"' in line
+    ]
+
+
+def test_a_sibling_that_keeps_dying_is_restarted_ever_more_slowly() -> None:
+    delays = [restart_delay(None, ran=0.5)]
+    for _ in range(10):
+        delays.append(restart_delay(delays[-1], ran=0.5))
+
+    assert delays[:4] == [RESTART_DELAY, 2 * RESTART_DELAY, 4 * RESTART_DELAY, 8 * RESTART_DELAY]
+    assert delays[-1] == RESTART_DELAY_MAX
+
+
+def test_a_sibling_that_ran_a_while_is_restarted_quickly_again() -> None:
+    assert restart_delay(RESTART_DELAY_MAX, ran=RESTART_STEADY) == RESTART_DELAY
 
 
 async def _until_refused(port: int, timeout: float = 30) -> None:
