@@ -44,13 +44,22 @@ async def _post_each_on_its_own_connection(port: int, count: int) -> list[int]:
         return list(await asyncio.gather(*(post(Customer().says("hi")) for _ in range(count))))
 
 
-async def test_two_server_processes_share_the_port_and_both_take_webhooks(
-    config: dict[str, str], amqp: AbstractChannel, tmp_path: Path
-) -> None:
+async def _two_processes(
+    config: dict[str, str], tmp_path: Path
+) -> tuple[OrderbotProcess, int, int]:
+    """A server of two processes: the process, its HTTP port and its first ops port
+    (process i serves hers on that port + i)."""
     http_port, ops_port = free_port(), free_ports_in_a_row(2)
     env = {k: v for k, v in config.items() if k != "METRICS_PORT"}
     env.update(SERVER_PROCESSES="2", HTTP_PORT=str(http_port), SERVER_METRICS_PORT=str(ops_port))
     server = await OrderbotProcess("server", env, tmp_path / "server.log", tmp_path).start()
+    return server, http_port, ops_port
+
+
+async def test_two_server_processes_share_the_port_and_both_take_webhooks(
+    config: dict[str, str], amqp: AbstractChannel, tmp_path: Path
+) -> None:
+    server, http_port, ops_port = await _two_processes(config, tmp_path)
     try:
         for port in (ops_port, ops_port + 1):
             await wait_http_ok(f"http://127.0.0.1:{port}/health/ready")
@@ -80,10 +89,7 @@ async def test_two_server_processes_share_the_port_and_both_take_webhooks(
 async def test_stopping_the_first_server_process_stops_its_siblings(
     config: dict[str, str], amqp: AbstractChannel, tmp_path: Path
 ) -> None:
-    http_port, ops_port = free_port(), free_ports_in_a_row(2)
-    env = {k: v for k, v in config.items() if k != "METRICS_PORT"}
-    env.update(SERVER_PROCESSES="2", HTTP_PORT=str(http_port), SERVER_METRICS_PORT=str(ops_port))
-    server = await OrderbotProcess("server", env, tmp_path / "server.log", tmp_path).start()
+    server, _http_port, ops_port = await _two_processes(config, tmp_path)
     await wait_http_ok(f"http://127.0.0.1:{ops_port + 1}/health/ready")
 
     assert await server.stop() == 0
@@ -95,10 +101,7 @@ async def test_stopping_the_first_server_process_stops_its_siblings(
 async def test_a_first_server_process_killed_outright_takes_its_siblings_down(
     config: dict[str, str], amqp: AbstractChannel, tmp_path: Path
 ) -> None:
-    http_port, ops_port = free_port(), free_ports_in_a_row(2)
-    env = {k: v for k, v in config.items() if k != "METRICS_PORT"}
-    env.update(SERVER_PROCESSES="2", HTTP_PORT=str(http_port), SERVER_METRICS_PORT=str(ops_port))
-    server = await OrderbotProcess("server", env, tmp_path / "server.log", tmp_path).start()
+    server, _http_port, ops_port = await _two_processes(config, tmp_path)
     await wait_http_ok(f"http://127.0.0.1:{ops_port + 1}/health/ready")
 
     server.send(signal.SIGKILL)
@@ -110,10 +113,7 @@ async def test_a_first_server_process_killed_outright_takes_its_siblings_down(
 async def test_a_sibling_that_dies_is_started_again_and_serves(
     config: dict[str, str], amqp: AbstractChannel, tmp_path: Path
 ) -> None:
-    http_port, ops_port = free_port(), free_ports_in_a_row(2)
-    env = {k: v for k, v in config.items() if k != "METRICS_PORT"}
-    env.update(SERVER_PROCESSES="2", HTTP_PORT=str(http_port), SERVER_METRICS_PORT=str(ops_port))
-    server = await OrderbotProcess("server", env, tmp_path / "server.log", tmp_path).start()
+    server, _http_port, ops_port = await _two_processes(config, tmp_path)
     try:
         await wait_http_ok(f"http://127.0.0.1:{ops_port + 1}/health/ready")
         first = _sibling_pids(server.logs())
