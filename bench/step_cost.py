@@ -16,8 +16,8 @@ local ones. Per step it reports:
 - RabbitMQ: the CPU of the whole broker (shared: an upper bound), the broker's own
   message counters (`rabbit_global_counters`, read with `rabbitmqctl eval`: messages
   received, confirmed, delivered and acknowledged, by queue type; broker-wide, so the
-  run's own only on a quiet broker) and the AMQP frames each client connection sent
-  and received (`rabbitmqctl list_connections`, grouped by connection name: the run's
+  run's own only on a quiet broker) and the bytes (and socket reads and writes) of each
+  client connection (`rabbitmqctl list_connections`, grouped by connection name: the run's
   own processes name theirs `orderbot-<role>`). The `rabbitmqctl` calls are made
   outside the CPU window.
 
@@ -217,11 +217,12 @@ async def _rabbit_connections() -> dict[str, dict[str, int]]:
     return connections
 
 
-def _frames_by_client(
+def _by_client(
     start: dict[str, dict[str, int]], end: dict[str, dict[str, int]], per: int
 ) -> dict[str, dict[str, float]]:
-    """Per client name (`orderbot-worker`, ...): frames to and from the broker per step,
-    and bytes; connections that opened during the run count from zero."""
+    """Per client name (`orderbot-worker`, ...): bytes to and from the broker per step,
+    and the broker's socket reads and writes (not frames: one read takes many);
+    connections that opened during the run count from zero."""
     totals: dict[str, dict[str, int]] = {}
     for key, now in end.items():
         client = key.split(" ", 1)[0]
@@ -231,8 +232,8 @@ def _frames_by_client(
             total[k] += v - before.get(k, 0)
     return {
         client: {
-            "frames_to_broker": round(t["recv_cnt"] / per, 2),
-            "frames_from_broker": round(t["send_cnt"] / per, 2),
+            "socket_reads_by_broker": round(t["recv_cnt"] / per, 2),
+            "socket_writes_by_broker": round(t["send_cnt"] / per, 2),
             "bytes_to_broker": round(t["recv_oct"] / per),
             "bytes_from_broker": round(t["send_oct"] / per),
         }
@@ -294,7 +295,7 @@ class Counters:
             "rabbitmq_messages": {
                 k: round((v - self._amqp.get(k, 0)) / per, 2) for k, v in amqp.items()
             },
-            "rabbitmq_frames": _frames_by_client(self._connections, connections, per),
+            "rabbitmq_connections": _by_client(self._connections, connections, per),
         }
 
 
@@ -393,10 +394,10 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         ),
     )
     row(
-        "RabbitMQ: frames to / from broker, by connection",
+        "RabbitMQ: bytes to / from broker, by connection",
         lambda r: "; ".join(
-            f"{client} {f['frames_to_broker']} / {f['frames_from_broker']}"
-            for client, f in r["rabbitmq_frames"].items()
+            f"{client} {f['bytes_to_broker']} B / {f['bytes_from_broker']} B"
+            for client, f in r["rabbitmq_connections"].items()
         ),
     )
     return "\n".join(rows)
