@@ -1,12 +1,14 @@
 """RabbitMQ's own CPU per message for a bare publish + consume + ack, at a set rate.
 
 `python -m bench.rabbit_floor [--rate 400] [--seconds 10] [--queues 16] [--type quorum]
-[--ack single|multiple] [--no-confirm]` publishes persistent messages at `--rate` a
+[--ack single|multiple|later] [--no-confirm]` publishes persistent messages at `--rate` a
 second, spread over `--queues` queues (declared like orderbot's partitions, minus the
 DLQ routing), each publish waiting for its confirm, and consumes them on one channel
-per queue at prefetch 10, acking each (`single`) or, every 50 ms, everything done so
-far with one `multiple` ack per channel. It reports the broker's CPU (all its
-processes, so a quiet broker is needed) per message consumed: the floor under the
+per queue at prefetch 10, acking each at once (`single`) or, every 50 ms, everything
+done so far with one `multiple` ack per channel (or one ack each, `later`: the same
+moments without `multiple`, which tells the ack frames' cost from the moments'). It
+reports the broker's CPU (all its processes, so a quiet broker is needed) per message
+consumed: the floor under the
 pipeline's RabbitMQ cost per step, at the same rate, with nothing of orderbot in it.
 """
 
@@ -52,7 +54,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         publisher = await connection.channel(publisher_confirms=args.confirm)
         for name in names:
             await publisher.declare_queue(name, durable=True, arguments=arguments(args.type))
-        pending: dict[aio_pika.abc.AbstractChannel, AbstractIncomingMessage] = {}
+        pending: dict[aio_pika.abc.AbstractChannel, list[AbstractIncomingMessage]] = {}
 
         for name in names:
             channel = await consumer_connection.channel()
@@ -67,7 +69,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if args.ack == "single":
                     await message.ack()
                 else:
-                    pending[ch] = message
+                    pending.setdefault(ch, []).append(message)
 
             await queue.consume(on_message)
 
@@ -75,7 +77,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             while True:
                 await asyncio.sleep(0.05)
                 for channel in list(pending):
-                    await pending.pop(channel).ack(multiple=True)
+                    messages = pending.pop(channel)
+                    if args.ack == "multiple":
+                        await messages[-1].ack(multiple=True)
+                    else:  # "later": the same moments, one ack each
+                        for message in messages:
+                            await message.ack()
 
         flusher = asyncio.create_task(flush_acks())
         exchange = publisher.default_exchange
@@ -139,7 +146,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--queues", type=int, default=16)
     parser.add_argument("--type", choices=("quorum", "classic"), default="quorum")
-    parser.add_argument("--ack", choices=("single", "multiple"), default="single")
+    parser.add_argument("--ack", choices=("single", "multiple", "later"), default="single")
     parser.add_argument("--no-confirm", dest="confirm", action="store_false")
     print(json.dumps(asyncio.run(run(parser.parse_args()))))
 

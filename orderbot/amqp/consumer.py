@@ -27,10 +27,12 @@ channel is skipped (the broker has already requeued the message), and the
 redelivery finds the step's processed-marker and is only acknowledged. Until the
 old handlers finish, a process can hold up to twice its prefetch after a reconnect.
 
-Acknowledgements are sent together (`_Acks`): a handled message's ack waits up to
-ACK_WINDOW, or until half the prefetch is waiting, and then every delivery tag of the
-channel up to the highest one below which all are settled goes in one ack with
-`multiple`; a quorum queue then settles them in one log entry instead of one each. A
+Acknowledgements are sent together (`_Acks`): a handled message's ack waits for the
+process's next ack moment (every ACK_WINDOW, the same for all its channels, `_AckClock`),
+or until half the prefetch is waiting, and then every delivery tag of the channel up to
+the highest one below which all are settled goes in one ack with `multiple`. The
+broker takes the acks of a moment in one burst, and a quorum queue settles a multiple
+ack in one log entry instead of one each. A
 tag left unacknowledged (handed back, stopping, a handler cancelled) is never covered:
 the multiple ack stops below it, and the handled messages above it are acknowledged
 one by one. What waits is sent before the channel is let go; a process killed
@@ -54,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -353,7 +356,7 @@ class _Acks:
         self._floor = 0
         self._above: set[int] = set()  # settled tags above the floor
         self._waiting: dict[int, AbstractIncomingMessage] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._soon = False  # a send is asked for on the next loop turn
         self._turn = asyncio.Lock()
         self._sends: set[asyncio.Task[None]] = set()
 
@@ -361,10 +364,11 @@ class _Acks:
         """`message` is done with: acknowledge it soon."""
         self._waiting[_tag(message)] = message
         self.settled(message)
-        if len(self._waiting) >= self._eager:
-            self._send_soon(0.0)
-        elif self._timer is None:
-            self._send_soon(ACK_WINDOW)
+        if len(self._waiting) < self._eager:
+            _clock().due(self)
+        elif not self._soon:
+            self._soon = True
+            asyncio.get_running_loop().call_soon(self.send_now)
 
     def settled(self, message: AbstractIncomingMessage) -> None:
         """`message` is acknowledged or nacked (or waits here to be): the floor may pass
@@ -379,22 +383,15 @@ class _Acks:
 
     async def flush(self) -> None:
         """Send every ack waiting, and wait for it."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        _clock().cancel(self)
         await self._send()
         if self._sends:
             await asyncio.gather(*self._sends, return_exceptions=True)
 
-    def _send_soon(self, delay: float) -> None:
-        if self._timer is not None:
-            if delay > 0:
-                return
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
+    def send_now(self) -> None:
+        self._soon = False
+        if not self._waiting:
+            return
         task = asyncio.create_task(self._send(), name="acks")
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
@@ -407,6 +404,44 @@ class _Acks:
                 await _settle(waiting[max(covered)], multiple=len(covered) > 1)
             for tag in sorted(waiting.keys() - set(covered)):
                 await _settle(waiting[tag])
+
+
+class _AckClock:
+    """One moment, every ACK_WINDOW, at which the acks waiting on every channel of the
+    event loop are sent: the broker then takes them in one burst (its reader, the
+    channels, each queue's log) rather than one wake-up per channel."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: set[_Acks] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def due(self, acks: _Acks) -> None:
+        self._due.add(acks)
+        if self._timer is None:
+            self._timer = self._loop.call_later(ACK_WINDOW, self._tick)
+
+    def cancel(self, acks: _Acks) -> None:
+        self._due.discard(acks)
+
+    def _tick(self) -> None:
+        self._timer = None
+        due, self._due = self._due, set()
+        for acks in due:
+            acks.send_now()
+
+
+_CLOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AckClock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _clock() -> _AckClock:
+    loop = asyncio.get_running_loop()
+    clock = _CLOCKS.get(loop)
+    if clock is None:
+        clock = _CLOCKS[loop] = _AckClock(loop)
+    return clock
 
 
 def _tag(message: AbstractIncomingMessage) -> int:

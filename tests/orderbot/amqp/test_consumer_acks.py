@@ -131,6 +131,29 @@ async def test_an_ack_waits_at_most_the_window() -> None:
     assert broker.frames == [(1, False)]
 
 
+async def test_the_acks_of_every_channel_go_at_the_same_moment() -> None:
+    """Two channels' acks, handled half a window apart, are sent on one tick of the
+    process's ack clock, so the broker takes them in one burst."""
+    loop = asyncio.get_running_loop()
+    broker = _Broker()
+    moments: list[float] = []
+    original = broker.ack
+
+    def ack(tag: int, multiple: bool) -> None:
+        original(tag, multiple)
+        moments.append(loop.time())
+
+    broker.ack = ack  # type: ignore[method-assign]
+    first, second = _Acks(None, prefetch=10), _Acks(None, prefetch=10)
+    first.handled(broker.deliver(1))  # type: ignore[arg-type]
+    await asyncio.sleep(consumer.ACK_WINDOW / 2)  # the scenario: the second comes later
+    second.handled(broker.deliver(2))  # type: ignore[arg-type]
+    async with asyncio.timeout(consumer.ACK_WINDOW * 10):
+        while len(moments) < 2:
+            await asyncio.sleep(0)
+    assert moments[1] - moments[0] < consumer.ACK_WINDOW / 4
+
+
 async def test_nothing_is_acknowledged_on_a_closed_channel() -> None:
     broker = _Broker()
     acks = _Acks(None, prefetch=10)
