@@ -361,8 +361,11 @@ class _Acks:
         self._sends: set[asyncio.Task[None]] = set()
 
     def handled(self, message: AbstractIncomingMessage) -> None:
-        """`message` is done with: acknowledge it soon."""
-        self._waiting[_tag(message)] = message
+        """`message` is done with: acknowledge it soon (unless its handler settled it
+        itself: another ack of its tag would be refused, and a multiple one on it would
+        leave the earlier ones unacknowledged)."""
+        if not message.processed:
+            self._waiting[_tag(message)] = message
         self.settled(message)
         if len(self._waiting) < self._eager:
             _clock().due(self)

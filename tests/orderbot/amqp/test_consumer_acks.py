@@ -51,11 +51,13 @@ class _Message:
     broker: _Broker
     channel: _Channel = field(default_factory=_Channel)
     message_id: str | None = None
+    processed: bool = False
 
     async def ack(self, multiple: bool = False) -> None:
         for _ in range(WRITE_TURNS):  # a write: other tasks run meanwhile
             await asyncio.sleep(0)
         self.broker.ack(self.delivery_tag, multiple)
+        self.processed = True
 
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
         await asyncio.sleep(0)
@@ -129,6 +131,18 @@ async def test_an_ack_waits_at_most_the_window() -> None:
     async with asyncio.timeout(consumer.ACK_WINDOW * 10):
         await sent.wait()
     assert broker.frames == [(1, False)]
+
+
+async def test_a_message_its_handler_acknowledged_is_not_acknowledged_again() -> None:
+    broker = _Broker()
+    acks = _Acks(None, prefetch=10)
+    first, second = broker.deliver(1), broker.deliver(2)
+    acks.handled(first)  # type: ignore[arg-type]
+    await second.ack()
+    acks.handled(second)  # type: ignore[arg-type]
+    await acks.flush()
+    assert broker.frames == [(2, False), (1, False)]
+    assert broker.unacked == set()
 
 
 async def test_the_acks_of_every_channel_go_at_the_same_moment() -> None:
