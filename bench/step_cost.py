@@ -13,7 +13,13 @@ local ones. Per step it reports:
   (`pg_stat_database`), and the CPU of that database's backends (read from /proc by
   their pids), which leaves out the shared server's background processes and every
   other database;
-- RabbitMQ: the CPU of the whole broker (shared: an upper bound).
+- RabbitMQ: the CPU of the whole broker (shared: an upper bound), the broker's own
+  message counters (`rabbit_global_counters`, read with `rabbitmqctl eval`: messages
+  received, confirmed, delivered and acknowledged, by queue type; broker-wide, so the
+  run's own only on a quiet broker) and the bytes (and socket reads and writes) of each
+  client connection (`rabbitmqctl list_connections`, grouped by connection name: the run's
+  own processes name theirs `orderbot-<role>`). The `rabbitmqctl` calls are made
+  outside the CPU window.
 
 This is the arithmetic behind "what would the guarantees cost even if our Python cost
 nothing": the services' CPU per step, at the rate each system reaches.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -122,6 +129,119 @@ async def _database(admin_url: str, name: str) -> tuple[dict[str, int], list[int
     return {k: int(row[k]) for k in PG_COUNTERS} if row else {}, pids
 
 
+async def _rabbitmqctl(*args: str) -> Any:
+    """`rabbitmqctl ARGS --formatter json -q`, parsed; None when it is not there or fails
+    (the counters are then left out, the rest of the run stands)."""
+    binary = shutil.which("rabbitmqctl")
+    if binary is None:
+        return None
+    process = await asyncio.create_subprocess_exec(
+        binary,
+        *args,
+        "--formatter",
+        "json",
+        "-q",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(60):
+            out, _ = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return None
+    try:
+        return json.loads(out) if process.returncode == 0 else None
+    except ValueError:
+        return None
+
+
+RABBIT_COUNTERS = {
+    "published": ("amqp091", None, "messages_received_total"),
+    "published_confirm": ("amqp091", None, "messages_received_confirm_total"),
+    "confirmed": ("amqp091", None, "messages_confirmed_total"),
+    "quorum_delivered": ("amqp091", "rabbit_quorum_queue", "messages_delivered_total"),
+    "quorum_redelivered": ("amqp091", "rabbit_quorum_queue", "messages_redelivered_total"),
+    "quorum_acked": ("amqp091", "rabbit_quorum_queue", "messages_acknowledged_total"),
+    "classic_delivered": ("amqp091", "rabbit_classic_queue", "messages_delivered_total"),
+    "classic_acked": ("amqp091", "rabbit_classic_queue", "messages_acknowledged_total"),
+}
+
+
+async def _rabbit_counters() -> dict[str, int]:
+    """The broker's message counters, as RABBIT_COUNTERS names them."""
+    # The JSON formatter turns the map's keys into strings of Erlang terms; the
+    # overview is asked for as a list of {Protocol, QueueType, Counters} instead.
+    answer = await _rabbitmqctl(
+        "eval",
+        "[{proplists:get_value(protocol, K), proplists:get_value(queue_type, K, none), V}"
+        " || {K, V} <- maps:to_list(rabbit_global_counters:overview()),"
+        " proplists:is_defined(protocol, K)].",
+    )
+    if not isinstance(answer, dict) or not isinstance(answer.get("value"), list):
+        return {}
+    groups = {
+        (protocol, None if queue_type == "none" else queue_type): values
+        for protocol, queue_type, values in answer["value"]
+    }
+    return {
+        name: int(groups.get((protocol, queue_type), {}).get(counter, 0))
+        for name, (protocol, queue_type, counter) in RABBIT_COUNTERS.items()
+    }
+
+
+async def _rabbit_connections() -> dict[str, dict[str, int]]:
+    """Frames and bytes each client connection sent (recv at the broker) and received,
+    keyed by the broker's name of the connection, with the client's name in it."""
+    rows = await _rabbitmqctl(
+        "list_connections",
+        "name",
+        "client_properties",
+        "recv_cnt",
+        "send_cnt",
+        "recv_oct",
+        "send_oct",
+    )
+    if not isinstance(rows, list):
+        return {}
+    connections: dict[str, dict[str, int]] = {}
+    for row in rows:
+        client = "?"
+        for prop in row.get("client_properties") or []:
+            if isinstance(prop, list) and len(prop) == 3 and prop[0] == "connection_name":
+                client = str(prop[2])
+        connections[f"{client} {row['name']}"] = {
+            k: int(row.get(k) or 0) for k in ("recv_cnt", "send_cnt", "recv_oct", "send_oct")
+        }
+    return connections
+
+
+def _by_client(
+    start: dict[str, dict[str, int]], end: dict[str, dict[str, int]], per: int
+) -> dict[str, dict[str, float]]:
+    """Per client name (`orderbot-worker`, ...): bytes to and from the broker per step,
+    and the broker's socket reads and writes (not frames: one read takes many);
+    connections that opened during the run count from zero."""
+    totals: dict[str, dict[str, int]] = {}
+    for key, now in end.items():
+        client = key.split(" ", 1)[0]
+        before = start.get(key, {})
+        total = totals.setdefault(client, dict.fromkeys(now, 0))
+        for k, v in now.items():
+            total[k] += v - before.get(k, 0)
+    return {
+        client: {
+            "socket_reads_by_broker": round(t["recv_cnt"] / per, 2),
+            "socket_writes_by_broker": round(t["send_cnt"] / per, 2),
+            "bytes_to_broker": round(t["recv_oct"] / per),
+            "bytes_from_broker": round(t["send_oct"] / per),
+        }
+        for client, t in sorted(totals.items())
+        if t["recv_cnt"] or t["send_cnt"]
+    }
+
+
 def _cpu_s(pids: list[int]) -> dict[int, float]:
     return {pid: u.cpu_s for pid in pids if (u := usage(pid)) is not None}
 
@@ -139,6 +259,8 @@ class Counters:
         self._pg, pids = await _database(self.admin_url, self.database)
         self._backends = _cpu_s(pids)
         self._redis_cpu = _cpu_s([self.redis_pid])[self.redis_pid]
+        self._amqp = await _rabbit_counters()
+        self._connections = await _rabbit_connections()
         self._rabbit = services_cpu()["rabbitmq"]
 
     async def per_step(self, steps: int) -> dict[str, Any]:
@@ -151,6 +273,8 @@ class Counters:
         redis_cpu = _cpu_s([self.redis_pid])[self.redis_pid] - self._redis_cpu
         rabbit = services_cpu()["rabbitmq"] - self._rabbit
         per = max(steps, 1)
+        amqp = await _rabbit_counters()
+        connections = await _rabbit_connections()
         by_command = {
             name: {
                 "calls": round((calls - self._commands.get(name, (0, 0))[0]) / per, 2),
@@ -168,6 +292,10 @@ class Counters:
             "postgresql": {k: round((pg.get(k, 0) - self._pg.get(k, 0)) / per, 2) for k in pg},
             "postgresql_backend_cpu_us_per_step": round(backend_cpu / per * 1e6),
             "rabbitmq_cpu_us_per_step": round(rabbit / per * 1e6),
+            "rabbitmq_messages": {
+                k: round((v - self._amqp.get(k, 0)) / per, 2) for k, v in amqp.items()
+            },
+            "rabbitmq_connections": _by_client(self._connections, connections, per),
         }
 
 
@@ -252,6 +380,26 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         lambda r: r["postgresql_backend_cpu_us_per_step"],
     )
     row("RabbitMQ CPU µs (the whole shared broker)", lambda r: r["rabbitmq_cpu_us_per_step"])
+    row(
+        "RabbitMQ: published / confirmed / delivered / acked (broker-wide)",
+        lambda r: (
+            " / ".join(
+                str(r["rabbitmq_messages"].get(k, "—"))
+                for k in ("published", "confirmed", "quorum_delivered", "quorum_acked")
+            )
+            + (
+                f" (classic: {r['rabbitmq_messages'].get('classic_delivered')} /"
+                f" {r['rabbitmq_messages'].get('classic_acked')})"
+            )
+        ),
+    )
+    row(
+        "RabbitMQ: bytes to / from broker, by connection",
+        lambda r: "; ".join(
+            f"{client} {f['bytes_to_broker']} B / {f['bytes_from_broker']} B"
+            for client, f in r["rabbitmq_connections"].items()
+        ),
+    )
     return "\n".join(rows)
 
 

@@ -10,7 +10,9 @@ a `git archive` of the baseline commit.
 
 The figure is the worker's CPU per step, from its own CPU time over the run (the
 pipeline's table rounds the cores to two digits, too coarse to tell two runs apart);
-steps/s moves with whatever else the machine runs. Prints each run and the ratio of the
+steps/s moves with whatever else the machine runs. Beside it, RabbitMQ's CPU per step
+over the same run (the whole broker, so an upper bound on a shared one): a change in
+how the worker consumes and acknowledges shows there. Prints each run and the ratio of the
 medians (this checkout ÷ baseline); the runs go to bench/results/worker-ab.json.
 """
 
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import RESULTS, Stack, free_port, say
+from bench.harness import RESULTS, Stack, free_port, say, services_cpu
 from bench.pipeline import DriverRuns
 
 CUSTOMERS = 64
@@ -37,7 +39,9 @@ async def _one_run(
     await stack.start_workers(1, env=env)
     worker = stack.workers[0]
     before, started = worker.usage(), time.monotonic()
+    broker_before = services_cpu()["rabbitmq"]
     result = await drivers.run(mode="closed", seconds=seconds, warmup=WARMUP, customers=CUSTOMERS)
+    broker = services_cpu()["rabbitmq"] - broker_before
     after, elapsed = worker.usage(), time.monotonic() - started
     await stack.stop_workers()
     if before is None or after is None:
@@ -47,6 +51,7 @@ async def _one_run(
     return {
         "steps_per_s": rate,
         "worker_cpu_us_per_step": round(cores / rate * 1e6) if rate else None,
+        "rabbitmq_cpu_us_per_step": round(broker / elapsed / rate * 1e6) if rate else None,
         "machine_busy": result.get("machine_busy"),
         "replies_missing": result.get("replies_missing"),
     }
@@ -72,10 +77,15 @@ async def main_async(baseline: Path, rounds: int, runs: int, seconds: float) -> 
         side: statistics.median(r["worker_cpu_us_per_step"] for r in runs_)
         for side, runs_ in results.items()
     }
+    broker = {
+        side: statistics.median(r["rabbitmq_cpu_us_per_step"] for r in runs_)
+        for side, runs_ in results.items()
+    }
     summary = {
         "baseline": str(baseline),
         "runs": results,
         "median_worker_cpu_us_per_step": medians,
+        "median_rabbitmq_cpu_us_per_step": broker,
         "ratio_this_to_baseline": round(medians["this"] / medians["baseline"], 3),
     }
     save_json("worker-ab", summary)
@@ -94,6 +104,11 @@ def main() -> None:
     print(
         f"worker CPU per step, median: baseline {medians['baseline']:.0f} us, "
         f"this {medians['this']:.0f} us, ratio {summary['ratio_this_to_baseline']}"
+    )
+    broker = summary["median_rabbitmq_cpu_us_per_step"]
+    print(
+        f"RabbitMQ CPU per step, median: baseline {broker['baseline']:.0f} us, "
+        f"this {broker['this']:.0f} us"
     )
 
 

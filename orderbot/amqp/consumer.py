@@ -27,6 +27,18 @@ channel is skipped (the broker has already requeued the message), and the
 redelivery finds the step's processed-marker and is only acknowledged. Until the
 old handlers finish, a process can hold up to twice its prefetch after a reconnect.
 
+Acknowledgements are sent together (`_Acks`): a handled message's ack waits for the
+process's next ack moment (every ACK_WINDOW, the same for all its channels, `_AckClock`),
+or until half the prefetch is waiting, and then every delivery tag of the channel up to
+the highest one below which all are settled goes in one ack with `multiple`. The
+broker takes the acks of a moment in one burst, and a quorum queue settles a multiple
+ack in one log entry instead of one each. A
+tag left unacknowledged (handed back, stopping, a handler cancelled) is never covered:
+the multiple ack stops below it, and the handled messages above it are acknowledged
+one by one. What waits is sent before the channel is let go; a process killed
+meanwhile leaves those messages to be delivered again, and their steps, already
+applied, are only acknowledged then.
+
 A single-active-consumer queue is let go differently (`hand_over`): a cancel would let
 the broker activate the next consumer at once, while the handlers here still run the
 messages it delivered, and a later message of the same customer could be applied there
@@ -44,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -89,6 +102,7 @@ Handler = Callable[[Delivery], Awaitable[None]]
 SETTLE_TIMEOUT = 5.0  # an ack is one frame; longer means the connection is dead
 SUBSCRIBE_TIMEOUT = 10.0  # a channel, its qos, a passive declare and a consume
 CHANNEL_CHECK = 1.0  # seconds between two looks at a consuming channel
+ACK_WINDOW = 0.1  # seconds a handled message's ack may wait for others to go with it
 
 # Set in each handler's task: the event of its consumer letting its queue go.
 _LETTING_GO: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar(
@@ -123,6 +137,7 @@ class Consumer:
         self._inflight: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._letting_go = asyncio.Event()
+        self._acks: _Acks | None = None
 
     @property
     def inflight(self) -> int:
@@ -160,13 +175,12 @@ class Consumer:
         # requeues whatever is unacknowledged anyway, so they are bounded.
         if self._hand_over:
             self._letting_go.set()
-            await self._drain()
-            await _bounded(channel.close(), "channel_close_failed")
-        else:
-            if not channel.is_closed:
-                await _bounded(queue.cancel(tag), "consumer_cancel_failed")
-            await self._drain()
-            await _bounded(channel.close(), "channel_close_failed")
+        elif not channel.is_closed:
+            await _bounded(queue.cancel(tag), "consumer_cancel_failed")
+        await self._drain()
+        if self._acks is not None:
+            await self._acks.flush()  # what was handled is not delivered again
+        await _bounded(channel.close(), "channel_close_failed")
 
     async def _subscribe(
         self, stop: asyncio.Event
@@ -197,6 +211,7 @@ class Consumer:
                     await channel.initialize()
                     await channel.set_qos(prefetch_count=self._prefetch)
                     queue = await channel.declare_queue(self._queue, passive=True)
+                    self._acks = _Acks(await channel.get_underlay_channel(), self._prefetch)
                     tag = await queue.consume(self._on_message)
             except (
                 aiormq.exceptions.AMQPError,
@@ -226,11 +241,14 @@ class Consumer:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         """Called in a task the channel owns: hand the message to a task of our own."""
-        task = asyncio.create_task(self._handle(message), name=f"handle-{self._queue}")
+        acks = self._acks
+        if acks is not None and message.channel is not acks.channel:
+            acks = None  # a late delivery of a channel consumed before: its tags are its own
+        task = asyncio.create_task(self._handle(message, acks), name=f"handle-{self._queue}")
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
+    async def _handle(self, message: AbstractIncomingMessage, acks: _Acks | None) -> None:
         _LETTING_GO.set(self._letting_go)
         inflight = metrics.CONSUMER_INFLIGHT.labels(self._queue)
         inflight.inc()
@@ -251,9 +269,13 @@ class Consumer:
         except Exception:
             log.exception("handler_failed", queue=self._queue, message_id=message.message_id)
             metrics.MESSAGES_FAILED.labels(self._queue).inc()
-            await _settle(message, requeue=True)
+            if await _settle(message, requeue=True) and acks is not None:
+                acks.settled(message)
         else:
-            await _settle(message)
+            if acks is None:
+                await _settle(message)
+            else:
+                acks.handled(message)
         finally:
             inflight.dec()
 
@@ -291,19 +313,142 @@ def channel_gone(message: Delivery) -> bool:
         return True
 
 
-async def _settle(message: Delivery, *, requeue: bool | None = None) -> None:
+async def _settle(
+    message: Delivery, *, requeue: bool | None = None, multiple: bool = False
+) -> bool:
     """Ack (or nack when `requeue` is given); if the channel the message came on is
-    gone, the broker has requeued it already and redelivers it.
+    gone, the broker has requeued it already and redelivers it. True once sent.
 
     An ack written to a closed aiormq channel would wait for ever on a connection
     nobody writes to any more, so a closed channel is skipped and the rest bounded.
     """
     if channel_gone(message):
         log.info("settle_skipped_channel_closed", message_id=message.message_id)
-        return
-    settlement = message.ack() if requeue is None else message.nack(requeue=requeue)
+        return False
+    settlement = (
+        message.ack(multiple=multiple) if requeue is None else message.nack(requeue=requeue)
+    )
     try:
         async with asyncio.timeout(SETTLE_TIMEOUT):
             await settlement
     except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
         log.warning("settle_failed", error=repr(exc), message_id=message.message_id)
+        return False
+    return True
+
+
+class _Acks:
+    """The acks of one consuming channel, sent together.
+
+    Delivery tags are numbered 1, 2, … per channel. `floor` is the highest tag such
+    that every tag up to it was handled (its ack sent or waiting here) or nacked; a
+    tag in flight or left unacknowledged stops it. An ack with `multiple` on a tag at
+    or below the floor therefore covers only messages that were handled; one above
+    it would cover a message still running or left for the next consumer, so those
+    are acknowledged one by one. Sends take turns (a lock): a multiple ack written
+    while an earlier send still had single acks to write could cover one of them,
+    and a tag acknowledged twice closes the channel.
+    """
+
+    def __init__(self, channel: object, prefetch: int) -> None:
+        self.channel = channel  # the aiormq channel whose tags these are
+        self._eager = max(1, prefetch // 2)  # this many waiting: sent at once
+        self._floor = 0
+        self._above: set[int] = set()  # settled tags above the floor
+        self._waiting: dict[int, AbstractIncomingMessage] = {}
+        self._soon = False  # a send is asked for on the next loop turn
+        self._turn = asyncio.Lock()
+        self._sends: set[asyncio.Task[None]] = set()
+
+    def handled(self, message: AbstractIncomingMessage) -> None:
+        """`message` is done with: acknowledge it soon (unless its handler settled it
+        itself: another ack of its tag would be refused, and a multiple one on it would
+        leave the earlier ones unacknowledged)."""
+        if not message.processed:
+            self._waiting[_tag(message)] = message
+        self.settled(message)
+        if len(self._waiting) < self._eager:
+            _clock().due(self)
+        elif not self._soon:
+            self._soon = True
+            asyncio.get_running_loop().call_soon(self.send_now)
+
+    def settled(self, message: AbstractIncomingMessage) -> None:
+        """`message` is acknowledged or nacked (or waits here to be): the floor may pass
+        its tag."""
+        tag = _tag(message)
+        if tag <= self._floor:
+            return
+        self._above.add(tag)
+        while self._floor + 1 in self._above:
+            self._floor += 1
+            self._above.discard(self._floor)
+
+    async def flush(self) -> None:
+        """Send every ack waiting, and wait for it."""
+        _clock().cancel(self)
+        await self._send()
+        if self._sends:
+            await asyncio.gather(*self._sends, return_exceptions=True)
+
+    def send_now(self) -> None:
+        self._soon = False
+        if not self._waiting:
+            return
+        task = asyncio.create_task(self._send(), name="acks")
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send(self) -> None:
+        async with self._turn:
+            waiting, self._waiting = self._waiting, {}
+            covered = [tag for tag in waiting if tag <= self._floor]
+            if covered:
+                await _settle(waiting[max(covered)], multiple=len(covered) > 1)
+            for tag in sorted(waiting.keys() - set(covered)):
+                await _settle(waiting[tag])
+
+
+class _AckClock:
+    """One moment, every ACK_WINDOW, at which the acks waiting on every channel of the
+    event loop are sent: the broker then takes them in one burst (its reader, the
+    channels, each queue's log) rather than one wake-up per channel."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: set[_Acks] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def due(self, acks: _Acks) -> None:
+        self._due.add(acks)
+        if self._timer is None:
+            self._timer = self._loop.call_later(ACK_WINDOW, self._tick)
+
+    def cancel(self, acks: _Acks) -> None:
+        self._due.discard(acks)
+
+    def _tick(self) -> None:
+        self._timer = None
+        due, self._due = self._due, set()
+        for acks in due:
+            acks.send_now()
+
+
+_CLOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AckClock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _clock() -> _AckClock:
+    loop = asyncio.get_running_loop()
+    clock = _CLOCKS.get(loop)
+    if clock is None:
+        clock = _CLOCKS[loop] = _AckClock(loop)
+    return clock
+
+
+def _tag(message: AbstractIncomingMessage) -> int:
+    tag = message.delivery_tag
+    if tag is None:  # only consumes with no_ack have none, and none are made here
+        raise RuntimeError("a delivery without a delivery tag")
+    return tag
