@@ -5,8 +5,9 @@ Replication is asynchronous, so a dialog step committed on the old master in the
 moments before its death may not have reached the replica: its processed-marker and
 state are gone with it. Such a step is counted and must be explained: its message was
 accepted before the kill, and every effect that differs from the oracle belongs to a
-customer who lost a step. What the processed-marker and the order row's uniqueness
-guarantee is shown by the books: a message redelivered after the failover (its ack never
+customer who lost a step, and there are no more of them than the master committed
+while its replica was behind (steps a second x that window, with a margin). What the
+processed-marker and the order row's uniqueness guarantee is shown by the books: a message redelivered after the failover (its ack never
 sent) runs again, and an order it already wrote is not written again (the row's
 (tenant, provider, source message) is unique), so no order is ever duplicated.
 
