@@ -7,9 +7,10 @@ state are gone with it. Such a step is counted and must be explained: its messag
 accepted before the kill, and every effect that differs from the oracle belongs to a
 customer who lost a step, and there are no more of them than the master committed
 while its replica was behind (steps a second x that window, with a margin). What the
-processed-marker and the order row's uniqueness guarantee is shown by the books: a message redelivered after the failover (its ack never
-sent) runs again, and an order it already wrote is not written again (the row's
-(tenant, provider, source message) is unique), so no order is ever duplicated.
+processed-marker and the order row's uniqueness guarantee is shown by the books: a
+message redelivered after the failover (its ack never sent) runs again, and an order it
+already wrote is not written again (the row's (tenant, provider, source message) is
+unique), so no order is ever duplicated.
 
 A failover an operator asks for (`SENTINEL FAILOVER`) demotes a master that stays up: the
 process's client must follow it to the new master, its errors meanwhile transient.
