@@ -5,10 +5,12 @@ Replication is asynchronous, so a dialog step committed on the old master in the
 moments before its death may not have reached the replica: its processed-marker and
 state are gone with it. Such a step is counted and must be explained: its message was
 accepted before the kill, and every effect that differs from the oracle belongs to a
-customer who lost a step. What the processed-marker and the order row's uniqueness
-guarantee is shown by the books: a message redelivered after the failover (its ack never
-sent) runs again, and an order it already wrote is not written again (the row's
-(tenant, provider, source message) is unique), so no order is ever duplicated.
+customer who lost a step, and there are no more of them than the master committed
+while its replica was behind (steps a second x that window, with a margin). What the
+processed-marker and the order row's uniqueness guarantee is shown by the books: a
+message redelivered after the failover (its ack never sent) runs again, and an order it
+already wrote is not written again (the row's (tenant, provider, source message) is
+unique), so no order is ever duplicated.
 
 A failover an operator asks for (`SENTINEL FAILOVER`) demotes a master that stays up: the
 process's client must follow it to the new master, its errors meanwhile transient.
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -37,7 +40,7 @@ from tests.support.ha.redis_nodes import Node, SentinelGroup
 from tests.support.reliability.books import Books
 from tests.support.reliability.faults import Faults
 from tests.support.reliability.knobs import load_seconds
-from tests.support.reliability.scenario import DRAIN_LIMIT, Harness
+from tests.support.reliability.scenario import DRAIN_LIMIT, SHOPPERS, Harness
 
 pytestmark = pytest.mark.ha
 
@@ -54,21 +57,33 @@ class MasterKill:
     `behind`: first the replica loses its replication link and cannot get it back (a
     wrong `masterauth`: its handshake fails), and the master is killed only once it has
     accepted REPLICA_BEHIND_BYTES of writes the replica never got: the last moments of a
-    master whose replica lags, made certain instead of left to chance."""
+    master whose replica lags, made certain instead of left to chance. It keeps what a
+    bound on the loss needs: how long the master took writes the replica never got
+    (`held`, from the cut to the kill), how many bytes, and the steps a second the
+    shoppers had accepted in the RATE_SPAN before the cut."""
 
     def __init__(self, group: SentinelGroup, rng: random.Random, *, behind: bool) -> None:
         self.group = group
         self.rng = rng
         self.behind = behind
+        self.held = 0.0
+        self.unreplicated = 0
+        self.steps_per_second = 0.0
 
     async def __call__(self, faults: Faults, seconds: float) -> None:
         await asyncio.sleep(self.rng.uniform(seconds / 4, seconds / 2))  # a random moment
         old = await asyncio.to_thread(self.group.master)
         [replica] = [node for node in self.group.data if node is not old]
+        cut = time.monotonic()
         if self.behind:
-            await asyncio.to_thread(_cut_replication, old, replica)
+            self.steps_per_second = _accepted_since(faults, cut - RATE_SPAN) / RATE_SPAN
+            markers = _recent_markers(faults, cut - RATE_SPAN)
+            cut, self.unreplicated = await asyncio.to_thread(
+                _cut_replication, old, replica, markers
+            )
         began = time.monotonic()
         old.kill()
+        self.held = time.monotonic() - cut if self.behind else 0.0
         new_port = await _new_master(self.group, old.port, ELECTION_LIMIT)
         elected = time.monotonic()
         if self.behind:
@@ -85,21 +100,55 @@ class MasterKill:
 
 
 REPLICA_BEHIND_BYTES = 4096
+RATE_SPAN = 2.0  # seconds of acceptances before the cut that give the steps a second
+# The held-behind loss: at most the steps the master committed while it held writes back
+# (steps a second x `held`) times LOSS_MARGIN (commits come in batches, the rate is the
+# shoppers' acceptances, not the worker's commits), plus one step of each customer in
+# flight at the cut (a customer has one step at a time: its lock).
+LOSS_MARGIN = 3.0
 
 
-def _cut_replication(master: Node, replica: Node) -> None:
+def _accepted_since(faults: Faults, since: float) -> int:
+    return sum(1 for s in faults.load.shoppers for at in s.accepted_at if at >= since)
+
+
+def _recent_markers(faults: Faults, since: float) -> Callable[[], list[str]]:
+    """The processed-markers of the messages accepted since `since`, as of each call."""
+    watcher = faults.load.watcher
+
+    def markers() -> list[str]:
+        return [
+            watcher.key(s.client_id, m)
+            for s in list(faults.load.shoppers)
+            for m, at in zip(list(s.message_ids), list(s.accepted_at), strict=False)
+            if at >= since
+        ]
+
+    return markers
+
+
+def _cut_replication(
+    master: Node, replica: Node, markers: Callable[[], list[str]]
+) -> tuple[float, int]:
+    """Cut the replica's link; once the master took REPLICA_BEHIND_BYTES more and holds
+    a dialog step's processed-marker the replica does not (bytes alone may all be locks,
+    budgets and replies waiting, and then no step is lost), return when the link was
+    cut (time.monotonic()) and how many bytes the master took since."""
     with replica.client() as to_replica, master.client() as to_master:
         to_replica.config_set("masterauth", "not-the-password")
-        to_replica.client_kill_filter(_type="master")
         cut_at = int(to_master.info("replication")["master_repl_offset"])
+        cut = time.monotonic()
+        to_replica.client_kill_filter(_type="master")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            info = to_master.info("replication")
-            if int(info["master_repl_offset"]) - cut_at >= REPLICA_BEHIND_BYTES:
-                assert to_replica.info("replication")["master_link_status"] == "down"
-                return
+            behind = int(to_master.info("replication")["master_repl_offset"]) - cut_at
+            if behind >= REPLICA_BEHIND_BYTES and (keys := markers()):
+                pairs = zip(to_master.mget(keys), to_replica.mget(keys), strict=True)
+                if any(m is not None and r is None for m, r in pairs):
+                    assert to_replica.info("replication")["master_link_status"] == "down"
+                    return cut, behind
             time.sleep(0.01)
-    raise TimeoutError("the master took no writes after the replica fell behind")
+    raise TimeoutError("the master committed no step after the replica fell behind")
 
 
 async def _new_master(group: SentinelGroup, old: int, timeout: float) -> int | None:
@@ -152,12 +201,26 @@ async def test_a_master_killed_under_load_duplicates_no_order_and_every_lost_ste
         f"({len(set(books.steps_lost_by.values()))} customers: {books.steps_lost_at})",
         flush=True,
     )
+    nodes = await asyncio.to_thread(_roles_and_sizes, sentinel_group)
+    print(f"after the books: {nodes}", flush=True)
     assert books.orders_extra == [], "an order was created twice (or never confirmed)"
     assert books.messages > 0
     assert answered <= RECOVERY_LIMIT
     assert _unexplained(books, failover.at) == []
     if replica == "behind":  # what the master took after the replica fell behind is gone
         assert books.steps_lost, "a master killed with unreplicated writes lost none"
+        bound = kill.steps_per_second * kill.held * LOSS_MARGIN + SHOPPERS
+        losers = set(books.steps_lost_by.values())
+        print(
+            f"held behind {kill.held:.3f}s ({kill.unreplicated} bytes) at "
+            f"{kill.steps_per_second:.0f} steps/s: lost {len(books.steps_lost)} steps "
+            f"({len(books.steps_lost) / kill.held:.0f}/s held), bound {bound:.0f}; "
+            f"their {len(losers)} customers' dialogs went back a step: replies missing "
+            f"{sum(books.replies_missing_by.values())}, repeats {books.duplicates_by_cause}",
+            flush=True,
+        )
+        assert len(books.steps_lost) <= bound, "lost more than the replication window holds"
+    assert books.unexplained_duplicates == [], "a reply repeated that no fault explains"
     # Queues drained, nothing dead-lettered but the poison: the failover lost no message.
     assert not books.unfinished
     assert books.dlq_unexpected == []
@@ -183,8 +246,7 @@ async def test_a_process_s_client_follows_a_failover_and_its_scripts_run_on_the_
     after = InboundMessage(message_id="m-2", conversation=conversation, text="hi")
     await _step(store, locks, before)
     old = await asyncio.to_thread(sentinel_group.master)
-    with sentinel_group.sentinels[0].client() as sentinel:
-        sentinel.sentinel_failover(sentinel_group.name)
+    await _ask_failover(sentinel_group)
     new_port = await _new_master(sentinel_group, old.port, ELECTION_LIMIT)
     # The Sentinels demote the old master only after promoting the new one; what it took
     # meanwhile is lost when it becomes a replica (docs/scaling.md). Write once it has.
@@ -204,6 +266,30 @@ async def test_a_process_s_client_follows_a_failover_and_its_scripts_run_on_the_
     new = next(node for node in sentinel_group.data if node.port == new_port)
     with new.client() as client:
         assert client.exists(store.keys.processed(before), store.keys.processed(after)) == 2
+
+
+async def _ask_failover(group: SentinelGroup) -> None:
+    """`SENTINEL FAILOVER`, asked again while the Sentinel answers NOGOODSLAVE: a group
+    just whole may not have had its replica's INFO through that Sentinel yet."""
+    async with asyncio.timeout(ELECTION_LIMIT):
+        while True:
+            try:
+                with group.sentinels[0].client() as sentinel:
+                    await asyncio.to_thread(sentinel.sentinel_failover, group.name)
+                return
+            except redis.ResponseError as exc:
+                if not str(exc).startswith("NOGOODSLAVE"):
+                    raise
+            await asyncio.sleep(0.1)  # until the Sentinel's next look at the replica
+
+
+def _roles_and_sizes(group: SentinelGroup) -> dict[int, tuple[str, int]]:
+    """Each data node's role and key count: the books read the master's."""
+    found: dict[int, tuple[str, int]] = {}
+    for node in group.data:
+        with node.client() as client:
+            found[node.port] = (str(client.info("replication")["role"]), int(client.dbsize()))
+    return found
 
 
 async def _until_replica(node: Node) -> None:

@@ -70,7 +70,8 @@ class Books:
     duplicates: list[str] = field(default_factory=list)  # "client: text" of each repeat
     # What made each repeat: "late provider answer" (the first send timed out at the
     # worker but reached the customer), a fault between the first send and the repeat
-    # ("kill", "redis_kill", ...), or "unexplained".
+    # ("kill", "redis_kill", ...), "lost step" (the customer's dialog went back a step
+    # before it: they are asked again), or "unexplained".
     duplicates_by_cause: dict[str, int] = field(default_factory=dict)
     unexplained_duplicates: list[str] = field(default_factory=list)
     # For each unexplained repeat: the customer's deliveries around it, with their time
@@ -434,7 +435,12 @@ async def close_books(
         causes: Counter[str] = Counter(books.duplicates_by_cause)
         born = [shopper.accepted_at[message] for message in owed.owed_for]
         explained = causes_of_repeats(match, delivered, log, born, books.faults)
+        accepted = zip(shopper.message_ids, shopper.accepted_at, strict=True)
+        went_back = min((at for m, at in accepted if m in lost), default=None)
         for (repeat, original), cause in zip(match.repeats, explained, strict=True):
+            if cause == "unexplained" and went_back is not None and log[repeat][0] >= went_back:
+                # The dialog is a step behind from then on: what it asks again was asked.
+                cause = "lost step"
             label = f"{shopper.client_id}: {delivered[repeat][:60]}"
             books.duplicates.append(label)
             causes[cause] += 1
