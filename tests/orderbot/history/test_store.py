@@ -162,11 +162,12 @@ async def test_a_batch_moves_its_conversation_on_without_touching_an_index(
     await write(pool, entry(tenant, "42", "m1", direction="in"))
     async with pool.acquire() as conn, conn.transaction():
         await store.write(conn, [entry(tenant, "42", "m2", direction="in")])
-        updated, hot = await conn.fetchrow(
+        counts = await conn.fetchrow(
             "SELECT pg_stat_get_xact_tuples_updated('conversations'::regclass),"
             " pg_stat_get_xact_tuples_hot_updated('conversations'::regclass)"
         )
-    assert (updated, hot) == (1, 1)
+    assert counts is not None
+    assert tuple(counts) == (1, 1)
 
 
 async def test_purge_deletes_what_is_older_than_the_retention(
