@@ -153,6 +153,23 @@ async def test_a_tenant_never_reads_another_tenants_conversation(pool: asyncpg.P
     assert await store.messages(pool, ours, their_talk.id) is None
 
 
+async def test_a_batch_moves_its_conversation_on_without_touching_an_index(
+    pool: asyncpg.Pool,
+) -> None:
+    """Every batch moves its conversations' last_message_at; that update is heap-only (no
+    new entry in any index) as long as no index covers a column it changes."""
+    tenant = a_tenant()
+    await write(pool, entry(tenant, "42", "m1", direction="in"))
+    async with pool.acquire() as conn, conn.transaction():
+        await store.write(conn, [entry(tenant, "42", "m2", direction="in")])
+        counts = await conn.fetchrow(
+            "SELECT pg_stat_get_xact_tuples_updated('conversations'::regclass),"
+            " pg_stat_get_xact_tuples_hot_updated('conversations'::regclass)"
+        )
+    assert counts is not None
+    assert tuple(counts) == (1, 1)
+
+
 async def test_purge_deletes_what_is_older_than_the_retention(
     pool: asyncpg.Pool, db: asyncpg.Connection
 ) -> None:
