@@ -124,6 +124,11 @@ class ReplyDispatcher:
             except TransientSendError as exc:
                 if self._give_up(exc, attempt):
                     raise
+                # One line per failed try: a send that outlived SEND_TIMEOUT may still
+                # have reached the customer, and the retry then duplicates it.
+                log.warning(
+                    "reply_send_retry", reply_id=reply.reply_id, attempt=attempt, error=exc.reason
+                )
                 await asyncio.sleep(self._wait(exc, attempt))
                 attempt += 1
                 continue

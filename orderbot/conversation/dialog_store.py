@@ -35,17 +35,18 @@ from orderbot.errors import LockLost
 # wait" ms. nil: the lock is busy. {1}: already applied. {3}: a person answers the
 # customer (no budget taken: the bot says nothing, not even "please wait"). {2, say
 # "please wait" (1/0), waiting replies, state or nil}: over budget. {0, waiting replies,
-# state or nil, owed rating or nil}: go on.
+# state or nil, owed rating or nil}: go on. Marker and hand-off are looked at with one
+# EXISTS, and apart only when one of them is there (a duplicate or a hand-off: rare).
 _BEGIN = (
     TAKE_FUNCTION
     + """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return false
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  return {1}
-end
-if redis.call('EXISTS', KEYS[7]) == 1 then
+if redis.call('EXISTS', KEYS[2], KEYS[7]) > 0 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    return {1}
+  end
   return {3}
 end
 if tonumber(ARGV[3]) > 0 and take(KEYS[5], tonumber(ARGV[3]), tonumber(ARGV[4])) > 0 then

@@ -13,6 +13,8 @@ from typing import NoReturn
 import aiohttp
 import orjson
 import structlog
+from multidict import CIMultiDict
+from yarl import URL
 
 from orderbot.config.secret_forms import expand, mask
 from orderbot.conversation.handoff import OwnMessages
@@ -37,8 +39,9 @@ class Chat2DeskSender:
         own: OwnMessages | None = None,
     ) -> None:
         self._session = session
-        self._url = f"{api_url.rstrip('/')}/v1/messages"
-        self._token = token
+        # Built once: a str URL is parsed and a dict of headers copied on every send.
+        self._url = URL(f"{api_url.rstrip('/')}/v1/messages")
+        self._headers = CIMultiDict({"Authorization": token, "Content-Type": "application/json"})
         self._secret_forms = expand([token])
         self._own = own
 
@@ -56,7 +59,7 @@ class Chat2DeskSender:
             async with self._session.post(
                 self._url,
                 data=orjson.dumps(body),
-                headers={"Authorization": self._token, "Content-Type": "application/json"},
+                headers=self._headers,
             ) as response:
                 if response.status >= 300:
                     await self._refused(response)
