@@ -7,8 +7,9 @@ Clones DIR (default: this repository) into a temporary directory and runs `make 
 there, as README says: the venv is created and orderbot installed, `.env` copied from
 `.env.example`, the database migrated, the three processes started. Once `/health`
 answers, README's example webhook is posted, and the clock stops at the first
-`reply_sent` (or `reply_to_outbox`) line of the command's output. The second run is the
-same `make run` again in the same clone: the venv and `.env` are there already.
+`step_applied` line with `replies_sent` above 0 (or a `reply_to_outbox` line) of the
+command's output. The second run is the same `make run` again in the same clone: the
+venv and `.env` are there already.
 
 On a shared machine a few settings must differ from `.env`, given in the environment: a
 free HTTP_PORT and ops ports, a queue and key prefix and a database of the run's own, and
@@ -50,7 +51,7 @@ DEFAULTS = Settings.model_fields
 AMQP_URL = os.environ.get("AMQP_URL", DEFAULTS["amqp_url"].default)
 REDIS_URL = os.environ.get("REDIS_URL", DEFAULTS["redis_url"].default)
 POSTGRES = "postgresql://postgres@localhost:5432"
-ANSWERED = re.compile(rb"\breply_(sent|to_outbox)\b")
+ANSWERED = re.compile(rb"\bstep_applied\b.*\breplies_sent\W+[1-9]|\breply_to_outbox\b")
 START_TIMEOUT = 900.0  # seconds: the install is part of what is measured
 
 

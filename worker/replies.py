@@ -55,10 +55,14 @@ class ReplyDispatcher:
         texts: Sequence[str],
         *,
         waiting: bool,
-    ) -> None:
+    ) -> int:
         """Send `texts` in order; `waiting`: the customer has replies in the outbox (the
-        step read the count under the customer's lock), so these queue behind them."""
+        step read the count under the customer's lock), so these queue behind them.
+        Returns how many went out now: the step's one line at info says so (a reply's
+        id is its step's message id and its index), and a reply that did not go out
+        has a line of its own."""
         queued = waiting
+        sent = 0
         for index, text in enumerate(texts):
             reply = OutboundReply(
                 reply_id=f"{correlation_id}:{index}",
@@ -93,6 +97,8 @@ class ReplyDispatcher:
                 self._record(reply, "dlq", error=exc.reason)
             else:
                 self._record(reply, "sent", provider_message_id=sent_id)
+                sent += 1
+        return sent
 
     def _record(
         self,
@@ -133,7 +139,7 @@ class ReplyDispatcher:
                 attempt += 1
                 continue
             break
-        log.info("reply_sent", reply_id=reply.reply_id)
+        log.debug("reply_sent", reply_id=reply.reply_id)
         return sent_id
 
     def _give_up(self, error: TransientSendError, attempt: int) -> bool:

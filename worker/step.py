@@ -183,14 +183,14 @@ class MessageProcessor:
             waiting = begun.waiting_replies > 0
             rating = await self._ratings.answer(inbound, state, begun)
             if rating is not None:
-                await self._replies.deliver(
+                sent = await self._replies.deliver(
                     conversation, inbound.message_id, rating.replies, waiting=waiting
                 )
                 turned = state.model_copy(update={"turns": state.turns + 1})
                 # The lock is kept until the owed question is settled below.
                 await self._commit(inbound, turned, lease, release=False)
                 await self._ratings.settle(conversation, rating)
-                log.info("rating_step_applied", turns=turned.turns)
+                log.info("rating_step_applied", turns=turned.turns, replies_sent=sent)
                 return "rating"
             result = advance(
                 state,
@@ -217,13 +217,18 @@ class MessageProcessor:
                 if placed.created:
                     metrics.ORDERS_CREATED.inc()
                     await self._order_created(conversation, placed.id)
-            await self._replies.deliver(
+            sent = await self._replies.deliver(
                 conversation, inbound.message_id, result.replies, waiting=waiting
             )
             await self._commit(
                 inbound, result.state, lease, release=True, began_at_turn=state.turns
             )
-        log.info("step_applied", step=result.state.step.value, turns=result.state.turns)
+        log.info(
+            "step_applied",
+            step=result.state.step.value,
+            turns=result.state.turns,
+            replies_sent=sent,
+        )
         return "applied"
 
     async def _order_created(self, conversation: Conversation, order_id: int) -> None:

@@ -182,6 +182,6 @@ async def test_the_log_shows_the_steps_readme_names(
 
     session = await run_quick_start(config, fake, tmp_path, body)
 
-    for event in ("webhook_queued", "step_applied", "reply_sent"):
+    for event in ("webhook_queued", "step_applied", "replies_sent"):
         assert f"`{event}`" in README.read_text(encoding="utf-8")
         assert event in session.log, event
