@@ -242,7 +242,7 @@ class Consumer:
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         """Called in a task the channel owns: hand the message to a task of our own."""
         acks = self._acks
-        if acks is not None and message.channel is not acks.channel:
+        if acks is not None and (channel_gone(message) or message.channel is not acks.channel):
             acks = None  # a late delivery of a channel consumed before: its tags are its own
         task = asyncio.create_task(self._handle(message, acks), name=f"handle-{self._queue}")
         self._inflight.add(task)
@@ -400,13 +400,17 @@ class _Acks:
         task.add_done_callback(self._sends.discard)
 
     async def _send(self) -> None:
+        """An ack that could not be sent means the channel is gone or its connection
+        dead, and the broker delivers the rest again: they are not tried one after the
+        other, each up to SETTLE_TIMEOUT, while a stop or a hand-over waits."""
         async with self._turn:
             waiting, self._waiting = self._waiting, {}
             covered = [tag for tag in waiting if tag <= self._floor]
-            if covered:
-                await _settle(waiting[max(covered)], multiple=len(covered) > 1)
+            if covered and not await _settle(waiting[max(covered)], multiple=len(covered) > 1):
+                return
             for tag in sorted(waiting.keys() - set(covered)):
-                await _settle(waiting[tag])
+                if not await _settle(waiting[tag]):
+                    return
 
 
 class _AckClock:

@@ -9,8 +9,10 @@ up to it, which is how a message left for the next consumer would be lost.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 
+import aiormq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -176,6 +178,53 @@ async def test_nothing_is_acknowledged_on_a_closed_channel() -> None:
     acks.handled(message)  # type: ignore[arg-type]
     await acks.flush()
     assert broker.frames == []
+
+
+async def test_after_an_ack_that_failed_the_rest_are_not_tried() -> None:
+    broker = _Broker()
+    acks = _Acks(None, prefetch=10)
+    messages = [broker.deliver(tag) for tag in range(1, 6)]
+    tried: list[int] = []
+
+    async def dead_connection(multiple: bool = False, *, tag: int) -> None:
+        tried.append(tag)
+        raise ConnectionError("connection reset")
+
+    for message in messages[1:]:  # tag 1 is left for the next consumer: acks go one by one
+        message.ack = functools.partial(dead_connection, tag=message.delivery_tag)  # type: ignore[method-assign]
+        acks.handled(message)  # type: ignore[arg-type]
+    await acks.flush()
+
+    assert tried == [2]
+
+
+async def test_a_delivery_of_a_closed_channel_still_reaches_its_handler() -> None:
+    handled: list[object] = []
+
+    async def handler(message: object) -> None:
+        handled.append(message)
+
+    class _Gone:
+        message_id = "m"
+
+        @property
+        def channel(self) -> object:
+            raise aiormq.exceptions.ChannelInvalidStateError("closed")
+
+    consuming = consumer.Consumer(
+        None,  # type: ignore[arg-type]
+        "q",
+        handler,
+        prefetch=10,
+        shutdown_timeout=1,
+    )
+    consuming._acks = _Acks(_Channel(), prefetch=10)
+    gone = _Gone()
+
+    await consuming._on_message(gone)  # type: ignore[arg-type]
+    await asyncio.gather(*consuming._inflight)
+
+    assert handled == [gone]
 
 
 async def test_a_multiple_ack_waits_for_the_single_acks_being_written() -> None:
