@@ -53,6 +53,19 @@ def dialog_store(settings: Settings, redis: Redis) -> DialogStore:
     )
 
 
+def reply_dispatcher(
+    broker: Publisher, settings: Settings, redis: Redis, sender: ReplySender, *, attempts: int = 1
+) -> ReplyDispatcher:
+    """The worker's reply path over `sender`, its quick retries a millisecond apart."""
+    return ReplyDispatcher(
+        broker,
+        sender,
+        reply_order_for(redis, settings),
+        attempts=attempts,
+        backoff=timedelta(milliseconds=1),
+    )
+
+
 def make_processor(
     broker: Publisher,
     settings: Settings,
@@ -66,13 +79,7 @@ def make_processor(
 ) -> MessageProcessor:
     prefix = settings.redis_key_prefix
     locks = ClientLocks(redis, prefix, 5.0)
-    replies = ReplyDispatcher(
-        broker,
-        sender,
-        reply_order_for(redis, settings),
-        attempts=1,
-        backoff=timedelta(milliseconds=1),
-    )
+    replies = reply_dispatcher(broker, settings, redis, sender)
     return MessageProcessor(
         broker=broker,
         dialogs=dialogs or dialog_store(settings, redis),

@@ -3,18 +3,15 @@ out may still have reached the customer, and the retry then says the reply twice
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from orderbot.amqp.testing import InMemoryBroker
 from orderbot.amqp.topology import Topology
 from orderbot.config.settings import Settings
-from orderbot.conversation.reply_order import reply_order_for
 from orderbot.envelopes import Conversation
 from orderbot.errors import TransientSendError
-from worker.replies import ReplyDispatcher
+from tests.support.steps import reply_dispatcher
 
 
 class FailsOnce:
@@ -35,13 +32,7 @@ async def test_a_failed_try_of_the_quick_retry_is_logged_once_at_warning(
 ) -> None:
     sender = FailsOnce()
     broker = InMemoryBroker(Topology.from_settings(settings))
-    replies = ReplyDispatcher(
-        broker,
-        sender,
-        reply_order_for(redis, settings),
-        attempts=3,
-        backoff=timedelta(milliseconds=1),
-    )
+    replies = reply_dispatcher(broker, settings, redis, sender, attempts=3)
     conversation = Conversation(tenant="t", provider="chat2desk", client_id="c1")
 
     with capture_logs() as logs:
