@@ -37,7 +37,9 @@ tag left unacknowledged (handed back, stopping, a handler cancelled) is never co
 the multiple ack stops below it, and the handled messages above it are acknowledged
 one by one. What waits is sent before the channel is let go; a process killed
 meanwhile leaves those messages to be delivered again, and their steps, already
-applied, are only acknowledged then.
+applied, are only acknowledged then. A message whose outcome leaves nothing by which a
+redelivery would be known (it was parked: `ack_at_once`) is acknowledged without waiting,
+so that a connection lost in the window does not park it a second time.
 
 A single-active-consumer queue is let go differently (`hand_over`): a cancel would let
 the broker activate the next consumer at once, while the handlers here still run the
@@ -108,6 +110,28 @@ ACK_WINDOW = 0.1  # seconds a handled message's ack may wait for others to go wi
 _LETTING_GO: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar(
     "letting_go", default=None
 )
+
+
+# Set in each handler's task: whether its message's ack must go without waiting.
+_AT_ONCE: contextvars.ContextVar[_Prompt | None] = contextvars.ContextVar("at_once", default=None)
+
+
+class _Prompt:
+    """Mutable, so that a task the handler starts shares its answer."""
+
+    __slots__ = ("asked",)
+
+    def __init__(self) -> None:
+        self.asked = False
+
+
+def ack_at_once() -> None:
+    """The message being handled is not to wait for the others' ack moment: its outcome
+    (parked, not applied) leaves no marker, and a redelivery would do it again. Outside
+    a handler of this module's consumer, nothing."""
+    prompt = _AT_ONCE.get()
+    if prompt is not None:
+        prompt.asked = True
 
 
 def handed_back(message: Delivery) -> bool:
@@ -229,10 +253,18 @@ class Consumer:
         return None
 
     async def _drain(self) -> None:
+        """Wait for every handler, also those of deliveries that came while this waited
+        (a delivery on its way when the consume was cancelled, or any while a queue is
+        handed over): one that finished after the acks were flushed would find its
+        channel closed and be delivered again. The prefetch bounds how many can come."""
         if not self._inflight:
             return
         log.info("draining", inflight=len(self._inflight))
-        _, pending = await asyncio.wait(set(self._inflight), timeout=self._shutdown_timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._shutdown_timeout
+        while self._inflight and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._inflight), timeout=left)
+        pending = set(self._inflight)
         for task in pending:
             task.cancel()
         if pending:
@@ -250,6 +282,8 @@ class Consumer:
 
     async def _handle(self, message: AbstractIncomingMessage, acks: _Acks | None) -> None:
         _LETTING_GO.set(self._letting_go)
+        prompt = _Prompt()
+        _AT_ONCE.set(prompt)
         inflight = metrics.CONSUMER_INFLIGHT.labels(self._queue)
         inflight.inc()
         try:
@@ -275,7 +309,7 @@ class Consumer:
             if acks is None:
                 await _settle(message)
             else:
-                acks.handled(message)
+                acks.handled(message, at_once=prompt.asked)
         finally:
             inflight.dec()
 
@@ -360,14 +394,14 @@ class _Acks:
         self._turn = asyncio.Lock()
         self._sends: set[asyncio.Task[None]] = set()
 
-    def handled(self, message: AbstractIncomingMessage) -> None:
-        """`message` is done with: acknowledge it soon (unless its handler settled it
-        itself: another ack of its tag would be refused, and a multiple one on it would
-        leave the earlier ones unacknowledged)."""
+    def handled(self, message: AbstractIncomingMessage, *, at_once: bool = False) -> None:
+        """`message` is done with: acknowledge it soon, or on the next loop turn if
+        `at_once` (unless its handler settled it itself: another ack of its tag would be
+        refused, and a multiple one on it would leave the earlier ones unacknowledged)."""
         if not message.processed:
             self._waiting[_tag(message)] = message
         self.settled(message)
-        if len(self._waiting) < self._eager:
+        if len(self._waiting) < self._eager and not at_once:
             _clock().due(self)
         elif not self._soon:
             self._soon = True

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import structlog
 
-from orderbot.amqp.consumer import Delivery
+from orderbot.amqp.consumer import Delivery, ack_at_once
 from orderbot.amqp.publisher import Publisher
 from orderbot.envelopes import Conversation
 from orderbot.errors import PoisonMessage
@@ -122,7 +122,8 @@ async def park(
     into: str | None = None,
 ) -> None:
     """Publish to the DLQ (or `into`: the held queue), confirmed; the caller acks the
-    original only after this.
+    original only after this, and at once: a parked message leaves no marker, so a
+    redelivery of the original would be parked again.
 
     `headers` are the message's own (kept as they came); the story, the customer and
     the reason are written over them.
@@ -147,6 +148,7 @@ async def park(
         headers=parked,
         correlation_id=correlation_id,
     )
+    ack_at_once()
     metrics.MESSAGES_DEAD_LETTERED.labels(source_queue, reason.value).inc()
 
 

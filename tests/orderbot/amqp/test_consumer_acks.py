@@ -18,6 +18,10 @@ from hypothesis import strategies as st
 
 from orderbot.amqp import consumer
 from orderbot.amqp.consumer import _Acks
+from orderbot.amqp.dead_letters import Reason, park
+from orderbot.amqp.testing import InMemoryBroker
+from orderbot.amqp.topology import Topology
+from orderbot.config.settings import Settings
 
 WRITE_TURNS = 3  # loop turns an ack takes to reach the broker
 
@@ -121,6 +125,44 @@ async def test_an_ack_waits_at_most_the_window() -> None:
     async with asyncio.timeout(consumer.ACK_WINDOW * 10):
         await broker.sent.wait()
     assert broker.frames == [(1, False)]
+
+
+async def test_a_message_its_handler_parked_is_acknowledged_without_waiting_for_the_window(
+    settings: Settings,
+) -> None:
+    """A parked message leaves no marker: redelivered after a connection lost while its
+    ack waited, it would be parked a second time."""
+    broker = _Broker()
+    dead_letters = InMemoryBroker(Topology.from_settings(settings))
+    channel = _Channel()
+
+    async def parks(message: object) -> None:
+        await park(
+            dead_letters,
+            b"{}",
+            message_id="m",
+            reason=Reason.PERMANENT,
+            detail="refused",
+            source_queue="q",
+        )
+
+    consuming = consumer.Consumer(
+        None,  # type: ignore[arg-type]
+        "q",
+        parks,
+        prefetch=10,
+        shutdown_timeout=1,
+    )
+    consuming._acks = _Acks(channel, prefetch=10)
+    message = broker.deliver(1)
+    message.channel = channel
+
+    await consuming._on_message(message)  # type: ignore[arg-type]
+    async with asyncio.timeout(consumer.ACK_WINDOW / 2):
+        await broker.sent.wait()
+
+    assert broker.frames == [(1, False)]
+    assert len(dead_letters.on(dead_letters.topology.dlq)) == 1
 
 
 async def test_a_message_its_handler_acknowledged_is_not_acknowledged_again() -> None:
