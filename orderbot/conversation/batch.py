@@ -27,6 +27,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
@@ -36,7 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = structlog.get_logger(__name__)
 
-Arg = str | int | float
+Arg = str | bytes | int | float
 _ARGS = (str, int, float, bytes)
 _PLAIN = frozenset(_ARGS)  # bool, a subclass of int, is not among them
 
@@ -174,6 +175,10 @@ class RedisBatch:
         it with the client): the pool's hand-out checks each connection for stray data
         with a zero-timeout read, which cost more than the rest of a small batch. Here
         every reply is always read, or the connection is dropped on any failure.
+
+        Packed by hiredis (C), not by the asyncio connection's `pack_commands`, which
+        encodes each argument in Python: the same bytes for the arguments `call` lets
+        in, with the client's default UTF-8 encoding.
         """
         conn = self._conn
         if conn is None:
@@ -181,13 +186,19 @@ class RedisBatch:
                 conn = self._conn = await self._redis.connection_pool.get_connection()
             except RuntimeError as exc:
                 raise _lost(exc) from exc
-        commands = [
-            call.command if call.script is None else ("EVALSHA", call.script.sha, *call.command)
-            for call in calls
-        ]
+        packed = b"".join(
+            [
+                _pack(
+                    call.command
+                    if call.script is None
+                    else ("EVALSHA", call.script.sha, *call.command)
+                )
+                for call in calls
+            ]
+        )
         try:
-            await conn.send_packed_command(conn.pack_commands(commands))
-            replies = await _read_replies(conn, len(commands))
+            await conn.send_packed_command(packed)
+            replies = await _read_replies(conn, len(calls))
         except BaseException as exc:
             self._conn = None
             await conn.disconnect(nowait=True)
@@ -202,6 +213,11 @@ class RedisBatch:
             demoted = RedisConnectionError("Redis answered READONLY: the master was demoted")
             replies = [demoted if isinstance(r, ReadOnlyError) else r for r in replies]
         return replies
+
+
+def _pack(command: tuple[Arg, ...]) -> bytes:
+    packed: bytes = hiredis.pack_command(command)  # type: ignore[arg-type]  # its stub: a 1-tuple
+    return packed
 
 
 async def _read_replies(conn: AbstractConnection, count: int) -> list[Any]:

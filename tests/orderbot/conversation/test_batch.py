@@ -71,3 +71,30 @@ async def test_an_argument_redis_cannot_take_is_refused_to_its_caller_alone(
 
 class _Kind(enum.StrEnum):
     ORDER = "order"
+
+
+async def test_every_kind_of_argument_reaches_redis_as_the_client_sends_it(
+    redis: Redis, namespace: str, services: Services
+) -> None:
+    batch = RedisBatch(redis)
+    values: list[str | bytes | int | float] = [
+        "Привет, ул. Киевская 95",
+        b"\x00\xffraw",
+        -5,
+        2**70,
+        0.016666666666666666,
+        1e20,
+        3.0,
+        "",
+        _Kind.ORDER,
+    ]
+    for i, value in enumerate(values):
+        await batch.call(("SET", f"{namespace}:batch:ours:{i}", value))
+        await redis.set(f"{namespace}:batch:client:{i}", value)
+    raw = Redis.from_url(services.redis_url)  # bytes as stored
+    try:
+        for i in range(len(values)):
+            ours = await raw.get(f"{namespace}:batch:ours:{i}")
+            assert ours == await raw.get(f"{namespace}:batch:client:{i}"), values[i]
+    finally:
+        await raw.aclose()
