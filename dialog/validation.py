@@ -4,6 +4,7 @@ Each parser returns the normalized value or an ``Invalid`` naming why, so the ma
 the problem instead of silently re-asking. None of them raises, whatever the text.
 """
 
+import functools
 import re
 import string
 import unicodedata
@@ -251,20 +252,27 @@ def asks_for_person(text: str, words: frozenset[str]) -> bool:
 def phone_examples(rule: PhoneRule) -> dict[str, str]:
     """A mobile number of the region written both ways (``0700 123 456``, ``+996 700 123
     456``): libphonenumber's own example, so it is a number the rule accepts."""
+    national, international = _phone_examples(rule)
+    return {"national": national, "international": international}
+
+
+@functools.lru_cache(maxsize=64)
+def _phone_examples(rule: PhoneRule) -> tuple[str, str]:
+    """Once per rule: libphonenumber builds and formats the example anew each time, and
+    every customer asked for a phone number is shown it."""
     example = phonenumbers.example_number_for_type(rule.region, phonenumbers.PhoneNumberType.MOBILE)
     if example is None:
         example = phonenumbers.example_number(rule.region)
     if example is None:  # no supported region lacks one today; the code alone then
         code = f"+{phonenumbers.country_code_for_region(rule.region)}"
-        return {"national": code, "international": code}
-    return {
-        "national": phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL),
-        "international": phonenumbers.format_number(
-            example, phonenumbers.PhoneNumberFormat.INTERNATIONAL
-        ),
-    }
+        return code, code
+    return (
+        phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL),
+        phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.INTERNATIONAL),
+    )
 
 
+@functools.lru_cache(maxsize=64)
 def allowed_codes(rule: PhoneRule) -> str:
     """The country calling codes a business takes, as a customer dials them: ``+996, +7``."""
     home = phonenumbers.country_code_for_region(rule.region)
@@ -290,16 +298,26 @@ def _says(text: str, words: frozenset[str]) -> bool:
     )
 
 
-def _answer_words(text: str) -> list[str]:
+def _answer_words(text: str) -> tuple[str, ...]:
     """The words of a short answer as typed in any case, with what decorates them dropped:
     punctuation ("Да!", "ok."), emoji that are no answer ("да 🙂"), skin tones and
     variation selectors ("👍🏻"). A sign that is an answer (``+``, ``-``, ``👍``) is a word.
     """
-    if len(text) > 200:  # an answer is short; a long text is never one
-        return []
+    if len(text) > _ANSWER_MAX:  # an answer is short; a long text is never one
+        return ()
+    return _short_answer_words(text)
+
+
+_ANSWER_MAX = 200
+
+
+@functools.lru_cache(maxsize=256)
+def _short_answer_words(text: str) -> tuple[str, ...]:
+    """Remembered for the texts just seen: one message is read as a cancel, a restart,
+    a call for help, a call for a person and an answer, each from the same words."""
     folded = _DASHES.sub("-", unicodedata.normalize("NFKC", text).casefold())
-    return [
+    return tuple(
         token
         for token in _TOKEN.findall(folded)
         if len(token) > 1 or token.isalnum() or token in _SIGNS
-    ]
+    )
