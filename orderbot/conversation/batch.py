@@ -38,8 +38,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 log = structlog.get_logger(__name__)
 
 Arg = str | bytes | int | float
-_ARGS = (str, int, float, bytes)
-_PLAIN = frozenset(_ARGS)  # bool, a subclass of int, is not among them
 
 
 class Script:
@@ -57,12 +55,10 @@ class Script:
 
 
 class _Call:
-    __slots__ = ("command", "future", "script")
+    __slots__ = ("future", "packed", "script")
 
-    def __init__(
-        self, command: tuple[Arg, ...], future: asyncio.Future[Any], script: Script | None
-    ) -> None:
-        self.command = command
+    def __init__(self, packed: bytes, future: asyncio.Future[Any], script: Script | None) -> None:
+        self.packed = packed
         self.future = future
         self.script = script
 
@@ -87,18 +83,16 @@ class RedisBatch:
         """Queue one command (a script's: its key count, keys and arguments); the future
         is its reply (or its error). `within` > 0: it need not go before that many
         seconds, so it rides with the next call that must go now, if any comes."""
-        for arg in command:
-            # The exact types first: an isinstance against a union costs several times more,
-            # and most commands have a dozen arguments.
-            if type(arg) not in _PLAIN and (not isinstance(arg, _ARGS) or isinstance(arg, bool)):
-                # Raised to this caller alone: in the pipeline it would fail the whole batch.
-                raise TypeError(f"a Redis argument must be str, bytes or a number, not {arg!r}")
+        # Packed here, so that an argument Redis cannot take (not str, bytes or a number,
+        # a bool, a str that is not Unicode) is raised to this caller alone: in the
+        # pipeline it would fail the whole batch.
+        packed = _pack(command if script is None else ("EVALSHA", script.sha, *command))
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a client reused on a new loop: forget the old one's
             self._loop, self._pending, self._flusher, self._conn = loop, [], None, None
             self._timer = None
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append(_Call(command, future, script))
+        self._pending.append(_Call(packed, future, script))
         if within <= 0:
             self._start()
         elif self._timer is None and (self._flusher is None or self._flusher.done()):
@@ -175,10 +169,6 @@ class RedisBatch:
         it with the client): the pool's hand-out checks each connection for stray data
         with a zero-timeout read, which cost more than the rest of a small batch. Here
         every reply is always read, or the connection is dropped on any failure.
-
-        Packed by hiredis (C), not by the asyncio connection's `pack_commands`, which
-        encodes each argument in Python: the same bytes for the arguments `call` lets
-        in, with the client's default UTF-8 encoding.
         """
         conn = self._conn
         if conn is None:
@@ -186,19 +176,8 @@ class RedisBatch:
                 conn = self._conn = await self._redis.connection_pool.get_connection()
             except RuntimeError as exc:
                 raise _lost(exc) from exc
-        packed = b"".join(
-            [
-                _pack(
-                    call.command
-                    if call.script is None
-                    else ("EVALSHA", call.script.sha, *call.command)
-                )
-                for call in calls
-            ]
-        )
         try:
-            await conn.send_packed_command(packed)
-            replies = await _read_replies(conn, len(calls))
+            replies = await _round_trip(conn, [call.packed for call in calls])
         except BaseException as exc:
             self._conn = None
             await conn.disconnect(nowait=True)
@@ -216,24 +195,36 @@ class RedisBatch:
 
 
 def _pack(command: tuple[Arg, ...]) -> bytes:
+    """By hiredis (C), not by the asyncio connection's `pack_commands`, which encodes each
+    argument in Python: the same bytes, with the client's default UTF-8 encoding. A bool
+    is refused, as redis-py refuses it."""
     packed: bytes = hiredis.pack_command(command)  # type: ignore[arg-type]  # its stub: a 1-tuple
     return packed
 
 
-async def _read_replies(conn: AbstractConnection, count: int) -> list[Any]:
-    """`count` replies under one socket timeout for them all, read from the connection's
-    parser: its `read_response` opens a timeout for each reply, which cost about as much
-    as parsing a small one. An error reply stays a value (its caller's), as
-    `read_response` would have raised it; a timeout or a broken socket raises the
-    errors it raises."""
-    parser: Any = conn._parser
+async def _round_trip(conn: AbstractConnection, packed: list[bytes]) -> list[Any]:
+    """Write the batch and read its replies under one socket timeout for it all, on the
+    connection's own stream and parser: `send_packed_command` runs its write in a task of
+    its own to time it, and `read_response` opens a timeout for each reply, which cost
+    about as much as parsing a small one. An error reply stays a value (its caller's),
+    as `read_response` would have raised it; a timeout or a broken socket raises the
+    errors redis-py raises."""
+    connection: Any = conn  # redis-py's connection methods are untyped
+    if not connection.is_connected:
+        await connection.connect()
+    else:
+        await connection.check_health()  # a PING, when one is due
+    writer = connection._writer
+    parser = connection._parser
     try:
         async with asyncio.timeout(conn.socket_timeout):
-            replies = [await parser.read_response() for _ in range(count)]
+            writer.writelines(packed)
+            await writer.drain()
+            replies = [await parser.read_response() for _ in packed]
     except TimeoutError as exc:
-        raise RedisTimeoutError("Timeout reading from Redis") from exc
+        raise RedisTimeoutError("Timeout talking to Redis") from exc
     except OSError as exc:
-        raise RedisConnectionError(f"Error while reading from Redis: {exc!r}") from exc
+        raise RedisConnectionError(f"Error while talking to Redis: {exc!r}") from exc
     if conn.health_check_interval:  # it answered: no PING due for a while
         conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval
     return replies

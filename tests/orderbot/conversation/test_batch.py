@@ -69,6 +69,18 @@ async def test_an_argument_redis_cannot_take_is_refused_to_its_caller_alone(
     assert await batch.call(("GET", key)) == "order"
 
 
+async def test_a_text_that_is_not_unicode_fails_its_caller_alone(
+    redis: Redis, namespace: str
+) -> None:
+    batch = RedisBatch(redis)
+    key = f"{namespace}:batch:surrogate"
+    with pytest.raises(UnicodeEncodeError):
+        batch.call(("SET", key, "half a pair: \ud800"))
+    other = batch.call(("SET", key, "whole"))  # the same loop turn, the same batch
+    assert await other in (True, "OK")
+    assert await batch.call(("GET", key)) == "whole"
+
+
 class _Kind(enum.StrEnum):
     ORDER = "order"
 
