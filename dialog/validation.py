@@ -272,9 +272,13 @@ def _phone_examples(rule: PhoneRule) -> tuple[str, str]:
     )
 
 
-@functools.lru_cache(maxsize=64)
 def allowed_codes(rule: PhoneRule) -> str:
     """The country calling codes a business takes, as a customer dials them: ``+996, +7``."""
+    return _allowed_codes(rule)
+
+
+@functools.lru_cache(maxsize=64)
+def _allowed_codes(rule: PhoneRule) -> str:
     home = phonenumbers.country_code_for_region(rule.region)
     others = {phonenumbers.country_code_for_region(code) for code in rule.allowed} - {home}
     return ", ".join(f"+{code}" for code in (home, *sorted(others)))

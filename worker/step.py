@@ -130,6 +130,8 @@ class MessageProcessor:
             provider=conversation.provider,
             client_id=conversation.client_id,
         ):
+            if handed_back(message):  # not worth a turn and a slot: asked again in them
+                raise Stopping("the partition is being handed over; left for redelivery")
             async with self._arrival.turn(conversation.key), self._slots:
                 if handed_back(message):
                     raise Stopping("the partition is being handed over; left for redelivery")
@@ -151,6 +153,8 @@ class MessageProcessor:
     async def _on_event(self, message: Delivery, event: ConversationEvent) -> None:
         """An operator's message or a closed dialog takes its turn among the customer's
         messages, like one of them."""
+        if handed_back(message):
+            raise Stopping("the partition is being handed over; left for redelivery")
         async with self._arrival.turn(event.conversation.key), self._slots:
             if handed_back(message):
                 raise Stopping("the partition is being handed over; left for redelivery")

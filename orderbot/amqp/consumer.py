@@ -127,8 +127,9 @@ class _Prompt:
 
 def ack_at_once() -> None:
     """The message being handled is not to wait for the others' ack moment: its outcome
-    (parked, not applied) leaves no marker, and a redelivery would do it again. Outside
-    a handler of this module's consumer, nothing."""
+    (parked, not applied) leaves no marker, and a redelivery would do it again. Heard
+    from the handler's task or a task it awaits (one it leaves running may outlive the
+    ack); outside a handler of this module's consumer, nothing."""
     prompt = _AT_ONCE.get()
     if prompt is not None:
         prompt.asked = True
@@ -162,6 +163,7 @@ class Consumer:
         self._stop = asyncio.Event()
         self._letting_go = asyncio.Event()
         self._acks: _Acks | None = None
+        self._drained = False  # the consumer is letting go: no handler starts any more
 
     @property
     def inflight(self) -> int:
@@ -257,13 +259,16 @@ class Consumer:
         (a delivery on its way when the consume was cancelled, or any while a queue is
         handed over): one that finished after the acks were flushed would find its
         channel closed and be delivered again. The prefetch bounds how many can come."""
-        if not self._inflight:
-            return
-        log.info("draining", inflight=len(self._inflight))
+        if self._inflight:
+            log.info("draining", inflight=len(self._inflight))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._shutdown_timeout
         while self._inflight and (left := deadline - loop.time()) > 0:
             await asyncio.wait(set(self._inflight), timeout=left)
+        # From here on a delivery still on its way through aiormq's and aio-pika's tasks
+        # is left alone: the acks are about to be flushed and the channel closed, which
+        # returns it to the queue.
+        self._drained = True
         pending = set(self._inflight)
         for task in pending:
             task.cancel()
@@ -273,6 +278,9 @@ class Consumer:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         """Called in a task the channel owns: hand the message to a task of our own."""
+        if self._drained:
+            log.info("left_for_redelivery", queue=self._queue, message_id=message.message_id)
+            return
         acks = self._acks
         if acks is not None and (channel_gone(message) or message.channel is not acks.channel):
             acks = None  # a late delivery of a channel consumed before: its tags are its own

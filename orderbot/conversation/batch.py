@@ -101,7 +101,12 @@ class RedisBatch:
 
     def fire(self, command: tuple[Arg, ...], *, what: str, within: float = 0.0) -> None:
         """Queue a best-effort command nobody waits for; a failure is logged as `what`."""
-        self.call(command, within=within).add_done_callback(lambda f: _log_failure(f, what))
+        try:
+            queued = self.call(command, within=within)
+        except (TypeError, ValueError) as exc:  # an argument Redis cannot take: logged too
+            log.warning(what, error=str(exc))
+            return
+        queued.add_done_callback(lambda f: _log_failure(f, what))
 
     def _start(self) -> None:
         if self._timer is not None:

@@ -53,3 +53,27 @@ async def test_a_delivery_that_came_while_draining_is_handled_before_the_drain_e
 
     assert handled == ["first", "late"]
     assert late.processed
+
+
+async def test_a_delivery_that_comes_after_the_drain_is_left_for_redelivery() -> None:
+    """It was on its way through aiormq's and aio-pika's tasks when the last handler
+    finished: the acks are being flushed and the channel closed, which requeues it."""
+    handled: list[str] = []
+
+    async def handler(message: _Message) -> None:
+        handled.append(message.message_id)
+
+    consuming = consumer.Consumer(
+        None,  # type: ignore[arg-type]
+        "q",
+        handler,  # type: ignore[arg-type]
+        prefetch=10,
+        shutdown_timeout=5,
+    )
+    await consuming._drain()
+    late = _Message("late")
+    await consuming._on_message(late)  # type: ignore[arg-type]
+
+    assert consuming.inflight == 0
+    assert handled == []
+    assert not late.processed

@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from structlog.testing import capture_logs
 
 from orderbot.conversation.batch import RedisBatch
 from tests.support.services import Services
@@ -79,6 +80,15 @@ async def test_a_text_that_is_not_unicode_fails_its_caller_alone(
     other = batch.call(("SET", key, "whole"))  # the same loop turn, the same batch
     assert await other in (True, "OK")
     assert await batch.call(("GET", key)) == "whole"
+
+
+async def test_a_best_effort_command_redis_cannot_take_is_logged_not_raised(
+    redis: Redis, namespace: str
+) -> None:
+    batch = RedisBatch(redis)
+    with capture_logs() as logs:
+        batch.fire(("SET", f"{namespace}:batch:fired", "\ud800"), what="remember_failed")
+    assert [entry["event"] for entry in logs] == ["remember_failed"]
 
 
 class _Kind(enum.StrEnum):
