@@ -65,7 +65,8 @@ from typing import Any, Protocol
 import aio_pika
 import aiormq
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractQueue
+from aiormq.abc import DeliveredMessage
 
 from orderbot.amqp.link import BrokerLink
 from orderbot.errors import Stopping, is_transient
@@ -81,8 +82,8 @@ class _Channel(Protocol):
 
 
 class Delivery(Protocol):
-    """What a handler reads of a delivered message, and how it settles it: aio-pika's
-    incoming message, or amqp/testing.py's in-memory one."""
+    """What a handler reads of a delivered message, and how it settles it: `Delivered`
+    below, or amqp/testing.py's in-memory one."""
 
     @property
     def body(self) -> bytes: ...
@@ -100,6 +101,52 @@ class Delivery(Protocol):
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class Delivered:
+    """A delivery as aiormq hands it over, with what a handler reads of it.
+
+    Not aio-pika's IncomingMessage: that decodes every property (timestamps, expiry,
+    priority) of every message and runs the consumer's callback in a task of its own,
+    for handlers that read the body, the headers and two ids. Settling it twice raises,
+    as aio-pika's does: a tag acknowledged twice closes the channel.
+    """
+
+    __slots__ = (
+        "body",
+        "channel",
+        "correlation_id",
+        "delivery_tag",
+        "headers",
+        "message_id",
+        "processed",
+    )
+
+    def __init__(self, delivered: DeliveredMessage) -> None:
+        properties = delivered.header.properties
+        self.body: bytes = delivered.body
+        self.headers: Mapping[str, Any] = properties.headers or {}
+        self.message_id: str | None = properties.message_id
+        self.correlation_id: str | None = properties.correlation_id
+        self.delivery_tag: int | None = delivered.delivery_tag
+        self.channel: aiormq.abc.AbstractChannel = delivered.channel
+        self.processed = False
+
+    async def ack(self, multiple: bool = False) -> None:
+        await self.channel.basic_ack(self._unsettled(), multiple=multiple)
+        self.processed = True
+
+    async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
+        await self.channel.basic_nack(self._unsettled(), multiple=multiple, requeue=requeue)
+        self.processed = True
+
+    def _unsettled(self) -> int:
+        if self.processed:
+            raise RuntimeError(f"message {self.message_id} is settled already")
+        if self.delivery_tag is None:  # only a consume with no_ack has none; none is made
+            raise RuntimeError("a delivery without a delivery tag")
+        return self.delivery_tag
+
 
 SETTLE_TIMEOUT = 5.0  # an ack is one frame; longer means the connection is dead
 SUBSCRIBE_TIMEOUT = 10.0  # a channel, its qos, a passive declare and a consume
@@ -237,8 +284,12 @@ class Consumer:
                     await channel.initialize()
                     await channel.set_qos(prefetch_count=self._prefetch)
                     queue = await channel.declare_queue(self._queue, passive=True)
-                    self._acks = _Acks(await channel.get_underlay_channel(), self._prefetch)
-                    tag = await queue.consume(self._on_message)
+                    underlay = await channel.get_underlay_channel()
+                    self._acks = _Acks(underlay, self._prefetch)
+                    consuming = await underlay.basic_consume(self._queue, self._on_delivered)
+                    if consuming.consumer_tag is None:  # pamqp's type allows it; never sent
+                        raise RuntimeError("the broker gave no consumer tag")
+                    tag = consuming.consumer_tag
             except (
                 aiormq.exceptions.AMQPError,
                 ConnectionError,
@@ -265,9 +316,8 @@ class Consumer:
         deadline = loop.time() + self._shutdown_timeout
         while self._inflight and (left := deadline - loop.time()) > 0:
             await asyncio.wait(set(self._inflight), timeout=left)
-        # From here on a delivery still on its way through aiormq's and aio-pika's tasks
-        # is left alone: the acks are about to be flushed and the channel closed, which
-        # returns it to the queue.
+        # From here on a delivery still on its way through aiormq's task is left alone:
+        # the acks are about to be flushed and the channel closed, which requeues it.
         self._drained = True
         pending = set(self._inflight)
         for task in pending:
@@ -276,7 +326,10 @@ class Consumer:
             log.warning("drain_timeout_cancelled", tasks=len(pending))
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_delivered(self, delivered: DeliveredMessage) -> None:
+        await self._on_message(Delivered(delivered))
+
+    async def _on_message(self, message: Delivered) -> None:
         """Called in a task the channel owns: hand the message to a task of our own."""
         if self._drained:
             log.info("left_for_redelivery", queue=self._queue, message_id=message.message_id)
@@ -288,7 +341,7 @@ class Consumer:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _handle(self, message: AbstractIncomingMessage, acks: _Acks | None) -> None:
+    async def _handle(self, message: Delivered, acks: _Acks | None) -> None:
         _LETTING_GO.set(self._letting_go)
         prompt = _Prompt()
         _AT_ONCE.set(prompt)
@@ -351,7 +404,7 @@ def channel_gone(message: Delivery) -> bool:
     """The channel `message` came on is closed: the broker has taken it back."""
     try:
         return message.channel.is_closed
-    except aiormq.exceptions.ChannelInvalidStateError:  # aio-pika's answer for a closed one
+    except aiormq.exceptions.ChannelInvalidStateError:  # aio-pika's messages answer so
         return True
 
 
@@ -397,12 +450,12 @@ class _Acks:
         self._eager = max(1, prefetch // 2)  # this many waiting: sent at once
         self._floor = 0
         self._above: set[int] = set()  # settled tags above the floor
-        self._waiting: dict[int, AbstractIncomingMessage] = {}
+        self._waiting: dict[int, Delivered] = {}
         self._soon = False  # a send is asked for on the next loop turn
         self._turn = asyncio.Lock()
         self._sends: set[asyncio.Task[None]] = set()
 
-    def handled(self, message: AbstractIncomingMessage, *, at_once: bool = False) -> None:
+    def handled(self, message: Delivered, *, at_once: bool = False) -> None:
         """`message` is done with: acknowledge it soon, or on the next loop turn if
         `at_once` (unless its handler settled it itself: another ack of its tag would be
         refused, and a multiple one on it would leave the earlier ones unacknowledged)."""
@@ -415,7 +468,7 @@ class _Acks:
             self._soon = True
             asyncio.get_running_loop().call_soon(self.send_now)
 
-    def settled(self, message: AbstractIncomingMessage) -> None:
+    def settled(self, message: Delivered) -> None:
         """`message` is acknowledged or nacked (or waits here to be): the floor may pass
         its tag."""
         tag = _tag(message)
@@ -493,7 +546,7 @@ def _clock() -> _AckClock:
     return clock
 
 
-def _tag(message: AbstractIncomingMessage) -> int:
+def _tag(message: Delivered) -> int:
     tag = message.delivery_tag
     if tag is None:  # only consumes with no_ack have none, and none are made here
         raise RuntimeError("a delivery without a delivery tag")

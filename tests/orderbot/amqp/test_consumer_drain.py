@@ -56,7 +56,7 @@ async def test_a_delivery_that_came_while_draining_is_handled_before_the_drain_e
 
 
 async def test_a_delivery_that_comes_after_the_drain_is_left_for_redelivery() -> None:
-    """It was on its way through aiormq's and aio-pika's tasks when the last handler
+    """It was on its way through aiormq's task when the last handler
     finished: the acks are being flushed and the channel closed, which requeues it."""
     handled: list[str] = []
 
