@@ -9,7 +9,12 @@ checkout (DIR first on PYTHONPATH, then this one), alternating round after round
   20 concurrent callers each running a script with three keys and eleven arguments (the
   shape of the step's `begin`), 5,000 calls a run; CPU per call, the client's side only.
 
-Neither is the pipeline: they tell whether a change to one of these loops moved its own
+- **consume**: orderbot's `Consumer` on a quorum partition queue of its own (a fresh
+  topology under a queue prefix of its own, deleted after), prefetch 64, a handler that
+  does nothing; 20,000 messages published first, then consumed and acknowledged; CPU per
+  message, the consuming process only.
+
+None of them is the pipeline: they tell whether a change to one of these loops moved its own
 cost, which the pipeline's noise on a shared machine hides. DIR must run on this
 checkout's virtualenv (e.g. a `git archive` of the baseline commit).
 """
@@ -96,14 +101,61 @@ async def batch_us_per_call(callers: int = 20, calls: int = 250) -> float:
         await client.aclose()
 
 
+async def consume_us_per_message(messages: int = 20_000) -> float:
+    from orderbot.amqp.consumer import Consumer, Delivery
+    from orderbot.amqp.link import BrokerLink
+    from orderbot.config.settings import Settings
+
+    settings = Settings(_env_file=None, queue_prefix=f"bench-hot-{uuid.uuid4().hex[:8]}-")
+    async with BrokerLink(settings, "bench") as broker:
+        if not await broker.wait_connected(asyncio.Event()):
+            raise RuntimeError("no broker")
+        queue = broker.topology.partitions[0]
+        try:
+            body = b'{"text": "' + b"x" * 300 + b'"}'
+            await asyncio.gather(
+                *(
+                    broker.publish(queue, body, message_id=f"m-{i}", headers={"x-tenant": "t"})
+                    for i in range(messages)
+                )
+            )
+            done = asyncio.Event()
+            handled = 0
+
+            async def handler(_: Delivery) -> None:
+                nonlocal handled
+                handled += 1
+                if handled == messages:
+                    done.set()
+
+            stop = asyncio.Event()
+            consumer = Consumer(broker, queue, handler, prefetch=64, shutdown_timeout=5)
+            started = time.process_time()
+            running = asyncio.create_task(consumer.run(stop))
+            await done.wait()
+            stop.set()
+            await running
+            return (time.process_time() - started) / messages * 1e6
+        finally:
+            channel = await broker.connection.channel()
+            for name in broker.topology.all_queues:
+                await channel.queue_delete(name)
+            await channel.close()
+
+
 def _measure() -> None:
+    import logging
+
+    import structlog
     import uvloop
 
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     print(
         json.dumps(
             {
                 "dialog_us_per_step": dialog_us_per_step(),
                 "batch_us_per_call": uvloop.run(batch_us_per_call()),
+                "consume_us_per_message": uvloop.run(consume_us_per_message()),
             }
         )
     )
@@ -141,10 +193,11 @@ def main() -> None:
             runs[side].append(result)
             print(
                 f"round {round_} {side:8}: dialog {result['dialog_us_per_step']:.1f} µs/step, "
-                f"redis batch {result['batch_us_per_call']:.1f} µs/call",
+                f"redis batch {result['batch_us_per_call']:.1f} µs/call, "
+                f"consume {result['consume_us_per_message']:.1f} µs/message",
                 flush=True,
             )
-    for name in ("dialog_us_per_step", "batch_us_per_call"):
+    for name in ("dialog_us_per_step", "batch_us_per_call", "consume_us_per_message"):
         base = statistics.median(r[name] for r in runs["baseline"])
         this = statistics.median(r[name] for r in runs["this"])
         print(f"{name}: baseline {base:.1f}, this {this:.1f}, ratio {this / base:.2f}")
