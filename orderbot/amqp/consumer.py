@@ -211,6 +211,7 @@ class Consumer:
         self._letting_go = asyncio.Event()
         self._acks: _Acks | None = None
         self._drained = False  # the consumer is letting go: no handler starts any more
+        self._inflight_gauge = metrics.CONSUMER_INFLIGHT.labels(queue)
 
     @property
     def inflight(self) -> int:
@@ -345,7 +346,7 @@ class Consumer:
         _LETTING_GO.set(self._letting_go)
         prompt = _Prompt()
         _AT_ONCE.set(prompt)
-        inflight = metrics.CONSUMER_INFLIGHT.labels(self._queue)
+        inflight = self._inflight_gauge
         inflight.inc()
         try:
             try:
