@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +21,7 @@ from aio_pika.abc import AbstractChannel
 from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection, Connection
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from orderbot.amqp.consumer import Consumer, Delivery
@@ -62,13 +62,13 @@ async def test_releasing_a_customer_lock_while_its_lease_is_being_renewed_return
     # The race, made certain: the lock is released in the very loop iteration in which
     # the renewer's command has been written but its send has not returned yet.
     renewal_sent = asyncio.Event()
-    send = Connection._send_packed_command
+    drain = asyncio.StreamWriter.drain
 
-    async def send_and_tell(connection: Connection, command: Iterable[bytes]) -> None:
-        await send(connection, command)
+    async def drain_and_tell(writer: asyncio.StreamWriter) -> None:
+        await drain(writer)
         renewal_sent.set()
 
-    monkeypatch.setattr(Connection, "_send_packed_command", send_and_tell)
+    monkeypatch.setattr(asyncio.StreamWriter, "drain", drain_and_tell)
     async with open_redis(settings) as client:  # the processes' client: socket timeouts on
         locks = ClientLocks(client, settings.redis_key_prefix, timeout=0.03)
         async with asyncio.timeout(5):
@@ -185,15 +185,19 @@ async def test_a_redis_connection_closed_under_a_batch_is_a_connection_error(
         "unable to perform operation on <TCPTransport closed=True>; the handler is closed"
     )
 
-    async def write_to_a_closed_transport(*_: object, **__: object) -> None:
+    async def connect_to_a_closed_transport(*_: object, **__: object) -> None:
+        raise closed
+
+    def write_to_a_closed_transport(*_: object, **__: object) -> None:
         raise closed
 
     async with Redis.from_url(services.redis_url) as client:
         batch = RedisBatch(client)
         if where == "command":
             assert await batch.call(("PING",)) == b"PONG"  # its own connection is open now
-        target = "connect" if where == "handshake" else "send_packed_command"
-        monkeypatch.setattr(AbstractConnection, target, write_to_a_closed_transport)
+            monkeypatch.setattr(asyncio.StreamWriter, "writelines", write_to_a_closed_transport)
+        else:
+            monkeypatch.setattr(AbstractConnection, "connect", connect_to_a_closed_transport)
 
         with pytest.raises(RedisConnectionError) as raised:
             await batch.call(("PING",))
