@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from bench.bodies import webhook_path
-from bench.harness import RESULTS, WEBHOOK_TOKEN, Proc, Stack, free_port, run_json
+from bench.harness import REPO, RESULTS, WEBHOOK_TOKEN, Proc, Stack, free_port, run_json
 from bench.pipeline import DriverRuns
 
 OUT = RESULTS / "profile"
@@ -67,7 +67,8 @@ def _short(frame: str) -> str:
     if match is None:
         return frame
     file = match["file"]
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+    # This checkout's own files are named from its root, wherever it is.
+    for marker in ("site-packages/", f"{REPO}/", "/work/main/", "lib/python3.11/"):
         if marker in file:
             file = file.split(marker, 1)[1]
             break
@@ -122,6 +123,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("prometheus_client", ("(prometheus_client/",)),
     ("tenacity", ("(tenacity/",)),
     ("orderbot code", ("(orderbot/", "(server/", "(worker/", "(outbox_worker/", "(dialog/")),
+    ("bench code", ("(bench/",)),  # the bare worker of bench/bare_step.py
 )
 
 
