@@ -13,8 +13,10 @@ own counts (bench/step_cost.py's `Counters`), all divided by the run's steps. CP
 falls as the rate rises (bigger batches everywhere), and the bare worker reaches a higher
 rate in a closed loop: `--rate R` drives both in an open loop at R steps/s instead, the same
 batches for both. `--sides orderbot,bare,bare-redis,bare-http` adds the floor without
-PostgreSQL and without Redis too, which splits it by service. With `--profile N` it then
-records N seconds of py-spy of each worker in the closed loop (bench/profile.py's summary).
+PostgreSQL and without Redis too, which splits it by service; `bare-plain` is the floor
+with redis-py's own calls (one round trip each) instead of orderbot's RedisBatch. With
+`--profile N` it then records N seconds of py-spy of each worker in the closed loop
+(bench/profile.py's summary).
 
 The bare worker does, per message, the I/O of orderbot's happy-path step, with the same
 libraries opened the same way (orderbot's BrokerLink, open_redis, open_postgres and
@@ -209,10 +211,14 @@ class BareStep:
 
         batch = batch_for(redis)
         self._batch = batch
-        self._begin = batch.script(_BEGIN)
-        self._commit = batch.script(_COMMIT)
-        self._take = batch.script(_TAKE)
-        self._xadd = batch.script(_XADD_ALL)
+        # "plain": redis-py's own client instead, one round trip per call from its pool.
+        self._plain = "plain" in parts
+        scripts = redis.register_script if self._plain else batch.script
+        self._redis = redis
+        self._begin: Any = scripts(_BEGIN)
+        self._commit: Any = scripts(_COMMIT)
+        self._take: Any = scripts(_TAKE)
+        self._xadd: Any = scripts(_XADD_ALL)
         self._place = _PLACE
         self._pool = pool
         self._session = session
@@ -235,6 +241,7 @@ class BareStep:
         self._redis_on = "redis" in parts
         self._postgres_on = "postgres" in parts
         self._turns: dict[str, int] = {}  # the turn count when Redis is left out
+        self._fired: set[asyncio.Future[Any]] = set()
 
     def start_history(self) -> asyncio.Task[None]:
         return asyncio.create_task(self._history.run())
@@ -260,11 +267,25 @@ class BareStep:
                 ).decode()
             )
         for tenant, bodies in by_tenant.items():
+            if self._plain:
+                self._fire(
+                    self._xadd(
+                        keys=[f"{self._p}events:{tenant}"], args=[self._stream_length, *bodies]
+                    )
+                )
+                continue
             self._batch.call(
                 (1, f"{self._p}events:{tenant}", self._stream_length, *bodies),
                 script=self._xadd,
                 within=self._ride,
             ).add_done_callback(_quiet)
+
+    def _fire(self, call: Any) -> None:
+        """A call nobody waits for, on redis-py's own client."""
+        task = asyncio.ensure_future(call)
+        self._fired.add(task)
+        task.add_done_callback(self._fired.discard)
+        task.add_done_callback(_quiet)
 
     async def __call__(self, acks: Acks, message: Any) -> None:
         raw = orjson.loads(message.body)
@@ -336,7 +357,10 @@ class BareStep:
                     raise RuntimeError(f"the fake API answered {response.status}")
                 answer = orjson.loads(await response.read())
             sent_id = str(answer["data"]["message_id"])
-            if redis:
+            if redis and self._plain:
+                own = f"{p}own:{tenant}:{provider}:{sent_id}"
+                self._fire(self._redis.set(own, client_id, px=OWN_MESSAGE_MS))
+            elif redis:
                 self._batch.call(
                     ("SET", f"{p}own:{tenant}:{provider}:{sent_id}", client_id, "PX",
                      OWN_MESSAGE_MS),
@@ -522,7 +546,13 @@ async def _profile(
 
 # The bare worker's levels: the full floor, and the same without PostgreSQL (history and
 # the order insert), then without Redis too (the consume, the POST and the ack alone).
-PARTS = {"bare": "redis,postgres", "bare-redis": "redis", "bare-http": ""}
+# "bare-plain": the full floor with redis-py's own calls instead of orderbot's RedisBatch.
+PARTS = {
+    "bare": "redis,postgres",
+    "bare-redis": "redis",
+    "bare-http": "",
+    "bare-plain": "redis,postgres,plain",
+}
 FIGURES = (
     "worker_cpu_us_per_step",
     "redis_cpu_us_per_step",
@@ -585,6 +615,7 @@ LABELS = {
     "bare": "the bare worker (floor)",
     "bare-redis": "bare, without PostgreSQL",
     "bare-http": "bare, consume + POST + ack only",
+    "bare-plain": "bare, redis-py's own calls",
 }
 
 
@@ -642,7 +673,7 @@ def table(summary: dict[str, Any]) -> str:
         "replies lost / unexpected, orders = completed dialogs",
         lambda r: (
             f"{r['lost']} / {r['unexpected_replies']}, "
-            + ("yes" if r["orders"] == r["orders_completed"] else "no")
+            + {True: "yes", False: "NO", None: "—"}[r["orders_right"]]
         ),
     )
     return "\n".join(rows)
