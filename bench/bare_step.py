@@ -541,7 +541,44 @@ async def _profile(
     result = await drivers.run(mode="closed", seconds=seconds, warmup=0, customers=CUSTOMERS)
     await recorders_done()
     await _stop(stack, side, proc)
-    return {"load": result["steps_per_s"], **summarize(path, top=40)}
+    steps = float(result["steps_total"])
+    return {
+        "load": result["steps_per_s"],
+        "per_1000_steps": per_steps(path, steps),
+        **summarize(path, top=40),
+    }
+
+
+def _kind(frames: list[str]) -> str:
+    """bench/profile.py's component of a sample, except that Redis is split in two: the
+    round trips (since the batch writes to the stream itself, its socket writes and
+    reads are under `_round_trip`, not in redis-py) and the batch's queueing and packing,
+    which both workers have."""
+    from bench.profile import component
+
+    if any("_round_trip (orderbot/conversation/batch.py" in f or "(redis/" in f for f in frames):
+        return "Redis I/O (round trips)"
+    found = component(frames)
+    if found == "orderbot code" and any("(orderbot/conversation/batch.py" in f for f in frames):
+        return "RedisBatch, queueing and packing"
+    return found
+
+
+def per_steps(path: Path, steps: float) -> dict[str, float]:
+    """Busy samples (10 ms each) per 1,000 steps by `_kind`: comparable between two
+    workers in a way shares of two different totals are not."""
+    import collections
+
+    from bench.profile import IDLE_LEAVES, _short
+
+    counts: collections.Counter[str] = collections.Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [_short(f) for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if stack and frames and not frames[-1].startswith(IDLE_LEAVES):
+            counts[_kind(frames)] += int(count)
+    per = {kind: round(1000 * n / max(steps, 1.0), 1) for kind, n in counts.most_common()}
+    return {**per, "total": round(1000 * sum(counts.values()) / max(steps, 1.0), 1)}
 
 
 # The bare worker's levels: the full floor, and the same without PostgreSQL (history and
@@ -710,7 +747,15 @@ def main() -> None:
     )
     print(f"Run of {summary['machine']['date']}\n")
     print(table(summary))
-    for side, found in summary["profiles"].items():
+    profiles = summary["profiles"]
+    if profiles:
+        print("\n| busy samples per 1,000 steps | " + " | ".join(profiles) + " |")
+        print("| --- |" + " --- |" * len(profiles))
+        kinds = dict.fromkeys(k for found in profiles.values() for k in found["per_1000_steps"])
+        for kind in kinds:
+            cells = [str(found["per_1000_steps"].get(kind, 0.0)) for found in profiles.values()]
+            print(f"| {kind} | " + " | ".join(cells) + " |")
+    for side, found in profiles.items():
         print(f"\n=== {side}: {found['samples']} busy samples at {found['load']} steps/s")
         for kind in ("components", "own"):
             print(f"--- {kind}")
