@@ -2,8 +2,7 @@
 orderbot's worker under the same load.
 
 `python -m bench.bare_step [--rounds 3] [--runs 2] [--seconds 10] [--rate R] [--sides S]
-[--profile N]` starts one
-stack (the server, bench/pipeline.py's 64 customers in a closed loop and its fake
+[--profile N]` starts one stack (the server, bench/pipeline.py's 64 customers and its fake
 Chat2Desk API, RabbitMQ and PostgreSQL shared, a Redis server of the run's own as in
 bench/step_cost.py) and runs, in turns, orderbot's worker (`python -m worker`) and the bare
 worker below (`python -m bench.bare_step worker`), one at a time against the same server,
@@ -16,7 +15,7 @@ batches for both. `--sides orderbot,bare,bare-redis,bare-http` adds the floor wi
 PostgreSQL and without Redis too, which splits it by service; `bare-plain` is the floor
 with redis-py's own calls (one round trip each) instead of orderbot's RedisBatch. With
 `--profile N` it then records N seconds of py-spy of each worker in the closed loop
-(bench/profile.py's summary).
+(bench/profile.py's summary, and both workers' busy samples per 1,000 steps).
 
 The bare worker does, per message, the I/O of orderbot's happy-path step, with the same
 libraries opened the same way (orderbot's BrokerLink, open_redis, open_postgres and
@@ -47,8 +46,9 @@ state, the history entries, the events), the dialog itself, logging, metrics, th
 per-customer arrival order, the lock-renewal timer, the retry and timeout wrappers, the
 consumer's own task per message; and the roll call's heartbeat and the `UntaggedMarkers`
 PTTL (a call every few seconds, a minute). The state written is a small JSON object with
-the turn count, which picks the reply count (the happy path has one reply a step) and the
-step that places the order, so orders = completed dialogs holds for the bare worker too.
+the turn count, which picks the step that places the order, so orders = completed dialogs
+holds for the bare worker too; the happy path has one reply a step, and so has the bare
+worker.
 """
 
 from __future__ import annotations
