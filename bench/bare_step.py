@@ -22,7 +22,8 @@ libraries opened the same way (orderbot's BrokerLink, open_redis, open_postgres 
 open_http, on uvloop), and no logic but what picks the next key or value:
 
 - the delivery, on the same 16 single-active-consumer quorum partitions, one plain channel
-  each at the worker's prefetch, and WORKER_CONCURRENCY steps at once;
+  each at the worker's prefetch, taken from aiormq as it comes (as orderbot's consumer
+  takes it), and WORKER_CONCURRENCY steps at once;
 - `begin`: orderbot's own Lua (lock SET NX, one EXISTS for marker and hand-off, the
   customer's token bucket, ZCARD, GET state, GET owed rating) by EVALSHA, through
   orderbot's RedisBatch (concurrent steps share one pipelined round trip: the group commit
@@ -85,18 +86,19 @@ class Acks:
     """One channel's acks, sent together: `floor` is the highest tag up to which every
     delivery was handled, so a `multiple` ack on it covers nothing still running."""
 
-    def __init__(self, clock: AckClock, prefetch: int) -> None:
+    def __init__(self, channel: Any, clock: AckClock, prefetch: int) -> None:
+        self._channel = channel  # aiormq's: its basic_ack, without aio-pika's message
         self._clock = clock
         self._eager = max(1, prefetch // 2)
         self._floor = 0
         self._above: set[int] = set()
-        self._waiting: dict[int, Any] = {}
+        self._waiting: set[int] = set()
         self._soon = False
         self._turn = asyncio.Lock()
 
     def handled(self, message: Any) -> None:
         tag = message.delivery_tag
-        self._waiting[tag] = message
+        self._waiting.add(tag)
         self._above.add(tag)
         while self._floor + 1 in self._above:
             self._floor += 1
@@ -116,12 +118,12 @@ class Acks:
 
     async def send(self) -> None:
         async with self._turn:
-            waiting, self._waiting = self._waiting, {}
+            waiting, self._waiting = self._waiting, set()
             covered = [tag for tag in waiting if tag <= self._floor]
             if covered:
-                await waiting[max(covered)].ack(multiple=len(covered) > 1)
-            for tag in sorted(waiting.keys() - set(covered)):
-                await waiting[tag].ack()
+                await self._channel.basic_ack(max(covered), multiple=len(covered) > 1)
+            for tag in sorted(waiting - set(covered)):
+                await self._channel.basic_ack(tag)
 
 
 class AckClock:
@@ -424,9 +426,12 @@ async def bare_worker() -> None:
             channel = aio_pika.Channel(broker.connection, publisher_confirms=False)
             await channel.initialize()
             await channel.set_qos(prefetch_count=settings.worker_concurrency)
-            queue = await channel.declare_queue(name, passive=True)
-            acks = Acks(clock, settings.worker_concurrency)
-            await queue.consume(partial(step, acks))
+            await channel.declare_queue(name, passive=True)
+            underlay = await channel.get_underlay_channel()
+            acks = Acks(underlay, clock, settings.worker_concurrency)
+            # aiormq's deliveries as they come (each in a task of aiormq's), as orderbot's
+            # consumer takes them: aio-pika's IncomingMessage decodes every property.
+            await underlay.basic_consume(name, partial(step, acks))
             channels.append((channel, acks))
         await stop.wait()
         for channel, acks in channels:
