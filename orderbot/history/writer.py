@@ -66,7 +66,7 @@ class HistoryWriter:
         self._written = 0  # every entry up to this one is written (or dropped)
         self._healthy = True
         self._arrived = asyncio.Event()
-        self._progress = asyncio.Condition()
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # settling steps
         self._telling: set[asyncio.Task[None]] = set()
         metrics.HISTORY_QUEUE.set_function(lambda: len(self._queue))
 
@@ -91,9 +91,17 @@ class HistoryWriter:
         target = self._recorded
         if not self.enabled or not self._healthy or self._written >= target:
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._settle_timeout), self._progress:
-                await self._progress.wait_for(lambda: self._written >= target or not self._healthy)
+        # One future per settling step, woken by the batch that covers its target (the
+        # targets only grow, so the waiters are in order) or by its timer: every step
+        # pays this, and a condition's lock and predicate cost several times more.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(self._settle_timeout, _wake, waiter)
+        self._waiters.append((target, waiter))
+        try:
+            await waiter
+        finally:
+            timer.cancel()
 
     async def run(self, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
         """Write batches until `stop`, then what is left (a few tries each)."""
@@ -201,16 +209,23 @@ class HistoryWriter:
         return again
 
     async def _advance(self, upto: int) -> None:
-        async with self._progress:
-            self._written = max(self._written, upto)
-            self._progress.notify_all()
+        self._written = max(self._written, upto)
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self._written:
+            _wake(waiters.popleft()[1])
 
     async def _set_health(self, healthy: bool) -> None:
         if healthy == self._healthy:
             return
         self._healthy = healthy
-        async with self._progress:
-            self._progress.notify_all()
+        if not healthy:  # a step does not wait on a writer that is failing
+            while self._waiters:
+                _wake(self._waiters.popleft()[1])
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # its step may have been cancelled, or its timer was first
+        waiter.set_result(None)
 
 
 async def _wake_on(stop: asyncio.Event, arrived: asyncio.Event) -> None:

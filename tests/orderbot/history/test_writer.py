@@ -61,6 +61,21 @@ async def test_settle_returns_once_the_steps_entries_are_written(
         assert [r["message_key"] for r in await rows_of(db, tenant)] == ["m1", "m1:0"]
 
 
+async def test_a_step_cancelled_while_settling_leaves_the_others_settling(
+    pool: asyncpg.Pool, db: asyncpg.Connection
+) -> None:
+    tenant = a_tenant()
+    async with running(HistoryWriter(), pool) as writer:
+        writer.record(entry(tenant, "42", "m1", direction="in", status="received"))
+        cancelled = asyncio.create_task(writer.settle())
+        await asyncio.sleep(0)  # it waits on its batch now
+        cancelled.cancel()
+        writer.record(entry(tenant, "42", "m1:0"))
+        async with asyncio.timeout(5):
+            await writer.settle()
+        assert len(await rows_of(db, tenant)) == 2
+
+
 async def test_a_database_that_is_down_holds_no_step_up_and_gets_the_entries_once_back(
     proxied: tuple[TcpProxy, asyncpg.Pool], db: asyncpg.Connection
 ) -> None:
