@@ -220,6 +220,7 @@ class Consumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain."""
         self._stop = stop
+        self._drained = False
         if not await self._broker.wait_connected(stop):
             return
         prefetch = metrics.CONSUMER_PREFETCH.labels(self._queue)

@@ -146,7 +146,9 @@ class RedisBatch:
             # The others are answered already: a failure here is not theirs.
             try:
                 for script in {id(s): s for c in unknown if (s := c.script)}.values():
-                    script.sha = await self._redis.script_load(script.source)
+                    loaded = await self._redis.script_load(script.source)
+                    if loaded != script.sha:  # the calls' bytes carry the sha of its UTF-8
+                        raise RuntimeError(f"Redis knows the script as {loaded}, not {script.sha}")
             except Exception as exc:
                 _fail(unknown, exc)
                 return
@@ -202,7 +204,8 @@ class RedisBatch:
 def _pack(command: tuple[Arg, ...]) -> bytes:
     """By hiredis (C), not by the asyncio connection's `pack_commands`, which encodes each
     argument in Python: the same bytes, with the client's default UTF-8 encoding. A bool
-    is refused, as redis-py refuses it."""
+    is refused, as redis-py refuses it, and so is any other subclass of int (an IntEnum,
+    which redis-py would send as its repr)."""
     packed: bytes = hiredis.pack_command(command)  # type: ignore[arg-type]  # its stub: a 1-tuple
     return packed
 

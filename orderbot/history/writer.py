@@ -66,6 +66,7 @@ class HistoryWriter:
         self._written = 0  # every entry up to this one is written (or dropped)
         self._healthy = True
         self._arrived = asyncio.Event()
+        self._stopped = False
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # settling steps
         self._telling: set[asyncio.Task[None]] = set()
         metrics.HISTORY_QUEUE.set_function(lambda: len(self._queue))
@@ -89,7 +90,7 @@ class HistoryWriter:
         """Wait until what was recorded so far is written, within the settle timeout;
         at once while the writer is failing or history is off."""
         target = self._recorded
-        if not self.enabled or not self._healthy or self._written >= target:
+        if not self.enabled or not self._healthy or self._stopped or self._written >= target:
             return
         # One future per settling step, woken by the batch that covers its target (the
         # targets only grow, so the waiters are in order) or by its timer: every step
@@ -97,7 +98,10 @@ class HistoryWriter:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         timer = loop.call_later(self._settle_timeout, _wake, waiter)
-        self._waiters.append((target, waiter))
+        waiters = self._waiters
+        while waiters and waiters[0][1].done():  # timed out (all wait as long) or cancelled
+            waiters.popleft()
+        waiters.append((target, waiter))
         try:
             await waiter
         finally:
@@ -109,6 +113,9 @@ class HistoryWriter:
         try:
             await self._run(pool, stop)
         finally:
+            self._stopped = True  # nothing is written any more: no step waits for it
+            while self._waiters:
+                _wake(self._waiters.popleft()[1])
             wake.cancel()
             await asyncio.gather(wake, return_exceptions=True)
 

@@ -76,6 +76,15 @@ async def test_a_step_cancelled_while_settling_leaves_the_others_settling(
         assert len(await rows_of(db, tenant)) == 2
 
 
+async def test_a_step_settling_on_a_stopped_writer_does_not_wait(pool: asyncpg.Pool) -> None:
+    writer = HistoryWriter(settle_timeout=30)
+    async with running(writer, pool):
+        pass
+    writer.record(entry(a_tenant(), "42", "m1", direction="in", status="received"))
+    async with asyncio.timeout(5):  # not the settle timeout
+        await writer.settle()
+
+
 async def test_a_database_that_is_down_holds_no_step_up_and_gets_the_entries_once_back(
     proxied: tuple[TcpProxy, asyncpg.Pool], db: asyncpg.Connection
 ) -> None:
