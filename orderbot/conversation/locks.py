@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from orderbot.conversation.batch import batch_for
 from orderbot.conversation.keys import Keys
+from orderbot.errors import Stopping
 from orderbot.runtime.waiting import sleep_unless_set
 
 T = TypeVar("T")
@@ -75,6 +76,7 @@ class _Tokens:
 class _LocalLock:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
+    left: bool = False  # a message of the customer was left for redelivery
 
 
 @dataclass(slots=True)
@@ -89,7 +91,11 @@ class Lease(Generic[T]):
 
 
 class ArrivalOrder:
-    """One customer's messages, one at a time, in the order they got here."""
+    """One customer's messages, one at a time, in the order they got here.
+
+    A message left for redelivery (its turn ended in Stopping: the process stops, or the
+    partition is handed over) is delivered again after the ones behind it here, so those
+    are left too: a later message applied here first would be applied out of order."""
 
     def __init__(self) -> None:
         self._local: dict[str, _LocalLock] = {}
@@ -102,7 +108,13 @@ class ArrivalOrder:
         local.users += 1
         try:
             async with local.lock:
-                yield
+                if local.left:
+                    raise Stopping("an earlier message of the customer was left for redelivery")
+                try:
+                    yield
+                except Stopping:
+                    local.left = True
+                    raise
         finally:
             local.users -= 1
             if local.users == 0:
