@@ -9,6 +9,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from orderbot.amqp.consumer import Consumer
 from orderbot.amqp.topology import Topology, partition_of
 from orderbot.config.settings import Settings
 from orderbot.envelopes import InboundMessage, decode
@@ -134,3 +135,9 @@ async def _rabbitmqctl(*arguments: str) -> str:
         stdout, stderr = await process.communicate()
     assert process.returncode == 0, stderr.decode(errors="replace")
     return stdout.decode()
+
+
+def unconnected_consumer(handler: Any, *, shutdown_timeout: float = 5) -> Consumer:
+    """A consumer of queue `q` with no broker behind it, for tests that hand it
+    deliveries (`_on_message`) and watch its handlers, acks and drain."""
+    return Consumer(None, "q", handler, prefetch=10, shutdown_timeout=shutdown_timeout)  # type: ignore[arg-type]

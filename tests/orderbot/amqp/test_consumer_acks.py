@@ -23,6 +23,7 @@ from orderbot.amqp.dead_letters import Reason, park
 from orderbot.amqp.testing import InMemoryBroker
 from orderbot.amqp.topology import Topology
 from orderbot.config.settings import Settings
+from tests.support.broker_tools import unconnected_consumer
 
 WRITE_TURNS = 3  # loop turns an ack takes to reach the broker
 
@@ -148,13 +149,7 @@ async def test_a_message_its_handler_parked_is_acknowledged_without_waiting_for_
             source_queue="q",
         )
 
-    consuming = consumer.Consumer(
-        None,  # type: ignore[arg-type]
-        "q",
-        parks,
-        prefetch=10,
-        shutdown_timeout=1,
-    )
+    consuming = unconnected_consumer(parks, shutdown_timeout=1)
     consuming._acks = _Acks(channel, prefetch=10)
     message = broker.deliver(1)
     message.channel = channel
@@ -234,13 +229,7 @@ async def test_a_delivery_of_a_closed_channel_still_reaches_its_handler() -> Non
         def channel(self) -> object:
             raise aiormq.exceptions.ChannelInvalidStateError("closed")
 
-    consuming = consumer.Consumer(
-        None,  # type: ignore[arg-type]
-        "q",
-        handler,
-        prefetch=10,
-        shutdown_timeout=1,
-    )
+    consuming = unconnected_consumer(handler, shutdown_timeout=1)
     consuming._acks = _Acks(_Channel(), prefetch=10)
     gone = _Gone()
 

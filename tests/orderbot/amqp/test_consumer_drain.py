@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from orderbot.amqp import consumer
+from tests.support.broker_tools import unconnected_consumer
 
 
 class _Channel:
@@ -37,13 +38,7 @@ async def test_a_delivery_that_came_while_draining_is_handled_before_the_drain_e
             await consuming._on_message(late)  # type: ignore[arg-type]
         handled.append(message.message_id)
 
-    consuming = consumer.Consumer(
-        None,  # type: ignore[arg-type]
-        "q",
-        handler,  # type: ignore[arg-type]
-        prefetch=10,
-        shutdown_timeout=5,
-    )
+    consuming = unconnected_consumer(handler, shutdown_timeout=5)
     await consuming._on_message(_Message("first"))  # type: ignore[arg-type]
     drain = asyncio.create_task(consuming._drain())
     await asyncio.sleep(0)  # the drain is waiting on the first handler
@@ -63,13 +58,7 @@ async def test_a_delivery_that_comes_after_the_drain_is_left_for_redelivery() ->
     async def handler(message: _Message) -> None:
         handled.append(message.message_id)
 
-    consuming = consumer.Consumer(
-        None,  # type: ignore[arg-type]
-        "q",
-        handler,  # type: ignore[arg-type]
-        prefetch=10,
-        shutdown_timeout=5,
-    )
+    consuming = unconnected_consumer(handler, shutdown_timeout=5)
     await consuming._drain()
     late = _Message("late")
     await consuming._on_message(late)  # type: ignore[arg-type]
